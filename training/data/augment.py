@@ -1,0 +1,105 @@
+"""Batch augmentations named by the recipes (all operate on float32 pixels in 0..255).
+
+- `mura`: the MURA sources' `augment_image` (§5.0): random left-right and up-down flips,
+  brightness +-0.1 (of the unit range) and contrast 0.9..1.1.
+- `bloodcell`: flips, quarter turns (blood cells have no orientation), brightness and contrast.
+  The source ran keras_cv's RandomAugmentationPipeline (4 of 9 layers per image, rotation up to
+  108 degrees, zoom/translation 30%, channel shuffle, noise); from scratch on a CPU that slowed
+  convergence, so the shipped recipe uses this lighter, exactly label-preserving set.
+  `bloodcell_source` keeps an approximation of the source's pipeline.
+- `mars`: image and mask transformed together (stacked as channels, nearest interpolation, reflect
+  fill, as the source did): flips, then a random zoom or translation.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+Augment = Callable[[dict, dict], tuple[dict, dict]]
+
+
+def _flip(images: tf.Tensor, vertical: bool = True) -> tf.Tensor:
+    images = tf.image.random_flip_left_right(images)
+    return tf.image.random_flip_up_down(images) if vertical else images
+
+
+def _brightness_contrast(images: tf.Tensor, brightness: float, contrast: tuple[float, float]) -> tf.Tensor:
+    batch = tf.shape(images)[0]
+    shift = tf.random.uniform([batch, 1, 1, 1], -brightness, brightness) * 255.0
+    factor = tf.random.uniform([batch, 1, 1, 1], *contrast)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((images - mean) * factor + mean + shift, 0.0, 255.0)
+
+
+def _quarter_turns(images: tf.Tensor) -> tf.Tensor:
+    turns = tf.random.uniform([], 0, 4, dtype=tf.int32)
+    return tf.image.rot90(images, turns)
+
+
+def mura(image_key: str = "image") -> Augment:
+    def apply(x: dict, y: dict):
+        x = dict(x)
+        x[image_key] = _brightness_contrast(_flip(x[image_key]), 0.1, (0.9, 1.1))
+        return x, y
+
+    return apply
+
+
+def bloodcell(image_key: str = "image") -> Augment:
+    def apply(x: dict, y: dict):
+        x = dict(x)
+        images = _quarter_turns(_flip(x[image_key]))
+        x[image_key] = _brightness_contrast(images, 0.1, (0.8, 1.2))
+        return x, y
+
+    return apply
+
+
+def bloodcell_source(image_key: str = "image") -> Augment:
+    layers = keras.Sequential(
+        [
+            keras.layers.RandomFlip("horizontal_and_vertical"),
+            keras.layers.RandomRotation((-0.2, 0.3), fill_mode="reflect"),
+            keras.layers.RandomZoom((-0.3, 0.3), fill_mode="reflect"),
+            keras.layers.RandomTranslation(0.3, 0.3, fill_mode="reflect"),
+            keras.layers.RandomBrightness(0.5, value_range=(0, 255)),
+            keras.layers.RandomContrast((0.5, 1.0)),
+        ]
+    )
+
+    def apply(x: dict, y: dict):
+        x = dict(x)
+        x[image_key] = tf.clip_by_value(layers(x[image_key], training=True), 0.0, 255.0)
+        return x, y
+
+    return apply
+
+
+def mars(image_key: str = "image", mask_key: str = "probabilities") -> Augment:
+    zoom = keras.layers.RandomZoom((-0.5, 0.5), fill_mode="reflect", interpolation="nearest")
+    shift = keras.layers.RandomTranslation(0.5, 0.5, fill_mode="reflect", interpolation="nearest")
+
+    def apply(x: dict, y: dict):
+        images, masks = x[image_key], y[mask_key]
+        stacked = tf.concat([images, tf.cast(masks[..., None], tf.float32)], axis=-1)
+        stacked = _flip(stacked)
+        stacked = tf.cond(
+            tf.random.uniform([]) < 0.5, lambda: zoom(stacked, training=True), lambda: shift(stacked, training=True)
+        )
+        x, y = dict(x), dict(y)
+        x[image_key] = stacked[..., :-1]
+        y[mask_key] = tf.cast(tf.round(stacked[..., -1]), masks.dtype)
+        return x, y
+
+    return apply
+
+
+AUGMENTATIONS: dict[str, Callable[..., Augment]] = {
+    "mura": mura,
+    "bloodcell": bloodcell,
+    "bloodcell_source": bloodcell_source,
+    "mars": mars,
+}

@@ -1,0 +1,331 @@
+"""Train one registered model: config -> data -> model -> fit -> evaluate -> run folder.
+
+A run folder holds: config.json (resolved settings), data.json (what was read, split sizes,
+skipped files), history.csv, logs/ (TensorBoard), best_model.keras, metrics.json and plots/.
+Each step is an importable function; `run_training` strings them together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .data import SplitData, load_data
+from .data.common import Examples
+from .recipe import Recipe, TrainConfig
+from .registry import get_recipe
+
+logger = logging.getLogger(__name__)
+
+SMOKE_EXAMPLES = 48
+SMOKE_BATCH = 8
+
+
+@dataclass
+class Prepared:
+    """A recipe, its resolved config and its decoded data, ready to build and fit."""
+
+    recipe: Recipe
+    config: TrainConfig
+    data: SplitData
+
+
+def seed_everything(seed: int) -> None:
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def make_strategy(name: str):
+    """auto: TF's default (one device); one_device; mirrored: every local GPU (or the logical CPUs a
+    test configured); multiworker: MultiWorkerMirroredStrategy from TF_CONFIG."""
+    import tensorflow as tf
+
+    if name == "auto":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
+        return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    if name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs TF_CONFIG (see README, 'Multi-node training')")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; expected auto, one_device, mirrored or multiworker")
+
+
+def is_chief() -> bool:
+    """True unless TF_CONFIG names this process as a non-chief worker."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = tf_config.get("task", {})
+    if not task:
+        return True
+    has_chief = "chief" in tf_config.get("cluster", {})
+    return task.get("type") == "chief" or (not has_chief and task.get("type") == "worker" and task.get("index", 0) == 0)
+
+
+def set_precision(precision: str) -> None:
+    """float32, mixed_float16 (GPU; Keras wraps the optimizer in a LossScaleOptimizer) or mixed_bfloat16."""
+    import tf_keras as keras
+
+    if precision not in ("float32", "mixed_float16", "mixed_bfloat16"):
+        raise ValueError(f"unknown precision {precision!r}; expected float32, mixed_float16 or mixed_bfloat16")
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def make_optimizer(spec: dict):
+    import tf_keras as keras
+
+    options = dict(spec)
+    name = options.pop("name", "adam").lower()
+    optimizers = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": keras.optimizers.SGD,
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    if name not in optimizers:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(optimizers)}")
+    return optimizers[name](**options)
+
+
+def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoint: Path) -> list:
+    import tf_keras as keras
+
+    callbacks = []
+    monitor, mode = "val_loss", "min"
+    for spec in config.callbacks:
+        options = dict(spec)
+        kind = options.pop("type")
+        if "monitor" in options:
+            options["monitor"] = recipe.task.monitor(options["monitor"])
+        if kind == "early_stopping":
+            callbacks.append(keras.callbacks.EarlyStopping(**options))
+            monitor, mode = options.get("monitor", "val_loss"), options.get("mode", "auto")
+        elif kind == "reduce_lr":
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(**options))
+        else:
+            raise ValueError(f"unknown callback type {kind!r}; expected early_stopping or reduce_lr")
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=0),
+    ]
+    return callbacks
+
+
+def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
+    recipe = get_recipe(model)
+    config = TrainConfig.from_recipe(recipe, data_dir, **overrides)
+    if config.smoke:
+        config = config.updated(
+            {"epochs": min(config.epochs, overrides.get("epochs", 1)), "batch_size": min(config.batch_size, SMOKE_BATCH),
+             "steps_per_epoch": config.steps_per_epoch or 2, "max_examples": config.max_examples or SMOKE_EXAMPLES}
+        )
+    return config
+
+
+def _limit(examples: Examples, count: int | None) -> Examples:
+    if count is None or len(examples) <= count:
+        return examples
+    return examples.subset(np.linspace(0, len(examples) - 1, count).astype(np.int64))
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Read the data the recipe's loaders understand; apply smoke limits and class balancing."""
+    from .data.mars import balance_classes
+
+    recipe = get_recipe(config.model)
+    data = load_data(
+        Path(config.data_dir), recipe.image_spec, recipe.data_formats, explicit=config.data_format,
+        seed=config.seed, skip_bad=config.skip_bad, **config.data_options,
+    )
+    if "train" not in data.splits or "val" not in data.splits:
+        raise ValueError(f"{data.source}: training needs train and val splits, got {sorted(data.splits)}")
+    data.splits = {name: _limit(split, config.max_examples) for name, split in data.splits.items()}
+    if config.balance_classes and recipe.task.kind == "segmentation":
+        before = len(data.splits["train"])
+        data.splits["train"] = balance_classes(data.splits["train"])
+        data.notes["balance_classes_added"] = len(data.splits["train"]) - before
+    return Prepared(recipe, config, data)
+
+
+def build_for_data(prepared: Prepared):
+    """The recipe's model, with class counts taken from the data and the run's options."""
+    recipe, config = prepared.recipe, prepared.config
+    options = dict(config.model_options)
+    if recipe.num_classes_option:
+        option, target = recipe.num_classes_option
+        options[option] = len(prepared.data.class_names[target])
+    return recipe.builder(input_shape=recipe.image_spec.shape, **options)
+
+
+def compile_model(model, prepared: Prepared) -> None:
+    recipe, config = prepared.recipe, prepared.config
+    model.compile(
+        optimizer=make_optimizer(config.optimizer),
+        loss=recipe.task.losses(config),
+        metrics=recipe.task.keras_metrics(config),
+        jit_compile=config.jit,
+    )
+
+
+def make_datasets(prepared: Prepared):
+    from .data.augment import AUGMENTATIONS
+    from .data.pipeline import make_dataset
+
+    recipe, config, data = prepared.recipe, prepared.config, prepared.data
+    task = recipe.task
+    augment = AUGMENTATIONS[config.augmentation]() if config.augmentation else None
+    if augment is not None and task.kind == "segmentation":
+        augment = AUGMENTATIONS[config.augmentation](mask_key=task.output)
+
+    def dataset(split: str, training: bool):
+        examples = data.splits[split]
+        return make_dataset(
+            task.features(examples, data.class_names), task.targets(examples), config.batch_size,
+            shuffle=training, seed=config.seed, augment=augment if training else None,
+            sample_weights=task.sample_weights(examples, config) if training else None,
+            repeat=training and config.steps_per_epoch is not None,
+        )
+
+    return dataset("train", True), dataset("val", False)
+
+
+def predict(model, prepared: Prepared, split: str) -> dict[str, np.ndarray]:
+    """Model outputs for a whole split, keyed by output name."""
+    from .data.pipeline import make_dataset
+
+    examples = prepared.data.splits[split]
+    features = prepared.recipe.task.features(examples, prepared.data.class_names)
+    dataset = make_dataset(features, {}, prepared.config.batch_size, shuffle=False, seed=0).map(lambda x, y: x)
+    outputs = model.predict(dataset, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    return {name: np.asarray(value) for name, value in zip(model.output_names, outputs)}
+
+
+def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "test")) -> dict:
+    """Score `splits`, write metrics.json and the task's plots; returns the metrics."""
+    results = {}
+    for split in splits:
+        if split not in prepared.data.splits:
+            continue
+        predictions = predict(model, prepared, split)
+        results[split] = prepared.recipe.task.score(predictions, prepared.data.splits[split], prepared.data.class_names)
+        results[split]["examples"] = len(prepared.data.splits[split])
+        plots.task_plots(prepared.recipe.task, results[split], predictions, prepared.data.splits[split], run_dir / "plots", split)
+    metrics_path = run_dir / "metrics.json"
+    merged = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    write_json(metrics_path, {**merged, **results})
+    return results
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (temporary file + rename), so readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+    os.replace(temporary, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def new_run_dir(config: TrainConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.out) / f"{config.model}-{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = Path(config.out) / f"{config.model}-{stamp}-{suffix}"
+    return run_dir
+
+
+def run_training(config: TrainConfig, run_dir: Path | None = None) -> Path:
+    """Train, keep the best checkpoint, evaluate it on val and test; returns the run folder."""
+    import tf_keras as keras
+
+    seed_everything(config.seed)
+    set_precision(config.precision)
+    strategy = make_strategy(config.strategy)
+    chief = is_chief()
+    prepared = prepare(config)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(config)
+    work_dir = run_dir if chief else run_dir.parent / f".{run_dir.name}-worker-{os.getpid()}"
+    (work_dir / "plots").mkdir(parents=True, exist_ok=True)
+    (work_dir / "config.json").write_text(config.to_json())
+    write_json(work_dir / "data.json", {**prepared.data.describe(), "class_names": prepared.data.class_names,
+                                        "skipped": prepared.data.skipped})
+    with strategy.scope():
+        model = build_for_data(prepared)
+        compile_model(model, prepared)
+    train_data, val_data = make_datasets(prepared)
+    checkpoint = work_dir / "best_model.keras"
+    started = time.perf_counter()
+    model.fit(
+        train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+        callbacks=make_callbacks(prepared.recipe, config, work_dir, checkpoint), verbose=1 if sys.stdout.isatty() else 2,
+    )
+    seconds = time.perf_counter() - started
+    if not chief:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return run_dir
+    best = keras.models.load_model(checkpoint)
+    plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
+    metrics = evaluate_splits(best, prepared, run_dir)
+    write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
+                                           "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name})
+    logger.info("run %s finished in %.0f s; metrics: %s", run_dir, seconds, _headline(metrics))
+    return run_dir
+
+
+def _headline(metrics: dict) -> str:
+    split = metrics.get("test") or metrics.get("val") or {}
+    for key in ("accuracy", "mean_iou"):
+        if key in split:
+            return f"{key}={split[key]:.4f}"
+    if "abnormal" in split:
+        return f"abnormal f1={split['abnormal']['f1']:.4f}"
+    return "n/a"
+
+
+def load_run(run_dir: Path) -> tuple[TrainConfig, Path]:
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the folder `visionzoo train` printed")
+    checkpoint = run_dir / "best_model.keras"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{run_dir} has no best_model.keras; did training finish?")
+    return TrainConfig.from_json(config_path.read_text()), checkpoint
+
+
+def evaluate_run(run_dir: Path, splits=("val", "test"), data_dir: str | None = None) -> dict:
+    """Re-evaluate a run's best checkpoint on its data (optionally found at a new `data_dir`)."""
+    import tf_keras as keras
+
+    from .models import objectives  # noqa: F401  (registers custom objects for loading)
+
+    config, checkpoint = load_run(run_dir)
+    if data_dir:
+        config = config.updated({"data_dir": str(data_dir)})
+    prepared = prepare(config)
+    model = keras.models.load_model(checkpoint)
+    return evaluate_splits(model, prepared, Path(run_dir), splits)
