@@ -152,7 +152,7 @@ def _to_working_mode(image: Image.Image, color_mode: str) -> Image.Image:
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        image = Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.round(scaled).astype(np.uint8))
     elif image.mode in ("RGBA", "LA", "P", "PA"):
         # Composite transparency onto black instead of letting Pillow drop alpha arbitrarily.
         rgba = image.convert("RGBA")
@@ -188,26 +188,41 @@ def tile_count(height: int, width: int, spec: ImageSpec) -> int:
     return max(1, int(math.floor(rows + 0.5)))
 
 
+def _bands(height: int, rows: int) -> list[tuple[int, int]]:
+    """Row ranges that cut an image of `height` rows into `rows` horizontal bands."""
+    edges = [int(round(k * height / rows)) for k in range(rows + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def prepare_tiles(source: ImageSource, spec: ImageSpec, name: str | None = None) -> np.ndarray:
-    """Decode one image into (n_tiles, H, W, C) uint8 model tiles (n_tiles=1 without tiling)."""
+    """Decode one image into (n_tiles, H, W, C) uint8 model tiles (n_tiles=1 without tiling).
+
+    With `tiling="rows"` the image is first cut into horizontal bands, then each band is resized
+    to the tile size, so no tile borrows pixels from its neighbour (the source split a 256x256
+    frame into halves, then downsampled each).
+    """
     image = _to_working_mode(open_image(source, name), spec.color_mode)
     rows = tile_count(image.height, image.width, spec)
-    size = (spec.width, spec.height * rows)
-    if image.size != size:
-        image = image.resize(size, RESIZE_METHODS[spec.resize_method])
-    pixels = _to_array(image, spec.color_mode)
-    return pixels.reshape(rows, spec.height, spec.width, pixels.shape[-1])
+    tiles = []
+    for top, bottom in _bands(image.height, rows):
+        band = image.crop((0, top, image.width, bottom))
+        if band.size != (spec.width, spec.height):
+            band = band.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize_method])
+        tiles.append(_to_array(band, spec.color_mode))
+    return np.stack(tiles)
 
 
 def prepare_mask_tiles(mask: np.ndarray, spec: ImageSpec, rows: int) -> np.ndarray:
-    """Resize an (H, W) integer label map with nearest neighbour and cut it like `prepare_tiles`."""
+    """Cut an (H, W) integer label map like `prepare_tiles`, resizing with nearest neighbour."""
     if mask.ndim != 2:
         raise ValueError(f"a label map must be 2-D, got shape {mask.shape}")
-    size = (spec.width, spec.height * rows)
-    image = Image.fromarray(mask.astype(np.uint8), mode="L")
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.NEAREST)
-    return np.asarray(image, dtype=np.uint8).reshape(rows, spec.height, spec.width)
+    tiles = []
+    for top, bottom in _bands(mask.shape[0], rows):
+        band = Image.fromarray(np.ascontiguousarray(mask[top:bottom]).astype(np.uint8))
+        if band.size != (spec.width, spec.height):
+            band = band.resize((spec.width, spec.height), Image.Resampling.NEAREST)
+        tiles.append(np.asarray(band, dtype=np.uint8))
+    return np.stack(tiles)
 
 
 def stitch_tiles(tiles: np.ndarray) -> np.ndarray:
@@ -219,5 +234,5 @@ def resize_label_map(label_map: np.ndarray, height: int, width: int) -> np.ndarr
     """Resize an (h, w) class map to (height, width) with nearest neighbour (labels stay labels)."""
     if label_map.shape == (height, width):
         return label_map.astype(np.uint8)
-    image = Image.fromarray(label_map.astype(np.uint8), mode="L")
+    image = Image.fromarray(label_map.astype(np.uint8))
     return np.asarray(image.resize((width, height), Image.Resampling.NEAREST), dtype=np.uint8)

@@ -36,6 +36,9 @@ class Recipe:
         augmentation: a name in training.data.augment.AUGMENTATIONS, or None.
         class_weight: "balanced" or None.
         served: whether the BentoML service serves this family's model.
+        test_input_shape: a smaller input shape for fast registry tests (None: the real one).
+        very_large: too big for the default test run (e.g. ZFNet's 218M parameters); `make
+            test-slow` still builds and exports it.
     """
 
     name: str
@@ -60,6 +63,7 @@ class Recipe:
     ignore_background: bool = False
     balance_classes: bool = False
     served: bool = False
+    test_input_shape: tuple[int, int, int] | None = None
     very_large: bool = False
 
 

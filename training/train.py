@@ -86,11 +86,16 @@ def set_precision(precision: str) -> None:
     keras.mixed_precision.set_global_policy(precision)
 
 
-def make_optimizer(spec: dict):
+def make_optimizer(spec: dict, total_steps: int | None = None):
+    """An optimizer from {"name": ..., "learning_rate": ..., "schedule": "cosine", ...}.
+
+    `schedule: cosine` decays the learning rate to 1% over `total_steps` (the whole run).
+    """
     import tf_keras as keras
 
     options = dict(spec)
     name = options.pop("name", "adam").lower()
+    schedule = options.pop("schedule", None)
     optimizers = {
         "adam": keras.optimizers.Adam,
         "adamw": keras.optimizers.AdamW,
@@ -99,6 +104,14 @@ def make_optimizer(spec: dict):
     }
     if name not in optimizers:
         raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(optimizers)}")
+    if schedule == "cosine":
+        if not total_steps:
+            raise ValueError("schedule 'cosine' needs the number of training steps")
+        options["learning_rate"] = keras.optimizers.schedules.CosineDecay(
+            options.get("learning_rate", 1e-3), decay_steps=total_steps, alpha=0.01
+        )
+    elif schedule is not None:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; expected cosine")
     return optimizers[name](**options)
 
 
@@ -116,9 +129,13 @@ def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoin
             callbacks.append(keras.callbacks.EarlyStopping(**options))
             monitor, mode = options.get("monitor", "val_loss"), options.get("mode", "auto")
         elif kind == "reduce_lr":
+            if config.optimizer.get("schedule"):
+                raise ValueError("reduce_lr cannot change a scheduled learning rate; drop one of them")
             callbacks.append(keras.callbacks.ReduceLROnPlateau(**options))
+        elif kind == "checkpoint":  # only chooses what "best" means for best_model.keras
+            monitor, mode = options.get("monitor", "val_loss"), options.get("mode", "auto")
         else:
-            raise ValueError(f"unknown callback type {kind!r}; expected early_stopping or reduce_lr")
+            raise ValueError(f"unknown callback type {kind!r}; expected early_stopping, reduce_lr or checkpoint")
     callbacks += [
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
@@ -173,10 +190,15 @@ def build_for_data(prepared: Prepared):
     return recipe.builder(input_shape=recipe.image_spec.shape, **options)
 
 
+def steps_per_epoch(prepared: Prepared) -> int:
+    config = prepared.config
+    return config.steps_per_epoch or -(-len(prepared.data.splits["train"]) // config.batch_size)
+
+
 def compile_model(model, prepared: Prepared) -> None:
     recipe, config = prepared.recipe, prepared.config
     model.compile(
-        optimizer=make_optimizer(config.optimizer),
+        optimizer=make_optimizer(config.optimizer, steps_per_epoch(prepared) * config.epochs),
         loss=recipe.task.losses(config),
         metrics=recipe.task.keras_metrics(config),
         jit_compile=config.jit,

@@ -75,18 +75,19 @@ def _read_split(root: Path, split: str, drop_first_row: bool, source_bug: bool):
         if len(row) != 2 or row[1].strip() not in ("0", "1"):
             raise DataFormatError(f"{studies_csv}: expected rows 'study_dir,0|1', got {row}")
         study_labels[_relative(row[0]).rstrip("/")] = int(row[1])
-    records = []
+    records, unlabelled = [], 0
     for row in _read_rows(images_csv, False):
         relative = _relative(row[0])
         study = relative.rsplit("/", 1)[0]
         if study not in study_labels:
-            continue  # the study's label row is missing (e.g. dropped by drop_first_row)
+            unlabelled += 1  # the study's label row is missing (e.g. dropped by drop_first_row)
+            continue
         patient = _PATIENT.search(relative)
         records.append((root / relative, study_labels[study], _body_part(relative, source_bug), study,
                         patient.group(1) if patient else study))
     if not records:
         raise DataFormatError(f"{images_csv}: no images with a labelled study")
-    return records
+    return records, unlabelled
 
 
 def load(
@@ -102,8 +103,9 @@ def load(
     body_parts = ["other"] if source_body_part_bug else BODY_PARTS
     splits: dict[str, Examples] = {}
     skipped_all: list[tuple[str, str]] = []
+    without_label = {}
     for split in ("train", "valid"):
-        records = _read_split(root, split, drop_first_row, source_body_part_bug)
+        records, without_label[split] = _read_split(root, split, drop_first_row, source_body_part_bug)
         paths = [r[0] for r in records]
         pixels, kept, skipped = decode_images(paths, spec, skip_bad, f"MURA {split}")
         skipped_all += skipped
@@ -133,5 +135,6 @@ def load(
             "split_unit": "patient (val carved from train); test = official valid split",
             "drop_first_row": drop_first_row,
             "source_body_part_bug": source_body_part_bug,
+            "images_without_study_label": without_label,
         },
     )

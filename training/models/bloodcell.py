@@ -8,8 +8,11 @@ Dense(swish, L2) -> BN -> SE -> Dropout stages (128, 64, 32) and an 8-way softma
 (3,367,964 parameters).
 
 Fine-tuning rule (§6): freeze the backbone, unfreeze its Conv2D layers, re-freeze the first 140
-layers, so only late Conv2D kernels train and BatchNormalization stays frozen. That rule needs
-ImageNet weights; `fine_tune_from=None` trains everything (our from-scratch recipe).
+layers, so only late Conv2D kernels train and BatchNormalization stays frozen. The source counted
+140 layers of Keras 3's MobileNetV3Large; tf-keras spells each hard-swish as extra op layers, so the
+same cut is named here instead of counted: everything before `expanded_conv_12/depthwise` stays
+frozen, which gives the source's 2,397,316 trainable parameters. An integer still counts layers.
+The rule needs ImageNet weights; `fine_tune_from=None` trains everything (our from-scratch recipe).
 
 `backbone_bn_momentum`: Keras's MobileNetV3 uses BatchNormalization momentum 0.999. Trained from
 scratch for a few hundred steps its moving statistics barely move, and validation sits at the
@@ -37,10 +40,18 @@ def _squeeze_excite(x, l2: float, name: str):
     return keras.layers.Multiply(name=f"{name}_scale")([x, squeezed])
 
 
-def _apply_fine_tuning_rule(backbone: keras.Model, fine_tune_from: int | None) -> None:
+SOURCE_CUT = "expanded_conv_12/depthwise"
+
+
+def _apply_fine_tuning_rule(backbone: keras.Model, fine_tune_from: int | str | None) -> None:
     backbone.trainable = True
     if fine_tune_from is None:
         return
+    if isinstance(fine_tune_from, str):
+        names = [layer.name for layer in backbone.layers]
+        if fine_tune_from not in names:
+            raise ValueError(f"fine_tune_from: no backbone layer named {fine_tune_from!r}")
+        fine_tune_from = names.index(fine_tune_from)
     for layer in backbone.layers:
         layer.trainable = isinstance(layer, keras.layers.Conv2D)
     for layer in backbone.layers[:fine_tune_from]:
@@ -51,7 +62,7 @@ def build_bloodcell_mobilenetv3(
     input_shape=(96, 96, 3),
     num_classes: int = 8,
     weights: str | None = "imagenet",
-    fine_tune_from: int | None = 140,
+    fine_tune_from: int | str | None = SOURCE_CUT,
     backbone_bn_momentum: float | None = None,
     dense_units=(128, 64, 32),
     dropout_rate: float = 0.3,

@@ -13,7 +13,7 @@ RECIPES = {
         source="seed-models.md §6", reported="97.40% test accuracy (97.59% val) on AN2DL with ImageNet weights",
         builder=bloodcell.build_bloodcell_mobilenetv3, task=Classification(), image_spec=ImageSpec(96, 96, "rgb"),
         data_formats=("blood_pbc", "blood_npz"), num_classes_option=("num_classes", "label"),
-        model_options={"weights": "imagenet", "fine_tune_from": 140},
+        model_options={"weights": "imagenet", "fine_tune_from": bloodcell.SOURCE_CUT},
         optimizer={"name": "adam", "learning_rate": 1e-3},
         callbacks=(
             {"type": "early_stopping", "monitor": "val_accuracy", "mode": "max", "patience": 10, "restore_best_weights": True},

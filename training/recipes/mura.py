@@ -22,6 +22,7 @@ def _transfer(name, summary, section, reported, backbone, pooling, dropout_rate,
         builder=mura.build_mura_transfer_binary, task=Binary(), image_spec=spec, data_formats=FORMATS,
         model_options={"backbone": backbone, "pooling": pooling, "dropout_rate": dropout_rate, "weights": "imagenet"},
         optimizer=optimizer, callbacks=callbacks, epochs=epochs, batch_size=32, augmentation="mura", class_weight=class_weight,
+        test_input_shape=(32, 32, 3),
     )
 
 
@@ -34,12 +35,14 @@ RECIPES = {
         num_classes_option=BODY_PARTS, optimizer={"name": "adam", "learning_rate": 1e-3},
         callbacks=(EARLY_STOP | {"patience": 5}, REDUCE_LR | {"factor": 0.5, "patience": 3, "min_lr": 1e-6}),
         epochs=50, batch_size=32, augmentation="mura", class_weight="balanced", served=True,
+        test_input_shape=(32, 32, 3),
     ),
     "mura_binary_cnn": Recipe(
         name="mura_binary_cnn", family=FAMILY, summary="CIFAR CNN2 on 1-channel 224x224 X-rays, sigmoid abnormal head",
         source="seed-models.md §5.1", reported="52.18% val accuracy",
         builder=mura.build_mura_binary_cnn, task=Binary(), image_spec=ImageSpec(224, 224, "grayscale"), data_formats=FORMATS,
         optimizer={"name": "adam", "learning_rate": 1e-4}, callbacks=(EARLY_STOP | {"patience": 3},), epochs=20, batch_size=32,
+        test_input_shape=(64, 64, 1),
     ),
     "mura_resnet50_gap": _transfer(
         "mura_resnet50_gap", "frozen ImageNet ResNet50 + GAP + Dropout(0.5), sigmoid", "§5.2", "52.2-52.9% val accuracy",
@@ -67,6 +70,7 @@ RECIPES = {
         builder=mura.build_mura_efficientnet_multitask, task=MultitaskMURA(), image_spec=XRAY_244, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
         callbacks=(EARLY_STOP | {"patience": 5}, REDUCE_LR | {"factor": 0.5, "patience": 3, "min_lr": 1e-6}), epochs=50, batch_size=32,
+        test_input_shape=(32, 32, 3),
     ),
     "mura_inceptionv3_hybrid_v1": Recipe(
         name="mura_inceptionv3_hybrid_v1", family=FAMILY,
@@ -75,7 +79,7 @@ RECIPES = {
         builder=mura.build_mura_inception_hybrid, task=HybridMURA(one_hot_body_part=False), image_spec=XRAY_299, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"version": 1, "weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
         callbacks=(EARLY_STOP | {"patience": 3}, REDUCE_LR | {"factor": 0.5, "patience": 2}), epochs=10, batch_size=32,
-        augmentation="mura", class_weight="balanced",
+        augmentation="mura", class_weight="balanced", test_input_shape=(75, 75, 3),
     ),
     "mura_inceptionv3_hybrid_v2": Recipe(
         name="mura_inceptionv3_hybrid_v2", family=FAMILY,
@@ -83,6 +87,6 @@ RECIPES = {
         source="seed-models.md §5.7", reported="val accuracy 4.31% every epoch (broken run)",
         builder=mura.build_mura_inception_hybrid, task=HybridMURA(one_hot_body_part=True), image_spec=XRAY_299, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"version": 2, "weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
-        callbacks=(EARLY_STOP | {"patience": 3}, REDUCE_LR | {"factor": 0.5, "patience": 2}), epochs=5, batch_size=32, augmentation="mura",
+        callbacks=(EARLY_STOP | {"patience": 3}, REDUCE_LR | {"factor": 0.5, "patience": 2}), epochs=5, batch_size=32, augmentation="mura", test_input_shape=(75, 75, 3),
     ),
 }

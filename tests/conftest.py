@@ -1,0 +1,52 @@
+"""Shared fixtures: synthetic datasets in every real on-disk format, and the real-data switch.
+
+Tests that need the real datasets use the `real_data` fixture: it reads VISIONZOO_DATA (CI sets it
+to ../shared/data when that folder exists) and skips with the reason when it is unset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import training  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    value = os.environ.get("VISIONZOO_DATA")
+    if not value:
+        pytest.skip("VISIONZOO_DATA is not set (point it at the real datasets, e.g. ../shared/data)")
+    path = Path(value)
+    if not path.is_dir():
+        pytest.skip(f"VISIONZOO_DATA={value} is not a folder")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic(tmp_path_factory):
+    """A folder of tiny datasets, one per format, written once per session.
+
+    Keys: mura, fracatlas, blood_pbc, blood_npz, mars_npz, ai4mars (and *_corrupt variants that
+    include unreadable files).
+    """
+    from training.data import synthetic as writers
+
+    root = tmp_path_factory.mktemp("synthetic")
+    paths = {
+        "mura": writers.write_mura(root / "mura"),
+        "fracatlas": writers.write_fracatlas(root / "fracatlas"),
+        "blood_pbc": writers.write_pbc(root / "pbc"),
+        "blood_npz": writers.write_blood_npz(root / "blood" / "training_set.npz"),
+        "mars_npz": writers.write_mars_npz(root / "mars" / "mars_for_students.npz"),
+        "ai4mars": writers.write_ai4mars(root / "ai4mars"),
+        "mura_corrupt": writers.write_mura(root / "mura_corrupt", corrupt=1),
+        "fracatlas_corrupt": writers.write_fracatlas(root / "fracatlas_corrupt", corrupt=2),
+        "blood_pbc_corrupt": writers.write_pbc(root / "pbc_corrupt", corrupt=1),
+        "ai4mars_corrupt": writers.write_ai4mars(root / "ai4mars_corrupt", corrupt=1),
+    }
+    return paths

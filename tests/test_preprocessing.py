@@ -1,0 +1,109 @@
+"""The TF-free preprocessing shared by training and serving."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from preprocessing import (
+    ImageDecodeError,
+    ImageSpec,
+    prepare_image,
+    prepare_mask_tiles,
+    prepare_tiles,
+    resize_label_map,
+    stitch_tiles,
+    tile_count,
+)
+
+
+def encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_spec_round_trips_through_a_dict_and_rejects_unknown_keys():
+    spec = ImageSpec(64, 128, "grayscale", tiling="rows")
+    assert ImageSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="unknown ImageSpec keys"):
+        ImageSpec.from_dict({**spec.to_dict(), "mean": 0.5})
+
+
+@pytest.mark.parametrize("bad", [{"color_mode": "cmyk"}, {"resize_method": "magic"}, {"tiling": "grid"}, {"height": 0}])
+def test_spec_validates_its_fields(bad):
+    with pytest.raises(ValueError):
+        ImageSpec(**{"height": 8, "width": 8, **bad})
+
+
+def test_rgb_image_is_resized_to_the_model_shape():
+    pixels = np.random.default_rng(0).integers(0, 255, size=(50, 70, 3), dtype=np.uint8)
+    out = prepare_image(encode(pixels), ImageSpec(32, 32, "rgb"))
+    assert out.shape == (32, 32, 3) and out.dtype == np.uint8
+
+
+def test_grayscale_rgb_replicates_one_grey_channel():
+    pixels = np.random.default_rng(0).integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
+    out = prepare_image(encode(pixels), ImageSpec(40, 40, "grayscale_rgb"))
+    assert out.shape == (40, 40, 3)
+    assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2])
+
+
+def test_sixteen_bit_grey_is_stretched_not_clipped():
+    values = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.uint16)  # 12-bit data in 16 bits
+    image = Image.fromarray(values)
+    assert image.mode == "I;16"
+    out = prepare_image(image, ImageSpec(64, 64, "grayscale"))
+    assert out.min() == 0 and out.max() == 255 and len(np.unique(out)) > 200
+
+
+def test_alpha_is_composited_onto_black():
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[..., 0] = 255
+    rgba[..., 3] = 0  # fully transparent red
+    out = prepare_image(encode(rgba, mode="RGBA"), ImageSpec(8, 8, "rgb"))
+    assert out.max() == 0
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [(b"", "empty file"), (b"not an image at all", "cannot decode image"), (encode(np.zeros((64, 64, 3), np.uint8), "JPEG")[:300], "cannot decode")],
+)
+def test_undecodable_inputs_raise_an_error_that_names_the_input(payload, message):
+    with pytest.raises(ImageDecodeError, match=message) as info:
+        prepare_image(payload, ImageSpec(8, 8), name="upload-3.jpg")
+    assert "upload-3.jpg" in str(info.value)
+
+
+def test_truncated_real_jpegs_are_rejected(real_data):
+    for path in sorted((real_data / "corrupt_samples").glob("*.jpg")):
+        with pytest.raises(ImageDecodeError, match="truncated"):
+            prepare_image(path, ImageSpec(32, 32, "grayscale_rgb"))
+
+
+def test_row_tiling_keeps_aspect_and_matches_the_source_halves():
+    """A 256x256 AI4Mars frame becomes its top and bottom halves, each downsampled x2."""
+    spec = ImageSpec(64, 128, "grayscale", tiling="rows")
+    assert tile_count(256, 256, spec) == 2
+    assert tile_count(1024, 1024, spec) == 2
+    assert tile_count(64, 128, spec) == 1
+    assert tile_count(100, 1000, spec) == 1  # never zero tiles
+    assert tile_count(600, 200, spec) == 6
+    frame = np.zeros((256, 256), dtype=np.uint8)
+    frame[128:] = 200
+    tiles = prepare_tiles(encode(frame), spec)
+    assert tiles.shape == (2, 64, 128, 1)
+    assert tiles[0].max() == 0 and tiles[1].min() == 200
+
+
+def test_mask_tiles_use_nearest_neighbour_and_stitch_back():
+    spec = ImageSpec(64, 128, "grayscale", tiling="rows")
+    mask = np.random.default_rng(0).integers(0, 5, size=(256, 256)).astype(np.uint8)
+    tiles = prepare_mask_tiles(mask, spec, 2)
+    assert tiles.shape == (2, 64, 128)
+    assert set(np.unique(tiles)) <= set(range(5))  # labels stay labels
+    stitched = stitch_tiles(tiles)
+    assert stitched.shape == (128, 128)
+    restored = resize_label_map(stitched, 256, 256)
+    assert restored.shape == (256, 256) and set(np.unique(restored)) <= set(range(5))

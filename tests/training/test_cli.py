@@ -1,0 +1,72 @@
+"""The `visionzoo` command as a user runs it (a real subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from training.registry import RECIPES, families
+
+
+def visionzoo(*args, cwd=None, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run([sys.executable, "-m", "training", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"visionzoo {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def test_list_shows_every_model_grouped_by_family():
+    output = visionzoo("list").stdout
+    for family, recipes in families().items():
+        assert family in output
+        for recipe in recipes:
+            line = next(line for line in output.splitlines() if f" {recipe.name} " in f"{line} ")
+            assert recipe.summary in line
+    assert len(RECIPES) == sum(1 for line in output.splitlines() if line.startswith((" * ", "   ")))
+
+
+def test_help_explains_every_train_flag():
+    output = visionzoo("train", "--help").stdout
+    for flag in ("--data-dir", "--epochs", "--batch-size", "--smoke", "--out", "--set", "--strategy", "--precision", "--skip-bad", "--weights"):
+        assert flag in output
+
+
+def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
+    """The foundation's acceptance run: train mars_dual_unet --smoke, then export the run."""
+    result = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]), "--out", str(tmp_path / "runs"))
+    run = Path(next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run folder: ")))
+    for name in ("config.json", "data.json", "history.csv", "best_model.keras", "metrics.json", "training.json", "plots/learning_curves.png",
+                 "plots/iou_val.png", "plots/overlays_val.png"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    assert json.loads((run / "config.json").read_text())["smoke"] is True
+
+    result = visionzoo("export", str(run), "--out", str(tmp_path / "exported"))
+    folder = tmp_path / "exported" / "mars_dual_unet" / "1"
+    assert f"exported: {folder}" in result.stdout
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["parity"]["passed"] and metadata["parity"]["outputs"]["probabilities"]["max_abs_diff_onnx"] < 1e-4
+    assert metadata["metrics"]["val"]["mean_iou"] >= 0
+    assert metadata["recipe"]["name"] == "mars_dual_unet" and metadata["data"]["artifact_samples_removed"] == 4
+    assert (folder / "saved_model" / "saved_model.pb").is_file() and (folder / "model.onnx").is_file()
+
+
+def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
+    result = visionzoo("train", "mars_dual_unet", "--data-dir", str(tmp_path / "missing"), check=False)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+    result = visionzoo("train", "no_such_model", "--data-dir", str(tmp_path), check=False)
+    assert result.returncode == 2 and "visionzoo list" in result.stderr
+    result = visionzoo("evaluate", str(tmp_path), check=False)
+    assert result.returncode == 2 and "not a run folder" in result.stderr
+
+
+@pytest.mark.parametrize("bad, message", [("epochs", "KEY=VALUE"), ("learning_rate=1e-3", "unknown setting"),
+                                          ("epochs.count=3", "not a group of settings")])
+def test_bad_set_values_are_rejected_with_the_reason(bad, message, tmp_path):
+    result = visionzoo("train", "mars_dual_unet", "--data-dir", str(tmp_path), "--set", bad, check=False)
+    assert result.returncode == 2 and message in result.stderr

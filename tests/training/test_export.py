@@ -1,0 +1,104 @@
+"""Export proves itself: SavedModel + ONNX agree with Keras on non-constant inputs, files are
+hashed, folders appear atomically, and the checks refuse what they should refuse."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tf_keras as keras
+
+from training import export
+from training.registry import get_recipe
+
+from .helpers import build_small, calibrate_batch_norm, fake_examples
+
+SERVED = ["mura_multitask_cnn", "bloodcell_mobilenetv3", "mars_dual_unet"]
+
+
+def _export(name, tmp_path, **kwargs):
+    recipe = get_recipe(name)
+    model = build_small(recipe)
+    examples, class_names = fake_examples(recipe, model, count=6)
+    if len(model.inputs) == 1:
+        calibrate_batch_norm(model, examples.images)
+    folder = export.export_model(
+        model, name, tmp_path / "exported", image_spec=recipe.image_spec, task_kind=recipe.task.kind,
+        output_labels=recipe.task.output_labels(class_names), real_examples=kwargs.pop("real_examples", None), **kwargs,
+    )
+    return model, folder
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_served_families_export_with_parity(name, tmp_path):
+    model, folder = _export(name, tmp_path)
+    assert folder.name == "1"
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["parity"]["passed"]
+    for report in metadata["parity"]["outputs"].values():
+        assert report["spread"] > export.MIN_SPREAD
+        assert report["max_abs_diff_onnx"] <= export.PARITY_TOLERANCE
+        assert report["max_abs_diff_savedmodel"] <= export.PARITY_TOLERANCE
+    assert metadata["provenance"]["versions"]["opset"] == export.OPSET
+    assert {o["name"] for o in metadata["outputs"]} == set(model.output_names)
+    assert metadata["inputs"][0]["shape"][0] == -1
+    # every file is hashed, and the hashes are right
+    for relative, digest in metadata["files"].items():
+        assert export.sha256(folder / relative) == digest
+    assert "model.onnx" in metadata["files"] and "saved_model/saved_model.pb" in metadata["files"]
+    # the ONNX batch dimension is dynamic
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    assert not isinstance(shape[0], int)
+    batch = np.random.default_rng(1).uniform(0, 255, size=(3, *model.inputs[0].shape[1:])).astype(np.float32)
+    assert session.run(None, {"image": batch})[0].shape[0] == 3
+
+
+def test_versions_increment_and_no_staging_folder_remains(tmp_path):
+    _, first = _export("mars_bigrock_unet", tmp_path)
+    _, second = _export("mars_bigrock_unet", tmp_path)
+    assert (first.name, second.name) == ("1", "2")
+    assert sorted(p.name for p in first.parent.iterdir()) == ["1", "2"]
+
+
+def test_an_interrupted_export_leaves_no_folder_that_looks_complete(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt("simulated interruption during ONNX conversion")
+
+    monkeypatch.setattr(export, "write_onnx", broken)
+    with pytest.raises(KeyboardInterrupt):
+        _export("mars_bigrock_unet", tmp_path)
+    assert list((tmp_path / "exported" / "mars_bigrock_unet").iterdir()) == []
+
+
+def test_parity_refuses_outputs_past_the_tolerance(tmp_path):
+    model, folder = _export("mars_bigrock_unet", tmp_path)
+    drifted = keras.models.clone_model(model)
+    drifted.set_weights([w + 0.05 for w in model.get_weights()])
+    with pytest.raises(export.ExportError, match="parity failed"):
+        export.check_parity(drifted, folder / "saved_model", folder / "model.onnx")
+
+
+def test_parity_refuses_constant_outputs(tmp_path):
+    inputs = keras.Input((8, 8, 1), name="image")
+    flat = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", kernel_initializer="zeros", name="probabilities")(flat)
+    model = keras.Model(inputs, outputs)
+    spec = get_recipe("mars_dual_unet").image_spec.__class__(8, 8, "grayscale")
+    with pytest.raises(export.ExportError, match="do not vary"):
+        export.export_model(model, "constant", tmp_path, image_spec=spec, task_kind="classification", output_labels={})
+    assert list((tmp_path / "constant").iterdir()) == []
+
+
+def test_golden_files_hold_real_inputs_and_their_outputs(tmp_path, synthetic):
+    from training.data import load_data
+
+    recipe = get_recipe("mars_dual_unet")
+    data = load_data(synthetic["ai4mars"], recipe.image_spec, recipe.data_formats)
+    model, folder = _export("mars_dual_unet", tmp_path, real_examples=data.splits["test"])
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["parity"]["inputs"] == "real images"
+    files = metadata["golden"]["files"]
+    assert len(files) == 4 and all(name.endswith(".jpg") for name in files)  # original frames, not tiles
+    expected = np.load(folder / "golden" / "expected.npz")
+    assert expected["0/probabilities"].shape == (2, 64, 128, 5)  # a 256x256 frame is two tiles
