@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from preprocessing import ImageSpec
 
-from . import blood, fracatlas, mars, mura
+from . import blood, cifar, dogs_vs_cats, folders, fracatlas, idx, kaggle_digits, mars, mura
 from .common import DataFormatError, Examples, SplitData
 
 
@@ -32,6 +32,11 @@ FORMATS: dict[str, DataFormat] = {
     "blood_npz": DataFormat(blood.load_npz, blood.detect_npz, "AN2DL training_set.npz (images, labels)"),
     "mars_npz": DataFormat(mars.load_npz, mars.detect_npz, "AN2DL mars_for_students.npz (training_set, test_set)"),
     "ai4mars": DataFormat(mars.load_ai4mars, mars.detect_ai4mars, "AI4Mars image JPG + mask PNG (255 unlabelled)"),
+    "idx": DataFormat(idx.load, idx.detect, "MNIST / Fashion-MNIST {train,t10k}-*-ubyte[.gz]; splits without an images file from train/, test/ PNGs (folder or .tar.gz)"),
+    "image_folders": DataFormat(folders.load, folders.detect, "train/<class>/*, test/<class>/* (or flat test/ + test.csv), a folder or .tar.gz"),
+    "cifar_pickle": DataFormat(cifar.load, cifar.detect, "CIFAR-10/100 python pickles (cifar-10-batches-py/, cifar-100-python/ or their .tar.gz)"),
+    "kaggle_digits": DataFormat(kaggle_digits.load, kaggle_digits.detect, "Kaggle digit-recognizer train.csv (label,pixel0..pixel783)"),
+    "dogs_vs_cats": DataFormat(dogs_vs_cats.load, dogs_vs_cats.detect, "Kaggle dogs vs cats flat folder: cat.<n>.jpg, dog.<n>.jpg"),
 }
 
 
