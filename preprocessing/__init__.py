@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ImageDecodeError",
@@ -136,6 +136,8 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
             raise
         except FileNotFoundError as error:
             raise ImageDecodeError(f"{label}: file not found") from error
+        except UnidentifiedImageError as error:
+            raise ImageDecodeError(f"{label}: not an image format Pillow can read") from error
         except Image.DecompressionBombError as error:
             raise ImageDecodeError(f"{label}: image too large to decode safely ({error})") from error
         except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError ...

@@ -1,0 +1,1 @@
+"""visionzoo serving: a BentoML service over ONNX Runtime. Never imports TensorFlow."""

@@ -1,0 +1,70 @@
+"""Where serving tests find exported models.
+
+The shipped `exported_models/` is used when it holds all three served models. Otherwise (a fresh
+fork without them) small models are exported once from synthetic data into
+`~/.cache/visionzoo-test-models` (override with VISIONZOO_TEST_MODELS), in a subprocess so the
+test process never imports TensorFlow for this.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "exported_models"
+SERVED_EXPORTS = ("mura_multitask_cnn", "bloodcell_mobilenetv3", "mars_dual_unet")
+
+
+def _complete(root: Path) -> bool:
+    return all(any((root / name).glob("*/metadata.json")) for name in SERVED_EXPORTS)
+
+
+def models_root() -> Path:
+    if _complete(SHIPPED):
+        return SHIPPED
+    cache = Path(os.environ.get("VISIONZOO_TEST_MODELS", Path.home() / ".cache" / "visionzoo-test-models"))
+    if not _complete(cache):
+        subprocess.run([sys.executable, "-m", "tests.serving.toy_models", str(cache)], check=True, cwd=REPO)
+    return cache
+
+
+def export_toy_models(out: Path) -> None:
+    """Export the three served architectures, briefly fitted on synthetic data, with golden files."""
+    import tempfile
+
+    import training  # noqa: F401
+    from training import export
+    from training.data import load_data
+    from training.data import synthetic as writers
+    from training.registry import get_recipe
+    from tests.training.helpers import calibrate_batch_norm
+
+    work = Path(tempfile.mkdtemp(prefix="visionzoo-toy-data-"))
+    sources = {
+        "mura_multitask_cnn": writers.write_fracatlas(work / "fracatlas"),
+        "bloodcell_mobilenetv3": writers.write_pbc(work / "pbc"),
+        "mars_dual_unet": writers.write_ai4mars(work / "ai4mars"),
+    }
+    for name, source in sources.items():
+        recipe = get_recipe(name)
+        data = load_data(source, recipe.image_spec, recipe.data_formats)
+        options = dict(recipe.model_options)
+        if "weights" in options:
+            options["weights"] = None
+        if "fine_tune_from" in options:
+            options["fine_tune_from"] = None
+        if recipe.num_classes_option:
+            option, target = recipe.num_classes_option
+            options[option] = len(data.class_names[target])
+        model = recipe.builder(input_shape=recipe.image_spec.shape, **options)
+        calibrate_batch_norm(model, data.splits["train"].images)
+        export.export_model(model, name, out, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
+                            output_labels=recipe.task.output_labels(data.class_names), real_examples=data.splits["test"],
+                            metadata={"description": f"toy {name} for tests (synthetic data, untrained)"})
+
+
+if __name__ == "__main__":
+    export_toy_models(Path(sys.argv[1]))
