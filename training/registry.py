@@ -6,15 +6,17 @@
 
 from __future__ import annotations
 
+from .data import augment_classic
 from .recipe import Recipe
-from .recipes import bloodcell, mars, mura
+from .recipes import bloodcell, cifar_ablation, cnn_architectures, fashion_cifar, mars, mura
 
 RECIPES: dict[str, Recipe] = {}
-for _module in (mura, bloodcell, mars):
+for _module in (mura, bloodcell, mars, fashion_cifar, cifar_ablation, cnn_architectures):
     _clash = set(_module.RECIPES) & set(RECIPES)
     if _clash:
         raise RuntimeError(f"duplicate recipe names {sorted(_clash)} in {_module.__name__}")
     RECIPES.update(_module.RECIPES)
+augment_classic.register()  # the augmentations the classic recipes name, into training.data.augment's table
 
 
 def get_recipe(name: str) -> Recipe:

@@ -19,8 +19,8 @@ Validation specs (`data_options.validation`, e.g. `--set data_options.validation
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -148,7 +148,7 @@ def parse_validation(spec: str, seed: int) -> Validation:
 def sklearn_shuffle_split(count: int, test_size: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's `train_test_split(test_size=F, random_state=S)` indices (ShuffleSplit:
     n_test = ceil(F * n), one RandomState permutation, test first), without scikit-learn."""
-    n_test = int(math.ceil(test_size * count))
+    n_test = math.ceil(test_size * count)
     permutation = np.random.RandomState(random_state).permutation(count)
     return permutation[n_test:], permutation[:n_test]
 
@@ -162,7 +162,7 @@ def validation_indices(labels: np.ndarray, validation: Validation) -> tuple[np.n
             raise DataFormatError(f"validation 'last:{size}' needs more than {size} training examples, got {count}")
         return np.arange(count - size), np.arange(count - size, count)
     if validation.kind == "fraction":
-        split_at = int(math.floor(count * (1.0 - validation.amount)))  # as tf-keras's train_validation_split
+        split_at = math.floor(count * (1.0 - validation.amount))  # as tf-keras's train_validation_split
         return np.arange(split_at), np.arange(split_at, count)
     if validation.kind == "shuffle":
         return sklearn_shuffle_split(count, validation.amount, validation.seed)
@@ -181,7 +181,7 @@ def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
 def _class_counts(labels: np.ndarray, class_names: list[str]) -> dict:
     """{"examples": n, "per_class": {name: count}} of a split before any `limit`."""
     counts = np.bincount(labels, minlength=len(class_names))
-    return {"examples": int(len(labels)), "per_class": {name: int(c) for name, c in zip(class_names, counts)}}
+    return {"examples": len(labels), "per_class": {name: int(c) for name, c in zip(class_names, counts)}}
 
 
 def _decode(listing: Listing, indices: np.ndarray) -> tuple[Examples, list]:
