@@ -63,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path, help="run folder printed by `visionzoo train`")
     export.add_argument("--out", type=Path, default=Path("exported_models"), help="export root (default exported_models)")
     export.add_argument("--name", help="name under the export root (default: the model name)")
+
+    reproduce = commands.add_parser("reproduce", help="train recipes on real data and tabulate ours vs the sources' results")
+    reproduce.add_argument("--models", nargs="+", metavar="MODEL",
+                           help="models to reproduce (default: the CPU-affordable set; see training/reproduce.py)")
+    reproduce.add_argument("--data-dir", help="folder holding mnist/, fashion_mnist/, cifar10_jpg/ ... (or one dataset folder)")
+    reproduce.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folders (default: runs)")
+    reproduce.add_argument("--report", type=Path, default=Path("benchmarks/REPRODUCTION.md"), help="the Markdown table to write")
+    reproduce.add_argument("--report-only", action="store_true", help="only rebuild the table from existing run folders")
+    reproduce.add_argument("--smoke", action="store_true", help="a few batches per model, to check the setup")
+    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every model")
     return parser
 
 
@@ -128,10 +138,22 @@ def command_export(args) -> None:
     print(f"exported: {folder}")
 
 
+def command_reproduce(args) -> None:
+    from .reproduce import reproduce
+
+    overrides = recipe_module.parse_assignments(args.set)
+    if args.smoke:
+        overrides["smoke"] = True
+    report = reproduce(args.models, Path(args.data_dir) if args.data_dir else None, args.out, args.report, overrides,
+                       report_only=args.report_only)
+    print(f"report: {report}")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export}
+    handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
+                "reproduce": command_reproduce}
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
