@@ -233,19 +233,27 @@ class VisionZoo:
         """Which export and version each model serves, on which execution provider, or why it is refused."""
         return await self.runtime.to_async.status()
 
-    def _authorised(self, context: bentoml.Context) -> JSONResponse | None:
+    @staticmethod
+    def _answer(context: bentoml.Context, status: int, body: dict, headers: dict | None = None) -> JSONResponse:
+        # With a context parameter BentoML takes the status from context.response, not the Response.
+        context.response.status_code = status
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    def _refuse(self, model: str, context: bentoml.Context) -> JSONResponse | None:
+        """An error answer for an unknown model or a missing/wrong admin token; None when allowed."""
+        if model not in config.SERVED:
+            return self._answer(context, 404, {"error": f"unknown model {model!r}; served models: {sorted(config.SERVED)}"})
         token = config.admin_token()
         if token is None:
-            return JSONResponse({"error": "admin routes are disabled; set VISIONZOO_ADMIN_TOKEN to enable them"}, status_code=403)
+            return self._answer(context, 403, {"error": "admin routes are disabled; set VISIONZOO_ADMIN_TOKEN to enable them"})
         given = context.request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return self._answer(context, 401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
         return None
 
-    async def _apply(self, model: str, result: dict) -> dict | JSONResponse:
+    async def _apply(self, model: str, result: dict, context: bentoml.Context) -> dict | JSONResponse:
         if not result.get("ok"):
-            return JSONResponse({"error": result.get("error", "reload failed")}, status_code=409)
+            return self._answer(context, 409, {"error": result.get("error", "reload failed")})
         self.models[model] = load_version(model, result["version"])
         self.refused.pop(model, None)
         logger.info("%s now serves version %s", model, result["version"])
@@ -254,20 +262,17 @@ class VisionZoo:
     @bentoml.api(route="/admin/reload")
     async def admin_reload(self, model: str, version: str = "", context: bentoml.Context = None) -> dict:
         """Serve another exported version without a restart (newest when `version` is empty). The new
-        version is loaded and warmed beside the old one, then swapped in: no request fails."""
-        if model not in config.SERVED:
-            return JSONResponse({"error": f"unknown model {model!r}; served models: {sorted(config.SERVED)}"}, status_code=404)
-        denied = self._authorised(context)
-        if denied is not None:
-            return denied
-        return await self._apply(model, await self.runtime.to_async.swap(model=model, version=version))
+        version is loaded and warmed beside the old one, then swapped in: no request fails.
+        Needs `Authorization: Bearer $VISIONZOO_ADMIN_TOKEN`."""
+        refused = self._refuse(model, context)
+        if refused is not None:
+            return refused
+        return await self._apply(model, await self.runtime.to_async.swap(model=model, version=version), context)
 
     @bentoml.api(route="/admin/rollback")
     async def admin_rollback(self, model: str, context: bentoml.Context = None) -> dict:
-        """Go back to the version served before the last reload."""
-        if model not in config.SERVED:
-            return JSONResponse({"error": f"unknown model {model!r}; served models: {sorted(config.SERVED)}"}, status_code=404)
-        denied = self._authorised(context)
-        if denied is not None:
-            return denied
-        return await self._apply(model, await self.runtime.to_async.rollback(model=model))
+        """Go back to the version served before the last reload (same token as /admin/reload)."""
+        refused = self._refuse(model, context)
+        if refused is not None:
+            return refused
+        return await self._apply(model, await self.runtime.to_async.rollback(model=model), context)

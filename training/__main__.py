@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run", type=Path, help="run folder printed by `visionzoo train`")
     export.add_argument("--out", type=Path, default=Path("exported_models"), help="export root (default exported_models)")
     export.add_argument("--name", help="name under the export root (default: the model name)")
+    export.add_argument("--savedmodel", choices=["always", "auto", "never"], default="always",
+                        help="ship saved_model/ always (default), only when small (auto, <= 20 MiB), or never; "
+                             "it is written and parity-checked either way")
 
     reproduce = commands.add_parser("reproduce", help="train recipes on real data and tabulate ours vs the sources' results")
     reproduce.add_argument("--models", nargs="+", metavar="MODEL",
@@ -134,7 +137,7 @@ def command_evaluate(args) -> None:
 def command_export(args) -> None:
     from .export import export_run
 
-    folder = export_run(args.run, args.out, args.name)
+    folder = export_run(args.run, args.out, args.name, args.savedmodel)
     print(f"exported: {folder}")
 
 

@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 PARITY_BATCH = 8
 PARITY_TOLERANCE = 1e-4  # max |difference| between Keras and SavedModel / ONNX outputs
+SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship saved_model/ only when this small
 MIN_SPREAD = 1e-6  # outputs must vary across inputs by more than this, or parity proves nothing
 GOLDEN_COUNT = 4
 SUPPORTED_INPUTS = (["image"], ["image", "body_part"])
@@ -115,7 +116,7 @@ def _candidate_inputs(model, real_images: np.ndarray | None, seed: int):
     shape = (PARITY_BATCH, *model.inputs[0].shape[1:])
     candidates = []
     if real_images is not None and len(real_images):
-        candidates.append(("real images", real_images[:PARITY_BATCH].astype(np.float32)))
+        candidates.append(("real images", real_images[_spread(len(real_images), PARITY_BATCH)].astype(np.float32)))
     coarse = rng.uniform(0, 255, size=(shape[0], max(shape[1] // 8, 1), max(shape[2] // 8, 1), shape[3]))
     smooth = np.kron(coarse, np.ones((1, 8, 8, 1)))[:, : shape[1], : shape[2]]
     smooth = np.pad(smooth, [(0, 0), (0, shape[1] - smooth.shape[1]), (0, shape[2] - smooth.shape[2]), (0, 0)], mode="edge")
@@ -188,20 +189,27 @@ def write_onnx(serve, specs, path: Path) -> None:
     del model_proto
 
 
+def _spread(count: int, wanted: int) -> np.ndarray:
+    """`wanted` indices spread evenly over `count` examples (splits are often sorted by class)."""
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).astype(int))
+
+
 def _golden_sources(examples, count: int) -> list[tuple[str, bytes | None, np.ndarray]]:
-    """Up to `count` (name, original file bytes or None, model pixels) from distinct source files."""
+    """Up to `count` (name, original file bytes or None, model pixels) from distinct source files,
+    spread over the split."""
     chosen, seen = [], set()
-    for index in np.linspace(0, len(examples) - 1, min(len(examples), count * 4)).astype(int):
-        source = str(examples.ids[index]).split("#")[0].split("@")[0]
-        path = Path(source)
-        original = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-        key = source if original else str(examples.ids[index])  # tiles of one frame share a file
-        if key in seen:
-            continue
-        seen.add(key)
-        chosen.append((path.name if original else f"example_{index}.png", path.read_bytes() if original else None,
-                       examples.images[index]))
-        if len(chosen) == count:
+    order = np.argsort(np.abs(np.arange(len(examples))[:, None] - _spread(len(examples), count)[None]), axis=0)
+    for column in order.T:  # for each evenly spaced target, the nearest example from an unused file
+        for index in column:
+            source = str(examples.ids[index]).split("#")[0].split("@")[0]
+            path = Path(source)
+            original = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            key = source if original else str(examples.ids[index])  # tiles of one frame share a file
+            if key in seen:
+                continue
+            seen.add(key)
+            chosen.append((path.name if original else f"example_{index}.png", path.read_bytes() if original else None,
+                           examples.images[index]))
             break
     return chosen
 
@@ -261,8 +269,16 @@ def export_model(
     metadata: dict | None = None,
     real_examples=None,
     seed: int = 0,
+    savedmodel: str = "always",
 ) -> Path:
-    """Write, check and atomically publish one export; returns the version folder."""
+    """Write, check and atomically publish one export; returns the version folder.
+
+    `savedmodel`: "always" ships saved_model/; "auto" ships it only when it is at most
+    SAVEDMODEL_SHIP_LIMIT bytes (it is always written and parity-checked first); "never" drops it
+    after the check. metadata.json says which, and hashes exactly the files shipped.
+    """
+    if savedmodel not in ("always", "auto", "never"):
+        raise ValueError(f"savedmodel must be always, auto or never, got {savedmodel!r}")
     import tensorflow as tf
 
     model_root = Path(out_root) / name
@@ -276,6 +292,10 @@ def export_model(
         real_images = None if real_examples is None else real_examples.images
         parity = check_parity(model, staging / "saved_model", staging / "model.onnx", real_images, seed)
         golden = {} if real_examples is None else write_golden(staging, staging / "model.onnx", image_spec, real_examples, output_labels)
+        saved_bytes = sum(p.stat().st_size for p in (staging / "saved_model").rglob("*") if p.is_file())
+        ship_saved = savedmodel == "always" or (savedmodel == "auto" and saved_bytes <= SAVEDMODEL_SHIP_LIMIT)
+        if not ship_saved:
+            shutil.rmtree(staging / "saved_model")
         document = {
             "name": name,
             "task": task_kind,
@@ -287,6 +307,8 @@ def export_model(
             "threshold": 0.5 if task_kind in ("binary", "multitask", "hybrid") else None,
             "parity": parity,
             "golden": golden,
+            "saved_model": "shipped" if ship_saved else (
+                f"checked for parity but not shipped ({saved_bytes / 2**20:.0f} MiB); `visionzoo export RUN` writes it"),
             "provenance": {"git_commit": git_commit(), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            "versions": _versions()},
             **(metadata or {}),
@@ -304,7 +326,7 @@ def export_model(
     return final
 
 
-def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None) -> Path:
+def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always") -> Path:
     """Export a run's best checkpoint with its metrics, data description and recipe."""
     import tf_keras as keras
 
@@ -313,7 +335,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     run_dir = Path(run_dir)
     config, checkpoint = train.load_run(run_dir)
     recipe = get_recipe(config.model)
-    model = keras.models.load_model(checkpoint)
+    model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
     read = lambda file: json.loads((run_dir / file).read_text()) if (run_dir / file).is_file() else {}  # noqa: E731
     data = read("data.json")
     real_examples = None
@@ -336,4 +358,5 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     return export_model(
         model, name or recipe.name, out_root, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
         output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
+        savedmodel=savedmodel,
     )

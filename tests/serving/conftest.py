@@ -41,3 +41,18 @@ def golden(models_dir):
         files = [version.folder / "golden" / f for f in version.metadata.get("golden", {}).get("files", [])]
         found[name] = (version.folder, files)
     return found
+
+
+def fresh_asgi(service):
+    """`service.to_asgi()` after dropping BentoML's metrics from the global Prometheus registry.
+
+    BentoML registers its request/batch instruments once per app; a second in-process app (another
+    test module) would otherwise fail with DuplicateTimeseries. `bentoml serve` never builds two.
+    """
+    import prometheus_client
+
+    registry = prometheus_client.REGISTRY
+    for collector, names in list(registry._collector_to_names.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            registry.unregister(collector)
+    return service.to_asgi()

@@ -1,0 +1,167 @@
+"""Tier 2: every endpoint in-process (`Service.to_asgi()` + Starlette's TestClient), outputs equal
+to direct ONNX Runtime results, errors as 4xx with a message, readiness and metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from preprocessing import prepare_image, prepare_tiles
+from serving.repository import load_version
+from serving.service import VisionZoo, original_name
+
+from .conftest import fresh_asgi
+
+
+@pytest.fixture(scope="module")
+def client(models_dir):
+    with TestClient(fresh_asgi(VisionZoo)) as test_client:
+        yield test_client
+
+
+def upload(paths):
+    return [("images", (path.name, path.read_bytes(), "application/octet-stream")) for path in paths]
+
+
+def direct(name: str, batch: np.ndarray) -> list[np.ndarray]:
+    """The exported ONNX model run directly, outside the service."""
+    version = load_version(name)
+    session = ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"])
+    return session.run([o["name"] for o in version.outputs], {"image": batch.astype(np.float32)})
+
+
+def test_ready_live_and_model_status(client):
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    status = client.post("/models", json={}).json()
+    assert set(status) == {"mura", "bloodcell", "mars"}
+    assert all(entry["provider"] == "CPUExecutionProvider" for entry in status.values())
+
+
+def test_bloodcell_predict_matches_onnx_runtime(client, golden):
+    files = golden["bloodcell"][1]
+    response = client.post("/bloodcell/predict", files=upload(files), data={"top_k": "3"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    version = load_version("bloodcell")
+    assert body["model"] == {"name": "bloodcell", "export": version.export_name, "version": version.version}
+    batch = np.stack([prepare_image(path, version.spec) for path in files])
+    (expected,) = direct("bloodcell", batch)
+    labels = version.labels["probabilities"]
+    for prediction, probabilities, path in zip(body["predictions"], expected, files):
+        assert prediction["file"] == path.name
+        np.testing.assert_allclose([prediction["probabilities"][label] for label in labels], probabilities, atol=1e-5)
+        assert prediction["label"] == labels[int(np.argmax(probabilities))] and len(prediction["top_k"]) == 3
+
+
+def test_mura_predict_and_study_match_onnx_runtime(client, golden):
+    files = golden["mura"][1][:3]
+    version = load_version("mura")
+    abnormal, body_part = direct("mura", np.stack([prepare_image(path, version.spec) for path in files]))
+    body = client.post("/mura/predict", files=upload(files)).json()
+    for prediction, probability, parts in zip(body["predictions"], abnormal[:, 0], body_part):
+        assert prediction["abnormal_probability"] == pytest.approx(float(probability), abs=1e-5)
+        assert prediction["body_part"] == version.labels["body_part"][int(np.argmax(parts))]
+    study = client.post("/mura/predict_study", files=upload(files)).json()
+    assert study["abnormal_probability"] == pytest.approx(float(abnormal[:, 0].mean()), abs=1e-5)
+    assert len(study["views"]) == len(files)
+
+
+def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
+    path = golden["mars"][1][0]
+    version = load_version("mars")
+    tiles = prepare_tiles(path, version.spec)
+    (probabilities,) = direct("mars", tiles)
+    response = client.post("/mars/segment", files=upload([path]), data={"overlay": "true", "mask_format": "npy"})
+    assert response.status_code == 200, response.text
+    result = response.json()["segmentations"][0]
+    original = Image.open(path)
+    assert (result["width"], result["height"]) == original.size and result["tiles"] == len(tiles)
+    class_map = np.load(io.BytesIO(base64.b64decode(result["mask_npy"])))
+    from serving.processing import class_map_from_tiles
+
+    np.testing.assert_array_equal(class_map, class_map_from_tiles(probabilities, original.height, original.width))
+    assert sum(result["class_fractions"].values()) == pytest.approx(1.0)
+    assert Image.open(io.BytesIO(base64.b64decode(result["overlay_png"]))).size == original.size
+
+
+def test_npy_uploads_are_accepted(client):
+    batch = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3)).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.save(buffer, batch)
+    response = client.post("/bloodcell/predict", files=[("images", ("batch.npy", buffer.getvalue(), "application/octet-stream"))])
+    assert response.status_code == 200 and [p["file"] for p in response.json()["predictions"]] == ["batch.npy[0]", "batch.npy[1]"]
+    (expected,) = direct("bloodcell", batch.astype(np.float32))
+    labels = load_version("bloodcell").labels["probabilities"]
+    got = [[p["probabilities"][label] for label in labels] for p in response.json()["predictions"]]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "files, data, status, message",
+    [
+        ([("images", ("broken.jpg", b"\xff\xd8\xff\xe0 not really", "image/jpeg"))], {}, 415, "broken.jpg"),
+        ([("images", ("x.npy", b"\x93NUMPY garbage", "application/octet-stream"))], {}, 400, "x.npy"),
+        ([("images", ("ok.png", b"", "image/png"))], {}, 400, "empty file"),
+        ([("images", (f"{i}.npy", np.zeros(1).tobytes(), "x"))for i in range(2)], {"top_k": "0"}, 400, "top_k"),
+    ],
+)
+def test_client_errors_get_4xx_with_a_message(client, files, data, status, message):
+    response = client.post("/bloodcell/predict", files=files, data=data)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_missing_images_field_is_a_400_naming_the_field(client):
+    response = client.post("/mars/segment", data={"overlay": "true"})
+    assert response.status_code == 400 and "images" in response.text
+
+
+def test_truncated_real_jpegs_are_rejected_by_name(client, real_data):
+    paths = sorted((real_data / "corrupt_samples").glob("*.jpg"))
+    response = client.post("/mura/predict", files=upload(paths))
+    assert response.status_code == 415 and paths[0].name in response.json()["error"] and "truncated" in response.json()["error"]
+
+
+def test_too_many_images_is_413(client, monkeypatch):
+    monkeypatch.setenv("VISIONZOO_MAX_IMAGES", "2")
+    tiny = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny, format="PNG")
+    response = client.post("/bloodcell/predict", files=[("images", (f"{i}.png", tiny.getvalue(), "image/png")) for i in range(3)])
+    assert response.status_code == 413 and "limit is 2" in response.json()["error"]
+
+
+def test_admin_routes_are_disabled_without_a_token_and_need_it_when_set(client, monkeypatch):
+    monkeypatch.delenv("VISIONZOO_ADMIN_TOKEN", raising=False)
+    assert client.post("/admin/reload", json={"model": "bloodcell"}).status_code == 403
+    monkeypatch.setenv("VISIONZOO_ADMIN_TOKEN", "s3cret")
+    assert client.post("/admin/reload", json={"model": "bloodcell"}).status_code == 401
+    assert client.post("/admin/reload", json={"model": "bloodcell"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/admin/reload", json={"model": "nope"}, headers={"Authorization": "Bearer s3cret"}).status_code == 404
+    response = client.post("/admin/rollback", json={"model": "bloodcell"}, headers={"Authorization": "Bearer s3cret"})
+    assert response.status_code == 409 and "no previous version" in response.json()["error"]
+
+
+def test_openapi_documents_every_endpoint(client):
+    spec = client.get("/docs.json").json()
+    for route in ("/mura/predict", "/mura/predict_study", "/bloodcell/predict", "/mars/segment"):
+        assert route in spec["paths"], route
+
+
+def test_original_upload_names_survive_bentomls_temporary_files():
+    from pathlib import Path
+
+    assert original_name(Path("/tmp/x/tmpab12cd34cell 1.png"), 0) == "cell 1.png"
+    assert original_name(Path("/tmp/x/tmpab12cd34"), 3) == "images[3]"
+
+
+def test_metrics_are_exposed(client):
+    text = client.get("/metrics").text
+    assert "bentoml_service_request" in text
