@@ -1,0 +1,250 @@
+"""Open Inference Protocol v2 over HTTP/REST, on BentoML's HTTP port, with the binary tensor data
+extension that `tritonclient.http` uses by default.
+
+    GET  /v2                                          server metadata
+    GET  /v2/health/live, /v2/health/ready            200, or 503 when not ready
+    GET  /v2/models/{model}[/versions/{version}]      model metadata
+    GET  /v2/models/{model}[/versions/{version}]/ready
+    POST /v2/models/{model}[/versions/{version}]/infer
+
+Binary tensor data: the JSON header comes first and `Inference-Header-Content-Length` gives its
+length; each input with `parameters.binary_data_size` takes that many bytes of what follows, in
+input order. Outputs are binary when the request asks (`binary_data` per requested output, else the
+request parameter `binary_data_output`), JSON lists otherwise. gzip/deflate request bodies
+(`Content-Encoding`) are accepted. Errors answer `{"error": message}` with the status in
+`errors.py`; unknown models get 404 (Triton answers 400; 404 says what happened).
+
+The app is mounted at "/" so that `GET /v2` itself matches: under a "/v2" mount Starlette would
+redirect it to "/v2/", which tritonclient does not follow. The mount is passive (BentoML's
+`PassiveMount`): paths outside these routes still reach the BentoML endpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import bentoml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import config
+from .backend import Backend, InferRequest, InferResponse, check_output_parameters
+from .errors import InvalidArgument, NotFound, OIPError, ResourceExhausted
+from .models import RequestTensor
+from .tensors import check_shape, from_json, from_raw, to_json, to_raw
+
+logger = logging.getLogger("visionzoo.oip")
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DRAIN_LIMIT = 1 << 30  # read (and drop) at most this much of an oversized body before answering 413
+
+
+def error_response(error: OIPError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if error.http_status == 503 else None
+    return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, inflated when compressed; over `limit` bytes is RESOURCE_EXHAUSTED (413)."""
+    too_large = ResourceExhausted(
+        f"request body over the limit of {limit} bytes (VISIONZOO_GRPC_MAX_MESSAGE_BYTES bounds both OIP transports)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            # Keep reading so the client gets the 413 instead of a reset connection mid-upload.
+            if size > DRAIN_LIMIT:
+                break
+            continue
+        chunks.append(chunk)
+    if size > limit:
+        raise too_large
+    body = b"".join(chunks)
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise InvalidArgument(f"Content-Encoding {encoding!r} is not supported; use gzip, deflate or none")
+    inflater = zlib.decompressobj(wbits=47)  # 32 + 15: gzip or zlib header, detected
+    try:
+        inflated = inflater.decompress(body, limit + 1)
+    except zlib.error as error:
+        raise InvalidArgument(f"the {encoding} request body cannot be decompressed ({error})") from None
+    if len(inflated) > limit or inflater.unconsumed_tail:
+        raise too_large
+    return inflated
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]:
+    """JSON header and the binary tensor data after it."""
+    if header_length is None:
+        json_part, binary = body, memoryview(b"")
+    else:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidArgument(f"{HEADER_LENGTH} must be an integer, got {header_length!r}") from None
+        if not 0 <= length <= len(body):
+            raise InvalidArgument(f"{HEADER_LENGTH} is {length}, the body has {len(body)} bytes")
+        json_part, binary = body[:length], memoryview(body)[length:]
+    try:
+        return json.loads(json_part), binary
+    except (ValueError, UnicodeDecodeError) as error:
+        hint = f" (binary tensor data needs the {HEADER_LENGTH} header)" if header_length is None else ""
+        raise InvalidArgument(f"the request's JSON header is not valid JSON: {error}{hint}") from None
+
+
+def _parameters(item: dict, where: str) -> dict:
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidArgument(f"{where}: 'parameters' must be an object")
+    return parameters
+
+
+def parse_infer_request(model: str, version: str, document: Any, binary: memoryview) -> tuple[InferRequest, dict[str, bool], bool]:
+    """An infer request body -> the request, per-output binary choices and the default for the rest."""
+    if not isinstance(document, dict):
+        raise InvalidArgument("the request must be a JSON object with 'inputs'")
+    items = document.get("inputs")
+    if not isinstance(items, list) or not items:
+        raise InvalidArgument("the request needs a non-empty 'inputs' list")
+    tensors, offset = [], 0
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not isinstance(item.get("datatype"), str):
+            raise InvalidArgument(f"inputs[{index}] must be an object with 'name', 'datatype', 'shape' and data")
+        name, datatype = item["name"], item["datatype"]
+        shape = check_shape(name, item.get("shape"))
+        parameters = _parameters(item, f"input {name!r}")
+        if "shared_memory_region" in parameters:
+            raise InvalidArgument(f"input {name!r}: shared memory is not supported; send the data in the request")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidArgument(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
+            if offset + size > len(binary):
+                raise InvalidArgument(
+                    f"input {name!r}: binary_data_size is {size}, only {len(binary) - offset} bytes of binary data remain")
+            decode = functools.partial(from_raw, name, datatype, shape, binary[offset:offset + size])
+            offset += size
+        elif "data" in item:
+            decode = functools.partial(from_json, name, datatype, shape, item["data"], parameters)
+        else:
+            raise InvalidArgument(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+        tensors.append(RequestTensor(name, datatype, shape, decode))
+    if offset != len(binary):
+        raise InvalidArgument(
+            f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input's binary_data_size")
+    request_parameters = _parameters(document, "request")
+    default_binary = bool(request_parameters.get("binary_data_output", False))
+    requested, binary_outputs = None, {}
+    if document.get("outputs") is not None:
+        if not isinstance(document["outputs"], list):
+            raise InvalidArgument("'outputs' must be a list of {'name': ...} objects")
+        requested = []
+        for item in document["outputs"]:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise InvalidArgument("each requested output needs a 'name'")
+            parameters = _parameters(item, f"output {item['name']!r}")
+            check_output_parameters(item["name"], parameters)
+            requested.append(item["name"])
+            binary_outputs[item["name"]] = bool(parameters.get("binary_data", default_binary))
+    request_id = document.get("id", "")
+    request = InferRequest(model, version, str(request_id) if request_id is not None else "", tensors, requested)
+    return request, binary_outputs, default_binary
+
+
+def encode_infer_response(response: InferResponse, binary_outputs: dict[str, bool], default_binary: bool) -> Response:
+    header: dict[str, Any] = {"model_name": response.model, "model_version": response.version}
+    if response.id:
+        header["id"] = response.id
+    header["outputs"], blobs = [], []
+    for output in response.outputs:
+        entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
+        if binary_outputs.get(output.name, default_binary):
+            raw = to_raw(output.data, output.datatype)
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            entry["data"] = to_json(output.data)
+        header["outputs"].append(entry)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if not blobs:
+        return Response(text, media_type="application/json")
+    return Response(text + b"".join(blobs), media_type="application/octet-stream",
+                    headers={HEADER_LENGTH: str(len(text))})
+
+
+Handler = Callable[[Request, Backend], Awaitable[Response]]
+
+
+def create_app(get_service: Callable[[], Any] = bentoml.get_current_service) -> Starlette:
+    """The OIP REST app over the service `get_service()` returns (the live VisionZoo when served)."""
+
+    def route(path: str, handler: Handler, methods: tuple[str, ...] = ("GET",)) -> Route:
+        async def endpoint(request: Request) -> Response:
+            try:
+                return await handler(request, Backend(get_service()))
+            except OIPError as error:
+                return error_response(error)
+            except Exception as error:
+                logger.exception("OIP REST %s %s failed", request.method, request.url.path)
+                return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+
+        return Route(path, endpoint, methods=list(methods))
+
+    async def server_metadata(request: Request, backend: Backend) -> Response:
+        return JSONResponse(backend.server_metadata())
+
+    async def live(request: Request, backend: Backend) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(request: Request, backend: Backend) -> Response:
+        is_ready = await backend.ready()
+        return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def model_metadata(request: Request, backend: Backend) -> Response:
+        params = request.path_params
+        return JSONResponse(backend.model_metadata(params["model"], params.get("version", "")))
+
+    async def model_ready(request: Request, backend: Backend) -> Response:
+        params = request.path_params
+        is_ready = await backend.model_ready(params["model"], params.get("version", ""))
+        return JSONResponse({"name": params["model"], "ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def infer(request: Request, backend: Backend) -> Response:
+        params = request.path_params
+        backend.signature(params["model"], params.get("version", ""))  # 404 before reading a large body
+        body = await read_body(request, config.grpc_max_message_bytes())
+        document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
+        parsed, binary_outputs, default_binary = parse_infer_request(params["model"], params.get("version", ""), document, binary)
+        return encode_infer_response(await backend.infer(parsed), binary_outputs, default_binary)
+
+    async def not_served(request: Request, backend: Backend) -> Response:
+        raise NotFound(f"{request.method} {request.url.path} is not an Open Inference Protocol route served here")
+
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    routes = [
+        route("/v2", server_metadata),
+        route("/v2/health/live", live),
+        route("/v2/health/ready", ready),
+        route(model, model_metadata),
+        route(versioned, model_metadata),
+        route(model + "/ready", model_ready),
+        route(versioned + "/ready", model_ready),
+        route(model + "/infer", infer, ("POST",)),
+        route(versioned + "/infer", infer, ("POST",)),
+        # Everything else under /v2 (Triton extensions such as /config or /stats): JSON 404.
+        route("/v2/{path:path}", not_served, ("GET", "POST", "PUT", "DELETE")),
+    ]
+    return Starlette(routes=routes)
+
+
+app = create_app()

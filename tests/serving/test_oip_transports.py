@@ -1,0 +1,286 @@
+"""OIP REST routes and the gRPC servicer in-process, with the real tritonclient encoders and
+clients, over a stand-in for VisionZoo that runs ONNX Runtime directly (no BentoML, no batching:
+tests/e2e/test_oip_tritonclient.py covers the served path).
+
+The stand-in serves bloodcell and mars and refuses mura, as VisionZoo does when a model file fails
+its checksum, so UNAVAILABLE is covered too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import socket
+import threading
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from PIL import Image
+from starlette.testclient import TestClient
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.utils import InferenceServerException
+
+from preprocessing import prepare_image
+from serving.oip.backend import Backend
+from serving.oip.grpc_service import GRPCServer
+from serving.oip.rest import HEADER_LENGTH, create_app
+from serving.repository import load_version
+
+GRPC_LIMIT = 1 << 20
+
+
+class StandInRuntime:
+    def __init__(self, service: StandInService) -> None:
+        self.service = service
+        self.to_async = self
+
+    async def is_ready(self, timeout: float | None = None) -> bool:
+        return True
+
+    async def status(self) -> dict:
+        return {name: {"version": version.version} for name, version in self.service.models.items()}
+
+
+class StandInService:
+    """What the OIP layer uses of VisionZoo: models, refused, runtime, infer."""
+
+    def __init__(self) -> None:
+        self.models = {name: load_version(name) for name in ("bloodcell", "mars")}
+        self.refused = {"mura": "mura: model.onnx does not match metadata.json"}
+        self.runtime = StandInRuntime(self)
+        self.sessions = {name: ort.InferenceSession(str(v.onnx_path), providers=["CPUExecutionProvider"])
+                         for name, v in self.models.items()}
+
+    def reference(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        version = self.models[name]
+        names = [o["name"] for o in version.outputs]
+        return dict(zip(names, self.sessions[name].run(names, {version.inputs[0]["name"]: batch.astype(np.float32)})))
+
+    async def infer(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self.reference(name, batch)
+
+
+@pytest.fixture(scope="module")
+def service(models_dir) -> StandInService:
+    return StandInService()
+
+
+@pytest.fixture(scope="module")
+def rest(service):
+    with TestClient(create_app(lambda: service)) as client:
+        yield client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def grpc_address(service):
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = free_port()
+    server = GRPCServer(Backend(service), port, GRPC_LIMIT)
+    asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def grpc_client(grpc_address):
+    client = grpcclient.InferenceServerClient(grpc_address)
+    yield client
+    client.close()
+
+
+def pixels(count: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, *shape)).astype(np.float32)
+
+
+def http_infer(rest: TestClient, model: str, inputs, outputs=None, headers=None, path=None):
+    body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
+    if json_size is not None:
+        headers = {**(headers or {}), HEADER_LENGTH: str(json_size)}
+    return rest.post(path or f"/v2/models/{model}/infer", content=body, headers=headers)
+
+
+def parse(response) -> httpclient.InferResult:
+    assert response.status_code == 200, response.text
+    return httpclient.InferenceServerClient.parse_response_body(
+        response.content, header_length=response.headers.get(HEADER_LENGTH))
+
+
+# ---------------------------------------------------------------- REST
+
+
+def test_rest_server_routes(rest):
+    assert rest.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert rest.get("/v2/health/live").json() == {"live": True}
+    assert rest.get("/v2/health/ready").json() == {"ready": True}
+    assert rest.get("/v2/models/bloodcell/ready").json() == {"name": "bloodcell", "ready": True}
+    assert rest.get("/v2/models/bloodcell/versions/1").json()["name"] == "bloodcell"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "message"),
+    [
+        ("GET", "/v2/models/nope", 404, "unknown model 'nope'; served models: mura, bloodcell, mars"),
+        ("GET", "/v2/models/nope/ready", 404, "unknown model 'nope'"),
+        ("GET", "/v2/models/bloodcell/versions/9", 404, "has no version '9'; serving version 1"),
+        ("GET", "/v2/models/mura", 503, "model 'mura' is not available: mura: model.onnx does not match"),
+        ("GET", "/v2/models/bloodcell/config", 404, "is not an Open Inference Protocol route served here"),
+        ("POST", "/v2/models/nope/infer", 404, "unknown model 'nope'"),
+    ],
+)
+def test_rest_errors_are_json_with_a_status(rest, method, path, status, message):
+    response = rest.request(method, path)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_rest_model_ready_false_for_a_refused_model(rest):
+    response = rest.get("/v2/models/mura/ready")
+    assert response.status_code == 503 and response.json() == {"name": "mura", "ready": False}
+
+
+def test_rest_binary_infer_matches_onnxruntime(rest, service):
+    batch = pixels(3)
+    image = httpclient.InferInput("image", list(batch.shape), "FP32").set_data_from_numpy(batch)
+    result = parse(http_infer(rest, "bloodcell", [image]))
+    np.testing.assert_allclose(result.as_numpy("probabilities"), service.reference("bloodcell", batch)["probabilities"], atol=1e-5)
+    assert result.get_response()["model_version"] == "1"
+
+
+def test_rest_json_infer_and_json_outputs(rest, service):
+    batch = np.round(pixels(1, (64, 128, 1)))
+    image = httpclient.InferInput("image_uint8", list(batch.shape), "UINT8").set_data_from_numpy(batch.astype(np.uint8), binary_data=False)
+    wanted = [httpclient.InferRequestedOutput("class_map", binary_data=False)]
+    response = http_infer(rest, "mars", [image], outputs=wanted)
+    assert response.headers["content-type"] == "application/json"
+    result = parse(response)
+    expected = service.reference("mars", batch)["probabilities"].argmax(-1)
+    np.testing.assert_array_equal(result.as_numpy("class_map").reshape(expected.shape), expected)
+
+
+def test_rest_files_and_gzip(rest, service):
+    rng = np.random.default_rng(5)
+    files = []
+    for _ in range(2):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (80, 70, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+        files.append(buffer.getvalue())
+    elements = np.array(files, dtype=np.object_)
+    image = httpclient.InferInput("image_bytes", [2], "BYTES").set_data_from_numpy(elements)
+    body, json_size = httpclient.InferenceServerClient.generate_request_body([image])
+    response = rest.post("/v2/models/bloodcell/infer", content=gzip.compress(body),
+                         headers={HEADER_LENGTH: str(json_size), "Content-Encoding": "gzip"})
+    spec = service.models["bloodcell"].spec
+    expected = service.reference("bloodcell", np.stack([prepare_image(f, spec) for f in files]))["probabilities"]
+    np.testing.assert_allclose(parse(response).as_numpy("probabilities"), expected, atol=1e-5)
+
+
+def test_rest_malformed_bodies(rest, monkeypatch):
+    good = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3],
+                                   "parameters": {"binary_data_size": 110592}}]}).encode()
+    raw = pixels(1).tobytes()
+    cases = [
+        (good + raw + b"xx", {HEADER_LENGTH: str(len(good))}, "2 bytes of binary data after the JSON header belong to no input"),
+        (good + raw[:-4], {HEADER_LENGTH: str(len(good))}, "binary_data_size is 110592, only 110588 bytes"),
+        (good + raw, {HEADER_LENGTH: "12x"}, "must be an integer"),
+        (good + raw, {}, "needs the Inference-Header-Content-Length header"),
+        (b'{"inputs": []}', {}, "non-empty 'inputs'"),
+        (json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3], "data": [1]}],
+                     "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}).encode(), {},
+         "classification extension is not supported"),
+    ]
+    for body, headers, message in cases:
+        response = rest.post("/v2/models/bloodcell/infer", content=body, headers=headers)
+        assert response.status_code == 400, (message, response.text)
+        assert message in response.json()["error"]
+    monkeypatch.setenv("VISIONZOO_GRPC_MAX_MESSAGE_BYTES", "100000")
+    response = rest.post("/v2/models/bloodcell/infer", content=good + raw, headers={HEADER_LENGTH: str(len(good))})
+    assert response.status_code == 413 and "over the limit of 100000 bytes" in response.json()["error"]
+
+
+# ---------------------------------------------------------------- gRPC
+
+
+def test_grpc_health_and_metadata(grpc_client):
+    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_model_ready("mars") and not grpc_client.is_model_ready("mura")
+    assert grpc_client.get_server_metadata().extensions == ["binary_tensor_data"]
+    found = grpc_client.get_model_metadata("mars", as_json=True)
+    assert [(t["name"], t["datatype"]) for t in found["inputs"]] == [("image", "FP32"), ("image_uint8", "UINT8"), ("image_bytes", "BYTES")]
+    assert [t["name"] for t in found["outputs"]] == ["probabilities", "class_map"]
+
+
+def test_grpc_raw_infer_matches_onnxruntime(grpc_client, service):
+    batch = pixels(2, (64, 128, 1))
+    image = grpcclient.InferInput("image", list(batch.shape), "FP32")
+    image.set_data_from_numpy(batch)
+    result = grpc_client.infer("mars", [image], request_id="r-1")
+    expected = service.reference("mars", batch)["probabilities"]
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
+    np.testing.assert_array_equal(result.as_numpy("class_map"), expected.argmax(-1))
+    assert result.get_response().id == "r-1"
+
+
+def test_grpc_typed_contents(grpc_address, service):
+    batch = np.round(pixels(1))
+    request = pb.ModelInferRequest(model_name="bloodcell")
+    request.inputs.add(name="image_uint8", datatype="UINT8", shape=list(batch.shape),
+                       contents=pb.InferTensorContents(uint_contents=batch.astype(np.uint32).reshape(-1).tolist()))
+    with grpc.insecure_channel(grpc_address) as channel:
+        reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        assert [o.name for o in reply.outputs] == ["probabilities"] and list(reply.outputs[0].shape) == [1, 8]
+        found = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").reshape(1, 8)
+        np.testing.assert_allclose(found, service.reference("bloodcell", batch)["probabilities"], atol=1e-5)
+        request.raw_input_contents.append(batch.astype(np.uint8).tobytes())
+        with pytest.raises(grpc.RpcError) as error:
+            pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "typed contents while the request uses raw_input_contents" in error.value.details()
+
+
+def grpc_error(call) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as error:
+        call()
+    return error.value
+
+
+def test_grpc_errors_then_still_serving(grpc_client, service):
+    x = pixels(1)
+    image = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
+    image.set_data_from_numpy(x)
+    cases = [
+        (lambda: grpc_client.infer("nope", [image]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
+        (lambda: grpc_client.infer("mura", [image]), "StatusCode.UNAVAILABLE", "model 'mura' is not available"),
+        (lambda: grpc_client.get_model_metadata("bloodcell", "3"), "StatusCode.NOT_FOUND", "has no version '3'"),
+        (lambda: grpc_client.get_model_config("bloodcell"), "StatusCode.UNIMPLEMENTED", "ModelConfig is not implemented"),
+    ]
+    short = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
+    short.set_data_from_numpy(x)
+    short.set_shape([2, 96, 96, 3])
+    cases.append((lambda: grpc_client.infer("bloodcell", [short]), "StatusCode.INVALID_ARGUMENT", "110592 bytes of data"))
+    big = grpcclient.InferInput("image", [12, 96, 96, 3], "FP32")
+    big.set_data_from_numpy(pixels(12))
+    cases.append((lambda: grpc_client.infer("bloodcell", [big]), "StatusCode.RESOURCE_EXHAUSTED", "larger than max"))
+    for call, status, message in cases:
+        error = grpc_error(call)
+        assert error.status() == status and message in error.message(), (status, error)
+    result = grpc_client.infer("bloodcell", [image])
+    np.testing.assert_allclose(result.as_numpy("probabilities"), service.reference("bloodcell", x)["probabilities"], atol=1e-5)
