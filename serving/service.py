@@ -25,6 +25,7 @@ import numpy as np
 from starlette.responses import JSONResponse
 
 from . import config
+from .oip import rest_app, start_grpc, stop_grpc
 from .processing import (
     DecodedImage,
     RequestError,
@@ -124,6 +125,7 @@ def client_errors(func):
     return wrapper
 
 
+@bentoml.asgi_app(rest_app, path="/")  # Open Inference Protocol REST: /v2/... (serving/oip/rest.py)
 @bentoml.service(name="visionzoo", workers=1, traffic={"timeout": 60})
 class VisionZoo:
     """X-ray abnormality and body part (MURA architecture), blood-cell type, Mars terrain segmentation."""
@@ -141,6 +143,15 @@ class VisionZoo:
 
     def __is_ready__(self) -> bool:
         return bool(self.models)
+
+    @bentoml.on_startup
+    async def start_oip_grpc(self) -> None:
+        """Open Inference Protocol gRPC on VISIONZOO_GRPC_PORT in this worker (serving/oip)."""
+        self.grpc_server = await start_grpc(self)
+
+    @bentoml.on_shutdown
+    async def stop_oip_grpc(self) -> None:
+        await stop_grpc(getattr(self, "grpc_server", None))
 
     def model(self, name: str) -> ModelVersion:
         if name not in self.models:
