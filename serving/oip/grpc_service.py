@@ -32,7 +32,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from .. import config
 from .backend import Backend, InferRequest, InferResponse, check_output_parameters
-from .errors import InvalidArgument, OIPError
+from .errors import InvalidArgument, NotFound, OIPError
 from .models import RequestTensor
 from .tensors import check_shape, from_contents, from_raw, to_raw
 
@@ -98,8 +98,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=await self.backend.ready())
 
     async def ModelReady(self, request, context):
+        """ready=false (not NOT_FOUND) for unknown models and versions: a probe wants a yes or no."""
+
         async def call():
-            return pb.ModelReadyResponse(ready=await self.backend.model_ready(request.name, request.version))
+            try:
+                return pb.ModelReadyResponse(ready=await self.backend.model_ready(request.name, request.version))
+            except NotFound:
+                return pb.ModelReadyResponse(ready=False)
 
         return await self._answer(context, call)
 

@@ -1,0 +1,154 @@
+"""End-to-end fixtures: the repository served by a real `bentoml serve` subprocess (BentoML HTTP
+endpoints, OIP REST and OIP gRPC), on free ports.
+
+`served` (module scope) starts one server for the test module that asks for it, waits until
+/readyz and /v2/health/ready answer 200, and stops it when the module ends, passed or failed:
+SIGTERM to the server's process group, SIGKILL after 30 s. A module changes the server's
+environment by overriding the `served_env` fixture:
+
+    @pytest.fixture(scope="module")
+    def served_env():
+        return {"VISIONZOO_MAX_BATCH_SIZE": "8"}
+
+Models come from tests/serving/toy_models.py (the shipped exported_models/ when complete).
+`bentoml_serve()` is the same thing as a context manager, for benchmarks and scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = float(os.environ.get("VISIONZOO_E2E_READY_TIMEOUT", "300"))
+STOP_TIMEOUT_S = 30.0
+
+# BentoML 1.4.39 renews the entry service's aiohttp session to a dependency after 100 requests
+# or 5 minutes (`runner_connection`, BentoML PR #5522) by closing the old session while requests
+# are still in flight on it: under concurrent load those fail with "Server disconnected" or hang
+# until the timeout. Test servers turn the renewal off; serving/service.py should do the same on
+# ModelRuntime (`runner_connection={"max_requests": ..., "max_age": ...}`), after which this is a no-op.
+NO_SESSION_RENEWAL = {"services": {"visionzoo-runtime": {"runner_connection": {"max_requests": 1_000_000_000, "max_age": 1e9}}}}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Served:
+    """A running `bentoml serve`: its base URL, gRPC port, models folder and log."""
+
+    url: str
+    http_port: int
+    grpc_port: int
+    models_dir: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    @property
+    def http_address(self) -> str:
+        """host:port, the form tritonclient.http takes."""
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log_tail(self, characters: int = 6000) -> str:
+        return self.log_path.read_text(errors="replace")[-characters:]
+
+    def metrics(self) -> str:
+        return httpx.get(f"{self.url}/metrics", timeout=30).text
+
+
+def _environment(http_port: int, grpc_port: int, models_dir: Path, overrides: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}  # bentoml serve makes its own
+    env.update({
+        "VISIONZOO_MODELS_DIR": str(models_dir),
+        "VISIONZOO_GRPC_PORT": str(grpc_port),
+        "VISIONZOO_WARMUP_BATCH_SIZES": "1,4",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "BENTOML_CONFIG_OVERRIDES": json.dumps(NO_SESSION_RENEWAL),
+    })
+    env.update(overrides)
+    return env
+
+
+def _wait_until_ready(served: Served, deadline: float) -> None:
+    with httpx.Client(timeout=5) as client:
+        while time.monotonic() < deadline:
+            if served.process.poll() is not None:
+                raise RuntimeError(f"bentoml serve exited with {served.process.returncode}:\n{served.log_tail()}")
+            try:
+                if all(client.get(served.url + path).status_code == 200 for path in ("/readyz", "/v2/health/ready")):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+    raise TimeoutError(f"bentoml serve not ready after {READY_TIMEOUT_S:.0f}s:\n{served.log_tail()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (arbiter and workers), SIGKILL what is left after 30 s."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived the arbiter
+    process.wait()
+
+
+@contextlib.contextmanager
+def bentoml_serve(env: dict[str, str] | None = None, models_dir: Path | None = None,
+                  log_dir: Path | None = None) -> Iterator[Served]:
+    """Serve the repository (bentofile.yaml) on free ports until the block ends; the server log
+    goes to `log_dir` (a new temporary folder by default) as serve.log."""
+    if models_dir is None:
+        from tests.serving.toy_models import models_root
+
+        models_dir = models_root()
+    http_port, grpc_port = free_port(), free_port()
+    log_path = Path(log_dir or tempfile.mkdtemp(prefix="visionzoo-serve-")) / "serve.log"
+    command = [str(Path(sys.executable).parent / "bentoml"), "serve", ".", "--host", "127.0.0.1", "--port", str(http_port)]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=_environment(http_port, grpc_port, models_dir, env or {}),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    served = Served(f"http://127.0.0.1:{http_port}", http_port, grpc_port, models_dir, log_path, process)
+    try:
+        _wait_until_ready(served, time.monotonic() + READY_TIMEOUT_S)
+        yield served
+    finally:
+        _stop(process)
+
+
+@pytest.fixture(scope="module")
+def served_env() -> dict[str, str]:
+    """Extra environment for the module's server (override in a test module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def served(served_env, tmp_path_factory) -> Iterator[Served]:
+    """A running server for this module; its log is in pytest's temporary folder (serve*/serve.log)."""
+    with bentoml_serve(served_env, log_dir=tmp_path_factory.mktemp("serve")) as server:
+        yield server

@@ -1,0 +1,255 @@
+"""The Open Inference Protocol of a real `bentoml serve`, with the reference clients
+`tritonclient.grpc` and `tritonclient.http` (binary tensor data, their default): health, metadata,
+inference for every model equal to ONNX Runtime on the same inputs (tensors and image files),
+bad requests answered with the right status and a message while the server keeps serving, and
+concurrent gRPC requests batched by the runtime's adaptive batching.
+
+One server for the whole module (the `served` fixture in conftest.py), with a 4 MiB OIP message
+limit so that the oversized-message case stays small.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.utils import InferenceServerException
+
+from serving import config
+from serving.processing import Upload, class_map_from_tiles, decode_upload
+from serving.repository import ModelVersion
+
+pytestmark = pytest.mark.e2e
+
+MESSAGE_LIMIT = 4 * 1024 * 1024
+PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
+NOT_FOUND = {"grpc": "StatusCode.NOT_FOUND", "http": "404"}
+INVALID = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
+TOO_LARGE = {"grpc": "StatusCode.RESOURCE_EXHAUSTED", "http": "413"}
+
+
+@pytest.fixture(scope="module")
+def served_env() -> dict[str, str]:
+    return {"VISIONZOO_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT)}
+
+
+@dataclass
+class Reference:
+    """A served model's exported version, run directly by ONNX Runtime."""
+
+    version: ModelVersion
+    session: ort.InferenceSession
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        names = [o["name"] for o in self.version.outputs]
+        feed = {self.version.inputs[0]["name"]: np.asarray(batch, dtype=np.float32)}
+        return dict(zip(names, self.session.run(names, feed)))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.version.inputs[0]["shape"][1:])
+
+    def golden_files(self) -> list[bytes]:
+        names = self.version.metadata.get("golden", {}).get("files", [])
+        return [(self.version.folder / "golden" / name).read_bytes() for name in names]
+
+
+def newest_version(models_dir: Path, name: str) -> ModelVersion:
+    root = models_dir / config.export_name(name)
+    folders = [p for p in root.iterdir() if p.name.isdigit() and (p / "metadata.json").is_file()]
+    folder = max(folders, key=lambda p: int(p.name))
+    return ModelVersion(name, root.name, folder.name, folder, json.loads((folder / "metadata.json").read_text()))
+
+
+@pytest.fixture(scope="module")
+def references(served) -> dict[str, Reference]:
+    found = {}
+    for name in config.SERVED:
+        version = newest_version(served.models_dir, name)
+        found[name] = Reference(version, ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"]))
+    return found
+
+
+@pytest.fixture(scope="module")
+def clients(served):
+    grpc = grpcclient.InferenceServerClient(served.grpc_address)
+    http = httpclient.InferenceServerClient(served.http_address, connection_timeout=120, network_timeout=120)
+    yield {"grpc": grpc, "http": http}
+    grpc.close()
+    http.close()
+
+
+def tensor(protocol: str, name: str, array: np.ndarray, datatype: str):
+    item = PROTOCOLS[protocol].InferInput(name, list(array.shape), datatype)
+    item.set_data_from_numpy(array)
+    return item
+
+
+def files_tensor(protocol: str, files: list[bytes]):
+    return tensor(protocol, "image_bytes", np.array(files, dtype=np.object_), "BYTES")
+
+
+def pixels(reference: Reference, count: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (count, *reference.input_shape)).astype(np.float32)
+
+
+def expect_error(call, status: str, message: str) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        call()
+    assert raised.value.status() == status, raised.value
+    assert message in raised.value.message(), raised.value
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_health_and_server_metadata(clients, protocol):
+    client = clients[protocol]
+    assert client.is_server_live() and client.is_server_ready()
+    for name in config.SERVED:
+        assert client.is_model_ready(name)
+    assert not client.is_model_ready("mura", model_version="999")
+    metadata = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
+    assert metadata["name"] == "visionzoo" and metadata["extensions"] == ["binary_tensor_data"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", list(config.SERVED))
+def test_model_metadata_lists_exactly_what_is_accepted(clients, references, protocol, name):
+    version = references[name].version
+    client = clients[protocol]
+    metadata = client.get_model_metadata(name, as_json=True) if protocol == "grpc" else client.get_model_metadata(name)
+    if protocol == "grpc":  # protobuf JSON writes int64 as strings
+        for item in metadata["inputs"] + metadata["outputs"]:
+            item["shape"] = [int(d) for d in item["shape"]]
+    (source,) = version.inputs
+    assert metadata["name"] == name and metadata["versions"] == [version.version]
+    assert metadata["inputs"] == [
+        source,
+        {"name": source["name"] + "_uint8", "datatype": "UINT8", "shape": source["shape"]},
+        {"name": source["name"] + "_bytes", "datatype": "BYTES", "shape": [-1]},
+    ]
+    class_map = [{"name": "class_map", "datatype": "UINT8", "shape": [-1, -1, -1]}] if version.spec.tiling != "none" else []
+    assert metadata["outputs"] == version.outputs + class_map
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", list(config.SERVED))
+def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name):
+    reference, client = references[name], clients[protocol]
+    batch = pixels(reference, 2 if name == "mars" else 3, seed=len(name))
+    result = client.infer(name, [tensor(protocol, "image", batch, "FP32")])
+    expected = reference.run(batch)
+    for output, values in expected.items():
+        np.testing.assert_allclose(result.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+    if name == "mars":
+        np.testing.assert_array_equal(result.as_numpy("class_map"), result.as_numpy("probabilities").argmax(-1))
+    # The same pixels as UINT8: the same answer.
+    rounded = np.round(batch).astype(np.uint8)
+    as_uint8 = client.infer(name, [tensor(protocol, "image_uint8", rounded, "UINT8")])
+    for output, values in reference.run(rounded).items():
+        np.testing.assert_allclose(as_uint8.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", list(config.SERVED))
+def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references, protocol, name):
+    reference, client = references[name], clients[protocol]
+    files = reference.golden_files()[:2]
+    assert files, f"{name} has no golden files"
+    decoded = [decode_upload(Upload(f"file{i}", data), reference.version.spec, 1 << 25)[0] for i, data in enumerate(files)]
+    result = client.infer(name, [files_tensor(protocol, files)])
+    if name == "mars":
+        expected = [class_map_from_tiles(reference.run(image.tiles)["probabilities"], image.height, image.width) for image in decoded]
+        class_map = result.as_numpy("class_map")
+        assert class_map.shape == (len(files), decoded[0].height, decoded[0].width)
+        assert result.as_numpy("probabilities") is None  # per tile: not returned for files
+        # argmax may flip where two classes tie within float noise: allow a handful of pixels
+        assert np.mean(class_map != np.stack(expected)) < 1e-3
+    else:
+        expected = reference.run(np.concatenate([image.tiles for image in decoded]))
+        for output, values in expected.items():
+            np.testing.assert_allclose(result.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_bad_requests_get_a_status_and_a_message_and_the_server_keeps_serving(clients, references, protocol):
+    client, bloodcell = clients[protocol], references["bloodcell"]
+    good = pixels(bloodcell, 1, seed=7)
+    expected = bloodcell.run(good)["probabilities"]
+
+    short = tensor(protocol, "image", good, "FP32")
+    short.set_shape([2, *good.shape[1:]])  # declares two images, carries one
+    oversized = pixels(references["mura"], 8, seed=8)  # 4.8 MB > the 4 MiB limit
+    cases = [
+        (lambda: client.infer("nope", [tensor(protocol, "image", good, "FP32")]), NOT_FOUND, "unknown model 'nope'"),
+        (lambda: client.infer("bloodcell", [tensor(protocol, "image", good, "FP32")], model_version="999"),
+         NOT_FOUND, "has no version '999'"),
+        (lambda: client.get_model_metadata("nope"), NOT_FOUND, "unknown model 'nope'"),
+        (lambda: client.infer("bloodcell", [tensor(protocol, "image", np.zeros((1, 32, 32, 3), np.float32), "FP32")]),
+         INVALID, "has shape [-1, 96, 96, 3], got [1, 32, 32, 3]"),
+        (lambda: client.infer("bloodcell", [tensor(protocol, "image", good.astype(np.uint8), "UINT8")]),
+         INVALID, "is FP32, got UINT8 (UINT8 pixels go in 'image_uint8')"),
+        (lambda: client.infer("bloodcell", [short]), INVALID, "110592 bytes of data, but shape [2, 96, 96, 3] of FP32 needs 221184"),
+        (lambda: client.infer("bloodcell", [tensor(protocol, "pixels", good, "FP32")]), INVALID, "has no input 'pixels'"),
+        (lambda: client.infer("bloodcell", [files_tensor(protocol, [b"GIF89a broken"])]), INVALID, "image_bytes[0]: "),
+        (lambda: client.infer("mura", [tensor(protocol, "image", oversized, "FP32")]), TOO_LARGE,
+         "larger than max" if protocol == "grpc" else f"over the limit of {MESSAGE_LIMIT} bytes"),
+    ]
+    for call, status, message in cases:
+        expect_error(call, status[protocol], message)
+        result = client.infer("bloodcell", [tensor(protocol, "image", good, "FP32")])
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5, rtol=1e-5)
+
+
+def batch_sizes(metrics: str, service: str, api: str) -> dict[float, float]:
+    """Cumulative bucket counts of bentoml_service_adaptive_batch_size for one runtime API."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        if family.name != "bentoml_service_adaptive_batch_size":
+            continue
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name.endswith("_bucket") and labels.get("service_name") == service and labels.get("method_name") == api:
+                bound = float(labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return buckets
+
+
+def test_concurrent_grpc_requests_are_batched_by_the_runtime(served, clients, references):
+    """32 clients, one image per request: the runtime's dispatcher merges them into larger batches,
+    and every client still gets the answer for its own image."""
+    bloodcell = references["bloodcell"]
+    images = pixels(bloodcell, 32, seed=9)
+    expected = bloodcell.run(images)["probabilities"]
+    before = batch_sizes(served.metrics(), "visionzoo-runtime", "bloodcell")
+
+    def client_loop(index: int) -> list[np.ndarray]:
+        image = images[index : index + 1]
+        answers = []
+        for _ in range(8):
+            result = clients["grpc"].infer("bloodcell", [tensor("grpc", "image", image, "FP32")], client_timeout=120)
+            answers.append(result.as_numpy("probabilities"))
+        return answers
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(client_loop, range(32)))
+    elapsed = time.perf_counter() - started
+    for index, per_client in enumerate(answers):
+        for answer in per_client:
+            np.testing.assert_allclose(answer, expected[index : index + 1], atol=1e-5, rtol=1e-5)
+
+    after = batch_sizes(served.metrics(), "visionzoo-runtime", "bloodcell")
+    batches = after[float("inf")] - before.get(float("inf"), 0.0)
+    singles = after[1.0] - before.get(1.0, 0.0)
+    assert batches > 0, after
+    assert batches > singles, f"all {batches:.0f} batches held one image: {after}"
+    print(f"256 gRPC requests in {elapsed:.1f}s: {batches:.0f} runtime batches, {singles:.0f} of one image")
