@@ -49,7 +49,16 @@ BATCHING = {name: config.batch_settings(name) for name in config.SERVED}
 TEMPFILE_PREFIX = len("tmp") + 8  # tempfile.NamedTemporaryFile names: "tmp" + 8 random chars + suffix
 
 
-@bentoml.service(name="visionzoo-runtime", workers=1, threads=config.runtime_threads(), traffic={"timeout": 120})
+# runner_connection: BentoML 1.4.39 renews the entry service's connection to a dependency after 100
+# requests or 300 s by closing it while requests are still in flight on it (they fail with "Server
+# disconnected"); both sides live in one `bentoml serve`, so the connection is kept instead.
+@bentoml.service(
+    name="visionzoo-runtime",
+    workers=1,
+    threads=config.runtime_threads(),
+    traffic={"timeout": 120},
+    runner_connection={"max_requests": 1_000_000_000, "max_age": 1e9},
+)
 class ModelRuntime:
     """Internal: ONNX Runtime sessions behind BentoML's adaptive batching (tensors in, tensors out)."""
 

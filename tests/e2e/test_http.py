@@ -1,0 +1,92 @@
+"""Tier 3: a real `bentoml serve` subprocess reached over real HTTP, with BentoML's own client
+(as the README shows) and with plain multipart requests; answers equal direct ONNX Runtime, and
+concurrent clients produce batches larger than one."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import bentoml
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from preprocessing import prepare_image
+
+pytestmark = pytest.mark.e2e
+
+
+def _version(served, export: str) -> Path:
+    return max((served.models_dir / export).glob("[0-9]*"), key=lambda p: int(p.name))
+
+
+def _golden(served, export: str) -> list[Path]:
+    import json
+
+    folder = _version(served, export)
+    return [folder / "golden" / name for name in json.loads((folder / "metadata.json").read_text())["golden"]["files"]]
+
+
+def test_readiness_liveness_metrics_and_docs(served):
+    with httpx.Client(base_url=served.url, timeout=30) as client:
+        assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
+        assert client.get("/docs.json").json()["paths"].keys() >= {"/mura/predict", "/bloodcell/predict", "/mars/segment"}
+        assert "bentoml_service_request_total" in client.get("/metrics").text
+
+
+def test_sync_http_client_calls_every_endpoint(served):
+    blood, xray, mars = _golden(served, "bloodcell_mobilenetv3"), _golden(served, "mura_multitask_cnn"), _golden(served, "mars_dual_unet")
+    with bentoml.SyncHTTPClient(served.url, timeout=120) as client:
+        cells = client.bloodcell_predict(images=blood, top_k=2)
+        study = client.mura_predict_study(images=xray[:2])
+        views = client.mura_predict(images=xray)
+        segments = client.mars_segment(images=mars[:1], overlay=True)
+    assert [p["file"] for p in cells["predictions"]] == [p.name for p in blood]
+    assert len(views["predictions"]) == len(xray) and len(study["views"]) == 2
+    assert segments["segmentations"][0]["overlay_png"] and segments["segmentations"][0]["mask_png"]
+
+    folder = _version(served, "bloodcell_mobilenetv3")
+    import json
+
+    metadata = json.loads((folder / "metadata.json").read_text())
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    spec = {k: metadata["preprocessing"][k] for k in ("height", "width", "color_mode", "resize_method", "tiling")}
+    from preprocessing import ImageSpec
+
+    (expected,) = session.run(None, {"image": np.stack([prepare_image(p, ImageSpec(**spec)) for p in blood]).astype(np.float32)})
+    labels = metadata["labels"]["probabilities"]
+    got = [[prediction["probabilities"][label] for label in labels] for prediction in cells["predictions"]]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_bad_input_is_a_4xx_and_the_server_keeps_serving(served):
+    with httpx.Client(base_url=served.url, timeout=60) as client:
+        response = client.post("/mars/segment", files=[("images", ("notes.txt", b"hello", "text/plain"))])
+        assert response.status_code == 415 and "notes.txt" in response.json()["error"]
+        assert client.post("/bloodcell/predict", data={"top_k": "1"}).status_code == 400
+        assert client.get("/readyz").status_code == 200
+
+
+def _adaptive_batch_buckets(metrics: str, api: str) -> dict[float, float]:
+    buckets = {}
+    for line in metrics.splitlines():
+        if line.startswith("bentoml_service_adaptive_batch_size_bucket") and f'method_name="{api}"' in line:
+            buckets[float(re.search(r'le="([^"]+)"', line).group(1))] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def test_concurrent_clients_are_batched_by_the_runtime(served):
+    image = _golden(served, "bloodcell_mobilenetv3")[0].read_bytes()
+
+    def call(_: int) -> int:
+        with httpx.Client(base_url=served.url, timeout=120) as client:
+            return client.post("/bloodcell/predict", files=[("images", ("cell.jpg", image, "image/jpeg"))]).status_code
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = list(pool.map(call, range(96)))
+    assert statuses == [200] * 96
+    buckets = _adaptive_batch_buckets(served.metrics(), "bloodcell")
+    assert buckets and max(buckets.values()) > buckets.get(1.0, 0.0), f"no batch larger than one: {buckets}"
