@@ -1,0 +1,86 @@
+"""Export for all: every registered model, built at its test size, exports to SavedModel + ONNX
+and passes the parity check (training.export.export_model).
+
+Tiers (pytest marks), so `make test` stays inside its time budget on 2 cores:
+- default: every model with a light graph, which is most of the zoo (a few seconds each);
+- `slow` (`make test-slow`): `very_large` models (ZFNet and VGG16-from-scratch as printed), and
+  models whose deep ImageNet-style backbone makes ONNX conversion take 40-100 s on 2 cores
+  (DEEP_GRAPHS); the served ones among them are exported in the default suite by test_export.py.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from training import export
+from training.registry import RECIPES
+
+from .helpers import calibrate_batch_norm, fake_examples, small_shape
+
+DATA_CLASSES = 10  # what a loader reports for the classic datasets; 1000-way heads of untrained nets barely vary
+DEEP_GRAPHS = {
+    "mura_resnet50_gap", "mura_resnet50_gmp", "mura_efficientnetb0_binary", "mura_efficientnetb0_binary_gmp",
+    "mura_efficientnetb0_multitask", "mura_inceptionv3_hybrid_v1", "mura_inceptionv3_hybrid_v2", "mars_ensemble",
+    "resnet50_cifar10", "resnet_bottleneck_cifar100",
+    "bloodcell_mobilenetv3", "mars_dual_unet",  # served: test_export.py exports them in the default suite
+}
+# Keras's EfficientNetB0 has a Normalization layer whose mean/variance tf2onnx turns into graph inputs
+# the ONNX model then requires ("Required inputs ... normalization/sub/y:0 ... are missing"): a real
+# export bug of these models, kept visible here until it is fixed.
+ONNX_NORMALIZATION_BUG = {"mura_efficientnetb0_binary", "mura_efficientnetb0_binary_gmp", "mura_efficientnetb0_multitask"}
+
+
+def _tier(name: str):
+    marks = [pytest.mark.slow] if RECIPES[name].very_large or name in DEEP_GRAPHS else []
+    if name in ONNX_NORMALIZATION_BUG:
+        marks.append(pytest.mark.xfail(raises=ValueError, strict=True, reason="EfficientNet Normalization -> ONNX inputs"))
+    return pytest.param(name, marks=marks, id=name)
+
+
+NAMES = [_tier(name) for name in sorted(RECIPES)]
+
+
+def build_at_test_size(recipe):
+    """At the test input size, without ImageNet downloads, with the class count from the data."""
+    options = dict(recipe.model_options)
+    if "weights" in options:
+        options["weights"] = None
+    if recipe.num_classes_option and recipe.num_classes_option[0] == "num_classes":
+        options["num_classes"] = DATA_CLASSES
+    return recipe.builder(input_shape=small_shape(recipe), **options)
+
+
+def calibrate(model, images: np.ndarray) -> None:
+    """BatchNorm statistics from one batch, also inside backbones the model calls with
+    training=False (frozen ImageNet backbones): those get the tensors they are fed."""
+    calibrate_batch_norm(model, images)
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            fed = keras.Model(model.inputs, layer.inbound_nodes[-1].input_tensors)(images.astype(np.float32))
+            calibrate_batch_norm(layer, np.asarray(fed))
+
+
+def test_tiers_name_registered_models_and_most_models_export_by_default():
+    assert DEEP_GRAPHS | ONNX_NORMALIZATION_BUG <= set(RECIPES) and ONNX_NORMALIZATION_BUG <= DEEP_GRAPHS
+    assert sum(not param.marks for param in NAMES) >= 30
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_model_exports_with_parity(name, tmp_path):
+    recipe = RECIPES[name]
+    model = build_at_test_size(recipe)
+    examples, class_names = fake_examples(recipe, model, count=32)  # BN statistics from 32 images, not a handful
+    if len(model.inputs) == 1:
+        calibrate(model, examples.images)
+    folder = export.export_model(
+        model, name, tmp_path, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
+        output_labels=recipe.task.output_labels(class_names),
+    )
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["parity"]["passed"]
+    assert metadata["inputs"][0]["shape"] == [-1, *small_shape(recipe)]
+    assert {output["name"] for output in metadata["outputs"]} == set(model.output_names)
+    for report in metadata["parity"]["outputs"].values():
+        assert max(report["max_abs_diff_onnx"], report["max_abs_diff_savedmodel"]) <= export.PARITY_TOLERANCE
