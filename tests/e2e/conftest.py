@@ -17,7 +17,6 @@ Models come from tests/serving/toy_models.py (the shipped exported_models/ when 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import socket
@@ -35,13 +34,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = float(os.environ.get("VISIONZOO_E2E_READY_TIMEOUT", "300"))
 STOP_TIMEOUT_S = 30.0
-
-# BentoML 1.4.39 renews the entry service's aiohttp session to a dependency after 100 requests
-# or 5 minutes (`runner_connection`, BentoML PR #5522) by closing the old session while requests
-# are still in flight on it: under concurrent load those fail with "Server disconnected" or hang
-# until the timeout. Test servers turn the renewal off; serving/service.py should do the same on
-# ModelRuntime (`runner_connection={"max_requests": ..., "max_age": ...}`), after which this is a no-op.
-NO_SESSION_RENEWAL = {"services": {"visionzoo-runtime": {"runner_connection": {"max_requests": 1_000_000_000, "max_age": 1e9}}}}
 
 
 def free_port() -> int:
@@ -84,7 +76,6 @@ def _environment(http_port: int, grpc_port: int, models_dir: Path, overrides: di
         "VISIONZOO_GRPC_PORT": str(grpc_port),
         "VISIONZOO_WARMUP_BATCH_SIZES": "1,4",
         "BENTOML_DO_NOT_TRACK": "True",
-        "BENTOML_CONFIG_OVERRIDES": json.dumps(NO_SESSION_RENEWAL),
     })
     env.update(overrides)
     return env

@@ -1,0 +1,1 @@
+"""Benchmarks: load generators and their reports (JSON under benchmarks/out/, gitignored)."""
