@@ -11,6 +11,8 @@ limit so that the oversized-message case stays small.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +31,9 @@ from serving.processing import Upload, class_map_from_tiles, decode_upload
 from serving.repository import ModelVersion
 
 pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+DOC_HEADING = "## Open Inference Protocol (HTTP and gRPC)"
 
 MESSAGE_LIMIT = 4 * 1024 * 1024
 PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
@@ -253,3 +258,39 @@ def test_concurrent_grpc_requests_are_batched_by_the_runtime(served, clients, re
     assert batches > 0, after
     assert batches > singles, f"all {batches:.0f} batches held one image: {after}"
     print(f"256 gRPC requests in {elapsed:.1f}s: {batches:.0f} runtime batches, {singles:.0f} of one image")
+
+
+def doc_examples(language: str) -> list[str]:
+    """Code blocks of the OIP section (docs/oip.md, or README.md once it is merged there)."""
+    for path in (REPO / "docs" / "oip.md", REPO / "README.md"):
+        text = path.read_text() if path.is_file() else ""
+        if DOC_HEADING in text:
+            section = text.split(DOC_HEADING, 1)[1]
+            section = re.split(r"\n## ", section, maxsplit=1)[0]
+            return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
+    raise AssertionError(f"no {DOC_HEADING!r} section in docs/oip.md or README.md")
+
+
+def as_served(code: str, served) -> str:
+    """The documented commands, pointed at this test's server and models instead of make serve's."""
+    return (code.replace("localhost:3000", served.http_address).replace("localhost:8001", served.grpc_address)
+            .replace("exported_models", str(served.models_dir)))
+
+
+def test_documented_python_examples_run(served):
+    examples = doc_examples("python")
+    assert len(examples) >= 7
+    for index, code in enumerate(examples):
+        exec(compile(as_served(code, served), f"<OIP docs, python example {index + 1}>", "exec"), {"__name__": "example"})  # noqa: S102 - the documented code itself
+
+
+def test_documented_curl_examples_run(served):
+    examples = doc_examples("bash")
+    assert examples
+    for code in examples:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", as_served(code, served)], cwd=REPO,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert '"error"' not in done.stdout and done.stdout.strip(), done.stdout
+        if "/infer" in code:
+            assert json.loads(done.stdout)["outputs"][0]["name"] == "probabilities"
