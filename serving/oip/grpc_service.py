@@ -186,6 +186,8 @@ class GRPCServer:
 
 async def start_grpc(service: Any) -> GRPCServer | None:
     """Start gRPC for a VisionZoo instance on VISIONZOO_GRPC_PORT; None when the port is 0."""
+    if logger.getEffectiveLevel() > logging.INFO and logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)  # bentoml serve leaves the root logger at WARNING: say where gRPC listens
     port = config.grpc_port()
     if port == 0:
         logger.info("OIP gRPC disabled (VISIONZOO_GRPC_PORT=0)")
