@@ -344,6 +344,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         split = "test" if "test" in prepared.data.splits else "val"
         real_examples = prepared.data.splits[split]
         class_names = prepared.data.class_names
+        data.setdefault("dataset", prepared.data.notes.get("dataset"))
     except (OSError, ValueError) as error:  # data moved away: export still works, with synthetic parity inputs
         logger.warning("cannot re-read the training data (%s); parity uses random inputs and no golden files", error)
         class_names = data.get("class_names", {})

@@ -28,6 +28,10 @@ AN2DL_ARTIFACTS = 2021
 # Source: train_test_split(test_size=0.2) then train_test_split(test_size=0.15) on the rest.
 SPLIT_FRACTIONS = {"train": 0.8 * 0.85, "val": 0.8 * 0.15, "test": 0.2}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+PBC_DATASET = {"name": "PBC peripheral blood cells", "citation": "Acevedo et al. 2020, Data in Brief, doi:10.17632/snkd93bnjr.1",
+               "licence": "CC BY 4.0"}
+AN2DL_DATASET = {"name": "AN2DL blood-cell training_set.npz", "citation": "Politecnico di Milano AN2DL course (2024)",
+                 "licence": "course data; not redistributable without the course's terms"}
 
 
 def _pbc_root(data_dir: Path) -> Path:
@@ -75,7 +79,7 @@ def load_pbc(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool 
         class_names={"label": CLASS_NAMES},
         source=f"PBC folders at {root}",
         skipped=skipped,
-        notes={"split_seed": seed, "split_fractions": SPLIT_FRACTIONS},
+        notes={"split_seed": seed, "split_fractions": SPLIT_FRACTIONS, "dataset": PBC_DATASET},
     )
 
 
@@ -108,5 +112,5 @@ def load_npz(
         splits=_split(images, labels, ids, seed),
         class_names={"label": CLASS_NAMES},
         source=f"AN2DL npz {path}",
-        notes={"split_seed": seed, "split_fractions": SPLIT_FRACTIONS, "dropped_last": drop_last},
+        notes={"split_seed": seed, "split_fractions": SPLIT_FRACTIONS, "dropped_last": drop_last, "dataset": AN2DL_DATASET},
     )

@@ -28,6 +28,8 @@ BODY_PARTS = ["hand", "leg", "hip", "shoulder", "mixed"]
 ABNORMAL_NAMES = ["normal", "abnormal"]
 SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
 FOLDERS = {"Fractured": 1, "Non_fractured": 0}
+DATASET = {"name": "FracAtlas", "citation": "Abedeen et al. 2023, Scientific Data 10:521, doi:10.6084/m9.figshare.22363012",
+           "licence": "CC BY 4.0"}
 
 
 def detect(data_dir: Path) -> bool:
@@ -92,5 +94,6 @@ def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = Fa
             "split_seed": seed,
             "split_fractions": SPLIT_FRACTIONS,
             "split_unit": "image (FracAtlas has no patient ids: a patient may appear in two splits)",
+            "dataset": DATASET,
         },
     )

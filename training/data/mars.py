@@ -37,6 +37,10 @@ ARTIFACT_REFERENCE = 62
 NPZ_SPLIT = {"train": 0.8, "val": 0.2}
 AI4MARS_SPLIT = {"train": 0.85, "val": 0.15}
 GOLD_DIR = "msl/labels/test/masked-gold-min3-100agree"
+AI4MARS_DATASET = {"name": "AI4Mars (MSL NAVCAM)", "citation": "Swan et al. 2021, CVPR Workshops (NASA/JPL)",
+                   "licence": "NASA/JPL imagery; the AI4Mars release and the 256x256 copy state no licence"}
+AN2DL_DATASET = {"name": "AN2DL mars_for_students.npz", "citation": "Politecnico di Milano AN2DL course (2024)",
+                 "licence": "course data; not redistributable without the course's terms"}
 
 
 def detect_npz(data_dir: Path) -> bool:
@@ -83,7 +87,7 @@ def load_npz(
         splits={"train": examples.subset(np.sort(order[:cut])), "val": examples.subset(np.sort(order[cut:]))},
         class_names={"mask": CLASS_NAMES},
         source=f"AN2DL npz {path}",
-        notes={"split_seed": seed, "artifact_samples_removed": removed, "unlabelled_test_images": unlabelled},
+        notes={"split_seed": seed, "artifact_samples_removed": removed, "unlabelled_test_images": unlabelled, "dataset": AN2DL_DATASET},
     )
 
 
@@ -151,6 +155,7 @@ def load_ai4mars(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: b
             "frames": {"train+val": len(train_pairs), "test_gold": len(test_pairs)},
             "split_unit": "frame (both tiles of a frame stay in one split)",
             "label_mapping": "AI4Mars 255 unlabelled -> 0 background; 0 soil, 1 bedrock, 2 sand, 3 big rock -> 1..4",
+            "dataset": AI4MARS_DATASET,
         },
     )
 

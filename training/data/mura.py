@@ -32,6 +32,8 @@ BODY_PARTS = ["elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wris
 ABNORMAL_NAMES = ["normal", "abnormal"]
 VALIDATION_FRACTION = 0.1
 _PATIENT = re.compile(r"patient(\d+)")
+DATASET = {"name": "MURA-v1.1", "citation": "Rajpurkar et al. 2017, arXiv:1712.06957",
+           "licence": "Stanford MURA research use agreement (no redistribution)"}
 
 
 def _root(data_dir: Path) -> Path:
@@ -136,5 +138,6 @@ def load(
             "drop_first_row": drop_first_row,
             "source_body_part_bug": source_body_part_bug,
             "images_without_study_label": without_label,
+            "dataset": DATASET,
         },
     )
