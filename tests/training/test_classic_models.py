@@ -50,6 +50,17 @@ VERY_LARGE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _release_models():
+    """Drop Keras's global state after each test: the zoo's giants (up to 218M parameters, and
+    ~11 GB of tf2onnx working memory for ZFNet) must not pile up in one pytest process."""
+    yield
+    import gc
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def _trainable(model) -> int:
     return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 

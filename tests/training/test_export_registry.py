@@ -42,6 +42,17 @@ def _tier(name: str):
 NAMES = [_tier(name) for name in sorted(RECIPES)]
 
 
+@pytest.fixture(autouse=True)
+def _release_models():
+    """Drop Keras's global state after each test: the zoo's giants (up to 218M parameters, and
+    ~11 GB of tf2onnx working memory for ZFNet) must not pile up in one pytest process."""
+    yield
+    import gc
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
 def build_at_test_size(recipe):
     """At the test input size, without ImageNet downloads, with the class count from the data."""
     options = dict(recipe.model_options)

@@ -119,7 +119,7 @@ RECIPES = {
         builder=alexnet.build_alexnet, model_options={"architecture": "zfnet"}, image_spec=ImageSpec(224, 224, "rgb"),
         data_formats=("image_folders",), data_options={"validation": "shuffle:0.2:42"}, optimizer=ADAM, epochs=5,
         batch_size=64, callbacks=({"type": "reduce_lr", "monitor": "val_loss", "patience": 3, "factor": 0.5, "min_lr": 1e-5},),
-        test_input_shape=(64, 64, 3), very_large=True,
+        test_input_shape=(32, 32, 3), very_large=True,
     ),
     "zfnet_cifar10": _classification(
         name="zfnet_cifar10", summary="ZFNet layers for 32x32 CIFAR-10 (standardised input, Dense 1024 x3); reconstruction",
