@@ -17,7 +17,6 @@ import json
 import logging
 import platform
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,6 +82,14 @@ def data_folder(data_dir: Path, entry: Reproduction) -> Path:
     return nested if nested.is_dir() else Path(data_dir)
 
 
+def command_line(models, data_dir, out, overrides: dict | None) -> str:
+    """The `visionzoo reproduce` call that trains `models` (recorded in reproduction.json)."""
+    words = ["visionzoo", "reproduce", "--models", *models, "--data-dir", str(data_dir), "--out", str(out)]
+    for key, value in (overrides or {}).items():
+        words += ["--smoke"] if key == "smoke" and value is True else ["--set", f"{key}={json.dumps(value)}"]
+    return shlex.join(words)
+
+
 def reproduce_model(model: str, data_dir: Path, out: Path, overrides: dict | None = None) -> Path:
     """Train every stage of one model's reproduction; returns the last stage's run folder."""
     from .train import resolve_config, run_training, write_json
@@ -101,7 +108,7 @@ def reproduce_model(model: str, data_dir: Path, out: Path, overrides: dict | Non
     write_json(run_dirs[-1] / "reproduction.json", {
         "model": model, "data_dir": str(folder), "stages": [p.name for p in run_dirs], "wall_seconds": round(seconds, 1),
         "overrides": overrides or {}, "smoke": bool((overrides or {}).get("smoke")),
-        "command": " ".join(shlex.quote(a) for a in ["visionzoo", *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line([model], data_dir, out, overrides),
         "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": _cpus()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })

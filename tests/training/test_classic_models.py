@@ -123,6 +123,15 @@ def test_vgg_transfer_uses_imagenet_scaling_unless_the_source_is_asked_for():
     assert type(faithful.get_layer("scaling")).__name__ == "Rescaling"
 
 
+def test_vgg_transfer_loads_a_local_weights_file(tmp_path):
+    base = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_notop.h5"
+    base.save_weights(path)
+    model = vgg.build_vgg16_transfer((32, 32, 3), weights=str(path))
+    for mine, theirs in zip(model.get_layer("vgg16").get_weights(), base.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+
+
 def test_four_conv_applies_softmax_once_and_keeps_the_double_softmax_as_a_flag():
     once = four_conv.build_four_conv()
     twice = four_conv.build_four_conv(source_double_softmax=True)
