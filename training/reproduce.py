@@ -5,6 +5,10 @@ real datasets, then write a table comparing ours with theirs (benchmarks/REPRODU
     visionzoo reproduce --data-dir ../shared/data --models mnist_lenet  # one model (adds its row)
     visionzoo reproduce --report-only                                   # rebuild the table from runs/
 
+Targets are recipes, or a recipe with a source-bug flag turned on (`mnist_4conv_double_softmax`:
+the 4-conv net as the source trained it, softmax twice), so the fixed default and the faithful
+version can both be compared with the source's number.
+
 Each model trains into its own run folder under `--out` (runs/), which also gets a
 `reproduction.json` (stages, wall time, data folder). The table is rebuilt from the newest such
 folder of every model, so models can be reproduced one at a time, in separate processes.
@@ -35,7 +39,8 @@ CIFAR_CAVEAT = ("CIFAR-10 lossy JPEG re-encodes; official training order unknown
 
 @dataclass(frozen=True)
 class Reproduction:
-    """One row of the table: the model, its data folder under --data-dir, the printed figure."""
+    """One row of the table: a recipe (with optional setting overrides, e.g. a source-bug flag),
+    its data folder under --data-dir, and the source's printed figure."""
 
     model: str
     data: str
@@ -44,15 +49,26 @@ class Reproduction:
     caveat: str
     same_data: bool
     stages: tuple[dict, ...] = ({},)
+    overrides: tuple[tuple[str, object], ...] = ()
+    target: str = ""  # row name when it differs from the recipe (a flagged variant)
+
+    @property
+    def name(self) -> str:
+        return self.target or self.model
 
 
-REPRODUCTIONS: dict[str, Reproduction] = {r.model: r for r in (
+DOUBLE_SOFTMAX = (("model_options.source_double_softmax", True),)
+REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
     Reproduction("fashion_mnist_mlp", "fashion_mnist", 0.8871, "test 0.8871 (rerun 0.8840)", FASHION_CAVEAT, False),
     Reproduction("fashion_mnist_cnn", "fashion_mnist", 0.9184, "test 0.9184", FASHION_CAVEAT, False),
     Reproduction("mnist_lenet", "mnist", 0.9903, "test 0.9903 (84-way head)", MNIST_CAVEAT, True),
     Reproduction("mnist_lenet_source_head", "mnist", 0.9903, "test 0.9903", MNIST_CAVEAT, True),
-    Reproduction("mnist_4conv", "mnist", 0.9793, "test 9793/10000 final (best 9805)", MNIST_CAVEAT, True),
-    Reproduction("fashion_mnist_4conv", "fashion_mnist", 0.8057, "test 8057/10000", FASHION_CAVEAT, False),
+    Reproduction("mnist_4conv", "mnist", 0.9793, "test 9793/10000 final (best 9805), double softmax", MNIST_CAVEAT, True),
+    Reproduction("mnist_4conv", "mnist", 0.9793, "test 9793/10000 final (best 9805)", MNIST_CAVEAT, True,
+                 overrides=DOUBLE_SOFTMAX, target="mnist_4conv_double_softmax"),
+    Reproduction("fashion_mnist_4conv", "fashion_mnist", 0.8057, "test 8057/10000, double softmax", FASHION_CAVEAT, False),
+    Reproduction("fashion_mnist_4conv", "fashion_mnist", 0.8057, "test 8057/10000", FASHION_CAVEAT, False,
+                 overrides=DOUBLE_SOFTMAX, target="fashion_mnist_4conv_double_softmax"),
     Reproduction("cifar10_mlp", "cifar10_jpg", 0.3566, "test 0.3566", CIFAR_CAVEAT, False),
     Reproduction("cifar10_cnn", "cifar10_jpg", 0.6987, "test 0.6987", CIFAR_CAVEAT, False),
     Reproduction("cifar10_cnn2", "cifar10_jpg", 0.8149, "test 0.8149 (Colab rerun 0.7855)", CIFAR_CAVEAT, False),
@@ -69,11 +85,11 @@ DEFAULT_MODELS = ("fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_lenet", "mnis
                   "cifar10_cnn2", "cifar10_ablation_base")
 
 
-def _entry(model: str) -> Reproduction:
-    if model not in REPRODUCTIONS:
-        raise ValueError(f"no reproduction target for {model!r}; known: {', '.join(REPRODUCTIONS)}")
-    get_recipe(model)
-    return REPRODUCTIONS[model]
+def _entry(target: str) -> Reproduction:
+    if target not in REPRODUCTIONS:
+        raise ValueError(f"no reproduction target for {target!r}; known: {', '.join(REPRODUCTIONS)}")
+    get_recipe(REPRODUCTIONS[target].model)
+    return REPRODUCTIONS[target]
 
 
 def data_folder(data_dir: Path, entry: Reproduction) -> Path:
@@ -90,25 +106,25 @@ def command_line(models, data_dir, out, overrides: dict | None) -> str:
     return shlex.join(words)
 
 
-def reproduce_model(model: str, data_dir: Path, out: Path, overrides: dict | None = None) -> Path:
-    """Train every stage of one model's reproduction; returns the last stage's run folder."""
+def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | None = None) -> Path:
+    """Train every stage of one reproduction target; returns the last stage's run folder."""
     from .train import resolve_config, run_training, write_json
 
-    entry = _entry(model)
+    entry = _entry(target)
     folder = data_folder(data_dir, entry)
     run_dirs: list[Path] = []
     started = time.perf_counter()
     for stage in entry.stages:
-        settings = {"out": str(out), **stage, **(overrides or {})}
+        settings = {"out": str(out), **dict(entry.overrides), **stage, **(overrides or {})}
         if run_dirs:
             settings["model_options.weights"] = str(run_dirs[-1] / "best_model.keras")
-        config = resolve_config(model, str(folder), settings)
+        config = resolve_config(entry.model, str(folder), settings)
         run_dirs.append(Path(run_training(config)))
     seconds = time.perf_counter() - started
     write_json(run_dirs[-1] / "reproduction.json", {
-        "model": model, "data_dir": str(folder), "stages": [p.name for p in run_dirs], "wall_seconds": round(seconds, 1),
+        "target": entry.name, "model": entry.model, "data_dir": str(folder), "stages": [p.name for p in run_dirs], "wall_seconds": round(seconds, 1),
         "overrides": overrides or {}, "smoke": bool((overrides or {}).get("smoke")),
-        "command": command_line([model], data_dir, out, overrides),
+        "command": command_line([target], data_dir, out, overrides),
         "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": _cpus()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
@@ -156,9 +172,10 @@ def collect(out: Path) -> dict[str, dict]:
         rows = _history(run_dir)
         if rows and "val_accuracy" in rows[-1]:
             record["final_val_accuracy"] = float(rows[-1]["val_accuracy"])
-        previous = found.get(record["model"])
+        target = record.get("target", record["model"])
+        previous = found.get(target)
         if previous is None or record["finished_at"] >= previous["finished_at"]:
-            found[record["model"]] = record
+            found[target] = record
     return found
 
 
@@ -178,12 +195,12 @@ def render(records: dict[str, dict]) -> str:
         "the last epoch's test accuracy is given too. Δ = ours − source, in accuracy points;",
         f"the aim is |Δ| ≤ {SAME_DATA_TOLERANCE} where the data is the same as the source's.",
         "",
-        "| model | source | source's printed result | ours (test acc.) | Δ points | last-epoch val acc. | epochs run | data caveat | wall time | run folder |",
+        "| model (recipe) | source | source's printed result | ours (test acc.) | Δ points | last-epoch val acc. | epochs run | data caveat | wall time | run folder |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     smoke = False
-    for model, entry in REPRODUCTIONS.items():
-        record = records.get(model)
+    for target, entry in REPRODUCTIONS.items():
+        record = records.get(target)
         if record is None:
             continue
         smoke = smoke or record.get("smoke", False)
@@ -195,9 +212,11 @@ def render(records: dict[str, dict]) -> str:
         val_is_test = record["config"].get("data_options", {}).get("validation") == "test"
         last = record["final_val_accuracy"]
         last_text = "n/a" if last is None else f"{last:.4f}" + (" (= test)" if val_is_test else "")
-        source = get_recipe(model).source.replace("seed-models.md ", "")
+        source = get_recipe(entry.model).source.replace("seed-models.md ", "")
+        flags = ", ".join(f"{key.split('.')[-1]}={value}" for key, value in entry.overrides)
+        label = f"`{entry.model}`" + (f" with {flags}" if flags else "")
         lines.append(
-            f"| `{model}` | {source} | {entry.source_figure} | {'n/a' if accuracy is None else f'{accuracy:.4f}'} "
+            f"| {label} | {source} | {entry.source_figure} | {'n/a' if accuracy is None else f'{accuracy:.4f}'} "
             f"| {delta}{verdict} | {last_text} | {record['epochs_run']} | {entry.caveat} | {_minutes(record['wall_seconds'])} "
             f"| `{Path(record['run_dir']).as_posix()}` |"
         )

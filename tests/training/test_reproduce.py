@@ -27,7 +27,8 @@ def data_dir(tmp_path_factory):
 
 
 def test_every_target_is_a_registered_recipe_and_the_defaults_are_the_issue_list():
-    assert set(reproduce.REPRODUCTIONS) <= set(RECIPES)
+    assert {entry.model for entry in reproduce.REPRODUCTIONS.values()} <= set(RECIPES)
+    assert reproduce.REPRODUCTIONS["mnist_4conv_double_softmax"].model == "mnist_4conv"
     assert set(reproduce.DEFAULT_MODELS) == {
         "fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_lenet", "mnist_4conv", "cifar10_cnn", "cifar10_cnn2", "cifar10_ablation_base"}
     assert all(r.data in ("mnist", "fashion_mnist", "cifar10_jpg") for r in reproduce.REPRODUCTIONS.values())
@@ -35,21 +36,24 @@ def test_every_target_is_a_registered_recipe_and_the_defaults_are_the_issue_list
 
 def test_reproduce_writes_run_folders_and_the_table(data_dir, tmp_path, capsys):
     runs, report = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
-    code = main(["reproduce", "--models", "mnist_4conv", "cifar10_ablation_base", "--data-dir", str(data_dir),
+    code = main(["reproduce", "--models", "mnist_4conv_double_softmax", "cifar10_ablation_base", "--data-dir", str(data_dir),
                  "--out", str(runs), "--report", str(report), *ONE_STEP])
     assert code == 0 and f"report: {report}" in capsys.readouterr().out
     records = sorted(runs.glob("*/reproduction.json"))
-    assert [json.loads(p.read_text())["model"] for p in records] == ["cifar10_ablation_base", "mnist_4conv"]
+    assert [json.loads(p.read_text())["target"] for p in records] == ["cifar10_ablation_base", "mnist_4conv_double_softmax"]
     record = json.loads(records[1].read_text())
     assert record["data_dir"] == str(data_dir / "mnist") and record["smoke"] and record["wall_seconds"] > 0
+    config = json.loads((records[1].parent / "config.json").read_text())
+    assert config["model"] == "mnist_4conv" and config["model_options"]["source_double_softmax"] is True
     text = report.read_text()
-    assert "| `mnist_4conv` | §1.1 | test 9793/10000 final (best 9805) |" in text
+    assert "| `mnist_4conv` with source_double_softmax=True | §1.1 | test 9793/10000 final (best 9805) |" in text
     assert "| `cifar10_ablation_base` | §3.4 |" in text and "Smoke runs" in text
     assert text.index("mnist_4conv") < text.index("cifar10_ablation_base")  # table order = REPRODUCTIONS order
+    assert "--models mnist_4conv_double_softmax" in record["command"]
 
     report.unlink()  # the table can be rebuilt from the run folders alone
     assert main(["reproduce", "--report-only", "--out", str(runs), "--report", str(report)]) == 0
-    assert "| `mnist_4conv` |" in report.read_text()
+    assert "| `mnist_4conv` with source_double_softmax=True |" in report.read_text()
 
 
 def test_staged_reproduction_continues_each_stage_from_the_last(data_dir, tmp_path):
