@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export BENTOML_DO_NOT_TRACK := True
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-serving serve test test-slow bench reproduce ship build container container-test clean help
+.PHONY: install install-serving serve test test-slow bench reproduce ship build container container-test clean help container-gpu
 
 help:
 	@sed -n '1,6p' Makefile
@@ -51,3 +51,26 @@ ship: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Containers (deploy/, docs/deploy.md). `make container` / `make container-gpu` build the images
+# users run (python:3.11-slim base, the exports in exported_models/); `make container-test` builds
+# a test image on a local Debian base (Docker Hub is out of reach in CI) with the shipped models, or
+# the toy models while exports are missing, runs it and tests it end to end, then removes it.
+CONTAINER_TEST_IMAGE ?= visionzoo:test
+CONTAINER_TEST_BASE ?= localhost/visionzoo-base:bookworm-py3.11
+
+container: install
+	deploy/build_image.sh
+
+container-gpu: install
+	deploy/build_image.sh --gpu
+
+container-test: install
+	deploy/install_podman.sh
+	case "$(CONTAINER_TEST_BASE)" in localhost/visionzoo-base:*) deploy/base_image.sh $(CONTAINER_TEST_BASE);; esac
+	models=$$($(BIN)/python -c 'from tests.serving.toy_models import models_root; print(models_root())') && \
+	  BASE_IMAGE=$(CONTAINER_TEST_BASE) IMAGE=$(firstword $(subst :, ,$(CONTAINER_TEST_IMAGE))) \
+	  TAG=$(lastword $(subst :, ,$(CONTAINER_TEST_IMAGE))) deploy/build_image.sh --models "$$models"
+	VISIONZOO_IMAGE=$(CONTAINER_TEST_IMAGE) VISIONZOO_CONTAINER_REQUIRED=1 VISIONZOO_CONTAINER_NAME=visionzoo-container-test \
+	  $(BIN)/python -m pytest -m container tests/container $(PYTEST_ARGS); \
+	  status=$$?; podman rm -f visionzoo-container-test >/dev/null 2>&1; exit $$status

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Build a local stand-in for python:3.11-slim when Docker Hub is out of reach: Debian bookworm
+# (whose python3 is 3.11, the version the project pins) from Debian's own mirror via debootstrap,
+# plus python3, CA certificates and uv (copied from the host, so the Bento build needs no
+# `pip install uv`). Used by `make container-test`; users build on python:3.11-slim instead.
+#
+#   deploy/base_image.sh [IMAGE]      default IMAGE: localhost/visionzoo-base:bookworm-py3.11
+# Needs root, podman and debootstrap (deploy/install_podman.sh). Skips work that is done already.
+set -euo pipefail
+
+IMAGE=${1:-localhost/visionzoo-base:bookworm-py3.11}
+DEBIAN_IMAGE=localhost/debian-bookworm:min
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+HERE=$(cd "$(dirname "$0")" && pwd)
+
+if podman image exists "$IMAGE"; then
+    echo "base image $IMAGE exists"
+    exit 0
+fi
+
+if ! podman image exists "$DEBIAN_IMAGE"; then
+    rootfs=$(mktemp -d /tmp/visionzoo-rootfs.XXXXXX)
+    trap 'rm -rf "$rootfs"' EXIT
+    echo "debootstrap bookworm from $MIRROR (about a minute)"
+    chmod 755 "$rootfs"  # mktemp's 0700 would become the image's / and lock out non-root users
+    debootstrap --variant=minbase bookworm "$rootfs" "$MIRROR" >/dev/null
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$DEBIAN_IMAGE" >/dev/null
+fi
+
+uv_binary=$(command -v uv || true)
+if [[ -z "$uv_binary" ]]; then
+    echo "base_image.sh: uv not found on PATH (it is in the dev extra; export PATH=.venv/bin:\$PATH)" >&2
+    exit 1
+fi
+context=$(mktemp -d /tmp/visionzoo-base.XXXXXX)
+trap 'rm -rf "$context"' EXIT
+cp "$uv_binary" "$context/uv"
+cp "$HERE/base.Containerfile" "$context/Containerfile"
+podman build --network=host --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" -t "$IMAGE" "$context"
