@@ -147,6 +147,9 @@ def container(request, tmp_path_factory) -> Container:
         box = Container(name, image(), http_port, grpc_port, token, models_dir, report)
         yield box
     finally:
+        if "box" in locals():  # memory after the tests, models warm: what a pod's request must cover
+            stats = run("stats", "--no-stream", "--format", "{{.MemUsage}}", name, check=False).stdout.strip()
+            box.report["memory_after_tests"] = stats.split("/")[0].strip()
         run("stop", "-t", "10", name, check=False)  # SIGTERM: BentoML shuts down cleanly, or is killed after 10 s
         if request.session.testsfailed:
             (report_path.parent / "container.log").write_text(_logs(name))
@@ -161,4 +164,5 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("container")
         terminalreporter.write_line(
             f"{report['image']}: {report['image_size_mb']} MB; ready {report['time_to_ready_s']} s after `run` "
-            f"(create {report['create_s']} s, start to /readyz {report['start_to_ready_s']} s)")
+            f"(create {report['create_s']} s, start to /readyz {report['start_to_ready_s']} s); "
+            f"memory after the tests {report.get('memory_after_tests', '?')}")
