@@ -48,6 +48,14 @@ async def measure(url: str, concurrency: int, warmup: float, duration: float) ->
         return await closed_loop(call, concurrency, warmup, duration)
 
 
+def server_memory_mib(pid: int) -> float:
+    """Resident memory of a server and all its processes (arbiter, entry and runtime workers)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
 def run(warmup: float, duration: float) -> dict:
     results = {}
     for batching in ("on", "off"):
@@ -56,10 +64,14 @@ def run(warmup: float, duration: float) -> dict:
                 results[f"batching {batching}, {concurrency} clients"] = {
                     "batching": batching, "concurrency": concurrency,
                     **asyncio.run(measure(served.url, concurrency, warmup, duration)),
+                    "server_memory_mib": server_memory_mib(served.process.pid),
                 }
     on, off = (results[f"batching {b}, 32 clients"] for b in ("on", "off"))
+    import os
+
     return {
-        "machine": {"cpus": platform.machine(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "processor": platform.machine(), "python": platform.python_version(),
+                    "load_average_1_5_15min": list(os.getloadavg())},
         "runs": results,
         "ratios_at_32_clients": {
             "throughput_on_over_off": on["requests_per_s"] / off["requests_per_s"],
@@ -69,9 +81,10 @@ def run(warmup: float, duration: float) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| setting | requests/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|"]
+    lines = ["| setting | requests/s | p50 ms | p99 ms | errors | server memory MiB |", "|---|---:|---:|---:|---:|---:|"]
     for name, row in report["runs"].items():
-        lines.append(f"| {name} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} |")
+        lines.append(f"| {name} | {row['requests_per_s']:.1f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} "
+                     f"| {row['server_memory_mib']:.0f} |")
     ratios = report["ratios_at_32_clients"]
     lines.append("")
     lines.append(f"At 32 clients, batching on / off: throughput x{ratios['throughput_on_over_off']:.2f}, "

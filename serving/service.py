@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,14 @@ BATCHING = {name: config.batch_settings(name) for name in config.SERVED}
 TEMPFILE_PREFIX = len("tmp") + 8  # tempfile.NamedTemporaryFile names: "tmp" + 8 random chars + suffix
 
 
+@dataclass(frozen=True)
+class Inference:
+    """A runtime answer: outputs keyed by tensor name, and the version that computed them."""
+
+    outputs: dict[str, np.ndarray]
+    version: str
+
+
 # runner_connection: BentoML 1.4.39 renews the entry service's connection to a dependency after 100
 # requests or 300 s by closing it while requests are still in flight on it (they fail with "Server
 # disconnected"); both sides live in one `bentoml serve`, so the connection is kept instead.
@@ -69,9 +78,13 @@ class ModelRuntime:
         return self.slots.ready()
 
     def _infer(self, name: str, images: np.ndarray) -> np.ndarray:
+        """Outputs packed in one float32 array, plus a last column naming the version that computed
+        them (a hot swap can land between a request's arrival and its batch)."""
         model = self.slots.get(name)
         inputs = {model.version.inputs[0]["name"]: np.ascontiguousarray(images, dtype=np.float32)}
-        return pack_outputs(model.run(inputs), model.version.outputs)
+        packed = pack_outputs(model.run(inputs), model.version.outputs)
+        version = np.full((len(packed), 1), float(model.version.version), dtype=np.float32)
+        return np.concatenate([packed, version], axis=1)
 
     @bentoml.api(**BATCHING["mura"].api_options())
     def mura(self, images: np.ndarray) -> np.ndarray:
@@ -167,11 +180,13 @@ class VisionZoo:
             raise ModelUnavailable(self.refused.get(name, f"unknown model {name!r}"))
         return self.models[name]
 
-    async def infer(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """Run a float32 batch through the runtime's batchable API; outputs keyed by tensor name."""
-        version = self.model(name)
-        packed = await getattr(self.runtime.to_async, name)(images=batch)
-        return split_outputs(np.asarray(packed), version.outputs)
+    async def infer(self, name: str, batch: np.ndarray) -> Inference:
+        """Run a float32 batch through the runtime's batchable API: outputs keyed by tensor name, and
+        the version that computed them."""
+        served = self.model(name)
+        packed = np.asarray(await getattr(self.runtime.to_async, name)(images=batch))
+        version = str(int(packed[0, -1])) if len(packed) else served.version
+        return Inference(split_outputs(packed[:, :-1], served.outputs), version)
 
     async def decode(self, name: str, images: list[Path]) -> list[DecodedImage]:
         spec = self.model(name).spec
@@ -182,37 +197,36 @@ class VisionZoo:
 
         return await anyio.to_thread.run_sync(read)
 
-    def info(self, name: str) -> dict:
-        version = self.model(name)
-        return {"name": name, "export": version.export_name, "version": version.version}
+    def info(self, name: str, version: str) -> dict:
+        return {"name": name, "export": self.model(name).export_name, "version": version}
 
     async def _mura_views(self, images: list[Path]) -> tuple[ModelVersion, list[dict]]:
         version = self.model("mura")
         decoded = await self.decode("mura", images)
-        outputs = await self.infer("mura", stack_tiles(decoded))
+        result = await self.infer("mura", stack_tiles(decoded))
         threshold = version.metadata.get("threshold") or 0.5
         views = [
-            mura_result(image.name, float(outputs["abnormal"][i, 0]), outputs["body_part"][i], version.labels, threshold)
+            mura_result(image.name, float(result.outputs["abnormal"][i, 0]), result.outputs["body_part"][i], version.labels, threshold)
             for i, image in enumerate(decoded)
         ]
-        return version, views
+        return result.version, version, views
 
     @bentoml.api(route="/mura/predict")
     @client_errors
     async def mura_predict(self, images: list[Path]) -> MuraResponse:
         """X-ray images (multipart field `images`, repeatable; PNG/JPEG/.npy, any size, grey or colour) ->
         per image: abnormal probability and label, body-part distribution and top body part."""
-        _, views = await self._mura_views(images)
-        return MuraResponse(model=self.info("mura"), predictions=views)
+        computed_by, _, views = await self._mura_views(images)
+        return MuraResponse(model=self.info("mura", computed_by), predictions=views)
 
     @bentoml.api(route="/mura/predict_study")
     @client_errors
     async def mura_predict_study(self, images: list[Path]) -> MuraStudyResponse:
         """Several views of one study -> the study's abnormal probability (mean over views, as the
         MURA paper does), its label, and each view's result."""
-        version, views = await self._mura_views(images)
+        computed_by, version, views = await self._mura_views(images)
         study = study_result(views, version.labels, version.metadata.get("threshold") or 0.5)
-        return MuraStudyResponse(model=self.info("mura"), **study)
+        return MuraStudyResponse(model=self.info("mura", computed_by), **study)
 
     @bentoml.api(route="/bloodcell/predict")
     @client_errors
@@ -222,10 +236,11 @@ class VisionZoo:
         if not 1 <= top_k <= len(version.labels["probabilities"]):
             raise RequestError(f"top_k must be between 1 and {len(version.labels['probabilities'])}, got {top_k}")
         decoded = await self.decode("bloodcell", images)
-        probabilities = (await self.infer("bloodcell", stack_tiles(decoded)))["probabilities"]
+        result = await self.infer("bloodcell", stack_tiles(decoded))
+        probabilities = result.outputs["probabilities"]
         labels = version.labels["probabilities"]
         predictions = [classification_result(image.name, probabilities[i], labels, top_k) for i, image in enumerate(decoded)]
-        return BloodCellResponse(model=self.info("bloodcell"), predictions=predictions)
+        return BloodCellResponse(model=self.info("bloodcell", result.version), predictions=predictions)
 
     @bentoml.api(route="/mars/segment")
     @client_errors
@@ -235,7 +250,8 @@ class VisionZoo:
         pixels per class, and with overlay=true a colour overlay PNG."""
         version = self.model("mars")
         decoded = await self.decode("mars", images)
-        probabilities = (await self.infer("mars", stack_tiles(decoded)))["probabilities"]
+        result = await self.infer("mars", stack_tiles(decoded))
+        probabilities = result.outputs["probabilities"]
         labels = version.labels["probabilities"]
 
         def shape() -> list[dict]:
@@ -246,7 +262,7 @@ class VisionZoo:
                 start = stop
             return results
 
-        return MarsResponse(model=self.info("mars"), segmentations=await anyio.to_thread.run_sync(shape))
+        return MarsResponse(model=self.info("mars", result.version), segmentations=await anyio.to_thread.run_sync(shape))
 
     @bentoml.api(route="/models")
     async def models_status(self) -> dict:

@@ -146,20 +146,21 @@ class Backend:
             prepared = await anyio.to_thread.run_sync(self._prepare, signature, spec, data)
         else:
             prepared = self._prepare(signature, spec, data)
-        results = await self._run(signature.name, prepared.batch)
+        result = await self._run(signature.name, prepared.batch)
         if from_files:
-            arrays = await anyio.to_thread.run_sync(signature.output_arrays, prepared, results, selected)
+            arrays = await anyio.to_thread.run_sync(signature.output_arrays, prepared, result.outputs, selected)
         else:
-            arrays = signature.output_arrays(prepared, results, selected)
+            arrays = signature.output_arrays(prepared, result.outputs, selected)
         outputs = [OutputTensor(s.name, s.datatype, array) for s, array in arrays]
-        return InferResponse(signature.name, signature.version, request.id, outputs)
+        return InferResponse(signature.name, result.version, request.id, outputs)
 
     @staticmethod
     def _prepare(signature: ModelSignature, spec: TensorSpec, data: np.ndarray):
         return signature.prepare(spec, data, config.max_images(), config.max_image_bytes())
 
-    async def _run(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """One call of the runtime's batchable API through `VisionZoo.infer`; errors become statuses."""
+    async def _run(self, name: str, batch: np.ndarray):
+        """One call of the runtime's batchable API through `VisionZoo.infer` (outputs and the version
+        that computed them); errors become statuses."""
         try:
             return await self.service.infer(name, batch)
         except OIPError:

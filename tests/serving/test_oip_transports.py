@@ -32,6 +32,7 @@ from serving.oip.backend import Backend
 from serving.oip.grpc_service import GRPCServer
 from serving.oip.rest import HEADER_LENGTH, create_app
 from serving.repository import load_version
+from serving.service import Inference
 
 GRPC_LIMIT = 1 << 20
 
@@ -63,8 +64,8 @@ class StandInService:
         names = [o["name"] for o in version.outputs]
         return dict(zip(names, self.sessions[name].run(names, {version.inputs[0]["name"]: batch.astype(np.float32)})))
 
-    async def infer(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return self.reference(name, batch)
+    async def infer(self, name: str, batch: np.ndarray) -> Inference:
+        return Inference(self.reference(name, batch), self.models[name].version)
 
 
 @pytest.fixture(scope="module")
