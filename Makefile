@@ -52,7 +52,7 @@ ship: install
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
 
-# Containers (deploy/, docs/deploy.md). `make container` / `make container-gpu` build the images
+# Containers (deploy/, README "Deploy"). `make container` / `make container-gpu` build the images
 # users run (python:3.11-slim base, the exports in exported_models/); `make container-test` builds
 # a test image on a local Debian base (Docker Hub is out of reach in CI) with the shipped models, or
 # the toy models while exports are missing, runs it and tests it end to end, then removes it.

@@ -261,14 +261,14 @@ def test_concurrent_grpc_requests_are_batched_by_the_runtime(served, clients, re
 
 
 def doc_examples(language: str) -> list[str]:
-    """Code blocks of the OIP section (docs/oip.md, or README.md once it is merged there)."""
-    for path in (REPO / "docs" / "oip.md", REPO / "README.md"):
+    """Code blocks of the README's OIP section."""
+    for path in (REPO / "README.md",):
         text = path.read_text() if path.is_file() else ""
         if DOC_HEADING in text:
             section = text.split(DOC_HEADING, 1)[1]
             section = re.split(r"\n## ", section, maxsplit=1)[0]
             return re.findall(rf"```{language}\n(.*?)```", section, flags=re.DOTALL)
-    raise AssertionError(f"no {DOC_HEADING!r} section in docs/oip.md or README.md")
+    raise AssertionError(f"no {DOC_HEADING!r} section in README.md")
 
 
 def as_served(code: str, served) -> str:
