@@ -32,6 +32,11 @@ class Task:
         raise NotImplementedError
 
     def sample_weights(self, examples: Examples, config) -> dict[str, np.ndarray] | None:
+        """Training weights (class balancing, masks)."""
+        return None
+
+    def validation_weights(self, examples: Examples, config) -> dict[str, np.ndarray] | None:
+        """Weights that define what validation measures (masks of unscored pixels); never balancing."""
         return None
 
     def losses(self, config) -> dict:
@@ -208,6 +213,9 @@ class Segmentation(Task):
         if not config.ignore_background:
             return None
         return {self.output: (examples.targets[self.target] != 0).astype(np.float32)}
+
+    def validation_weights(self, examples, config):
+        return self.sample_weights(examples, config)  # val_loss/val_accuracy on labelled pixels too
 
     def losses(self, config):
         if config.loss == "focal":

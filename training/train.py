@@ -220,7 +220,7 @@ def make_datasets(prepared: Prepared):
         return make_dataset(
             task.features(examples, data.class_names), task.targets(examples), config.batch_size,
             shuffle=training, seed=config.seed, augment=augment if training else None,
-            sample_weights=task.sample_weights(examples, config) if training else None,
+            sample_weights=task.sample_weights(examples, config) if training else task.validation_weights(examples, config),
             repeat=training and config.steps_per_epoch is not None,
         )
 

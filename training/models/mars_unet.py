@@ -18,12 +18,12 @@ from .layers import apply_scaling
 NUM_CLASSES = 5
 
 
-def residual_block(x, filters: int, kernel_size: int = 3, stack: int = 2):
+def residual_block(x, filters: int, kernel_size: int = 3, stack: int = 2, bn_momentum: float = 0.99):
     """2 x [Conv(he_normal) -> BN -> ReLU] plus a (1x1-projected if needed) shortcut, then ReLU."""
     shortcut = x if x.shape[-1] == filters else keras.layers.Conv2D(filters, 1, padding="same")(x)
     for _ in range(stack):
         x = keras.layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer="he_normal")(x)
-        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
         x = keras.layers.ReLU()(x)
     return keras.layers.ReLU()(keras.layers.Add()([x, shortcut]))
 
@@ -88,12 +88,13 @@ def adaptive_fusion(macro, micro, cross):
     )
 
 
-def _unet_branch(x, filters: tuple[int, int, int], bottleneck):
-    skip_1 = residual_block(x, filters[0])
-    skip_2 = residual_block(keras.layers.MaxPooling2D()(skip_1), filters[1])
+def _unet_branch(x, filters: tuple[int, int, int], bottleneck, bn_momentum: float):
+    block = lambda inputs, count: residual_block(inputs, count, bn_momentum=bn_momentum)  # noqa: E731
+    skip_1 = block(x, filters[0])
+    skip_2 = block(keras.layers.MaxPooling2D()(skip_1), filters[1])
     x = bottleneck(dilated_inception(keras.layers.MaxPooling2D()(skip_2), filters[2]))
-    x = residual_block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(x), skip_2]), filters[1])
-    return residual_block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(x), skip_1]), filters[0])
+    x = block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(x), skip_2]), filters[1])
+    return block(keras.layers.Concatenate()([keras.layers.UpSampling2D()(x), skip_1]), filters[0])
 
 
 def _classifier(x, l2: float = 1e-4):
@@ -104,14 +105,18 @@ def _classifier(x, l2: float = 1e-4):
     )(x)
 
 
-def build_mars_dual_unet(input_shape=(64, 128, 1)) -> keras.Model:
+def build_mars_dual_unet(input_shape=(64, 128, 1), bn_momentum: float = 0.99) -> keras.Model:
     """§7.3 EnhancedDualScaleUNet: a macro U-Net (32/64/128, SE + cellular-automata bottleneck)
     and a micro U-Net (64/128/256, SE + global-context bottleneck), fused by cross-branch
-    attention and adaptive fusion, then a 1x1 softmax classifier."""
+    attention and adaptive fusion, then a 1x1 softmax classifier.
+
+    `bn_momentum`: Keras's 0.99 (the source's) assumes many steps; with ~100 steps per epoch the
+    moving statistics lag for hundreds of steps and inference-mode predictions collapse; 0.9 fixes it.
+    """
     inputs = keras.Input(input_shape, name="image")
     x = apply_scaling(inputs, "unit")
-    macro = _unet_branch(x, (32, 64, 128), lambda b: cellular_automata(squeeze_excitation(b), filters=b.shape[-1]))
-    micro = _unet_branch(x, (64, 128, 256), lambda b: global_context(squeeze_excitation(b)))
+    macro = _unet_branch(x, (32, 64, 128), lambda b: cellular_automata(squeeze_excitation(b), filters=b.shape[-1]), bn_momentum)
+    micro = _unet_branch(x, (64, 128, 256), lambda b: global_context(squeeze_excitation(b)), bn_momentum)
     cross = cross_branch_attention(macro, micro)
     return keras.Model(inputs, _classifier(adaptive_fusion(macro, micro, cross)), name="mars_dual_unet")
 
