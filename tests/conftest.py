@@ -9,9 +9,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+import tempfile
 
-import training  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+# Before any test module is imported: prometheus_client picks single- or multi-process mode when
+# it is first imported (tritonclient, BentoML and TensorBoard all import it), and BentoML's /metrics
+# reads only the multi-process directory, so the directory must exist by then (what `bentoml serve`
+# does for its workers).
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="visionzoo-prometheus-"))
+
+import pytest  # noqa: E402
+
+import training  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before any TensorFlow import)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,8 @@
 """Serving test setup.
 
 The service reads its settings from the environment at import time, so this module sets them
-before any test imports `serving.service`: a private Prometheus directory (what `bentoml serve`
-would create), gRPC off for in-process tests, small warm-up, and VISIONZOO_MODELS_DIR pointing at
+before any test imports `serving.service` (the Prometheus directory is set in tests/conftest.py):
+gRPC off for in-process tests, small warm-up, and VISIONZOO_MODELS_DIR pointing at
 `models_root()`: the shipped exported_models/ when it holds all three served models, else small
 models exported once per machine from synthetic data (tests/serving/toy_models.py).
 """
@@ -10,14 +10,12 @@ models exported once per machine from synthetic data (tests/serving/toy_models.p
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from .toy_models import models_root
 
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="visionzoo-prometheus-"))
 os.environ.setdefault("VISIONZOO_GRPC_PORT", "0")
 os.environ.setdefault("VISIONZOO_WARMUP_BATCH_SIZES", "1,4")
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")

@@ -162,6 +162,10 @@ def test_original_upload_names_survive_bentomls_temporary_files():
     assert original_name(Path("/tmp/x/tmpab12cd34"), 3) == "images[3]"
 
 
-def test_metrics_are_exposed(client):
+def test_metrics_count_requests_by_endpoint(client, golden):
+    """BentoML's Prometheus metrics see this test's own request (not an earlier test's)."""
+    response = client.post("/bloodcell/predict", files=upload(golden["bloodcell"][1][:1]))
+    assert response.status_code == 200, response.text
     text = client.get("/metrics").text
-    assert "bentoml_service_request" in text
+    assert 'bentoml_service_request_total{' in text
+    assert 'endpoint="/bloodcell/predict"' in text
