@@ -136,7 +136,7 @@ def load(
         files = {"train": ["train"], "test": ["test"]}
         meta_name, label_key, names_key = "meta", f"{label_mode}_labels", f"{label_mode}_label_names"
     blobs = _read_members(location, archive, [*files["train"], *files["test"], meta_name])
-    where = lambda member: f"{location}#{member}" if archive else str(location / member)  # noqa: E731
+    where = lambda member: f"{location}#{member}" if archive else str(location / member)
     meta = unpickle(blobs[meta_name], where(meta_name))
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
     listings = {}

@@ -24,8 +24,6 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-
 from preprocessing import ImageSpec
 
 from .common import DataFormatError, SplitData

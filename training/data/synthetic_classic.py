@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .cifar import CIFAR10_CLASSES
 from . import idx as idx_format
+from .cifar import CIFAR10_CLASSES
 from .synthetic import _save_image, _truncated_jpeg
 
 
