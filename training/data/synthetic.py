@@ -4,7 +4,7 @@ Images carry a learnable signal (class-dependent brightness or tint, bright squa
 X-rays) so a few training steps can move the loss. `corrupt=N` also writes N truncated JPEGs, the
 kind of file real datasets contain (see ../shared/data/corrupt_samples).
 
-    python -m training.data.synthetic mars_npz /tmp/mars.npz
+    python -m training.data.synthetic mars_npz /tmp/mars.npz    (also the classic formats of synthetic_classic)
 """
 
 from __future__ import annotations
@@ -206,12 +206,16 @@ WRITERS = {
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write a tiny synthetic dataset in a real on-disk format.")
-    parser.add_argument("format", choices=sorted(WRITERS), help="which on-disk format to write")
+    from .synthetic_classic import WRITERS as CLASSIC_WRITERS  # it builds on this module's helpers
+
+    writers = {**WRITERS, **CLASSIC_WRITERS}
+    parser = argparse.ArgumentParser(description="Write a tiny synthetic dataset in a real on-disk format "
+                                                 "(served models' formats and the classic zoo's).")
+    parser.add_argument("format", choices=sorted(writers), help="which on-disk format to write")
     parser.add_argument("path", type=Path, help="output folder (or .npz file for the npz formats)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args(argv)
-    print(WRITERS[args.format](args.path, seed=args.seed))
+    print(writers[args.format](args.path, seed=args.seed))
 
 
 if __name__ == "__main__":

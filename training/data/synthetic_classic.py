@@ -15,12 +15,11 @@ training steps can learn something. The layouts copy the real files in ../shared
     kaggle_digits       train.csv (label,pixel0..783) + an unlabelled test.csv
     dogs_vs_cats        flat cat.<n>.jpg / dog.<n>.jpg of mixed sizes
 
-    python -m training.data.synthetic_classic idx_fashion_pngs /tmp/fashion
+    python -m training.data.synthetic idx_fashion_pngs /tmp/fashion     (one CLI for every format)
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import pickle
@@ -247,15 +246,3 @@ WRITERS = {
     "dogs_vs_cats": write_dogs_vs_cats,
 }
 
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description="Write a tiny synthetic dataset in a classic on-disk format.")
-    parser.add_argument("format", choices=sorted(WRITERS), help="which layout to write")
-    parser.add_argument("path", type=Path, help="output folder")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    args = parser.parse_args(argv)
-    print(WRITERS[args.format](args.path, seed=args.seed))
-
-
-if __name__ == "__main__":
-    main()
