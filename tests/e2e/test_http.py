@@ -90,3 +90,40 @@ def test_concurrent_clients_are_batched_by_the_runtime(served):
     assert statuses == [200] * 96
     buckets = _adaptive_batch_buckets(served.metrics(), "bloodcell")
     assert buckets and max(buckets.values()) > buckets.get(1.0, 0.0), f"no batch larger than one: {buckets}"
+
+
+def _readme_examples(section: str, language: str) -> list[str]:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    body = re.split(r"\n## ", text.split(f"\n## {section}\n", 1)[1], maxsplit=1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", body, flags=re.DOTALL)
+
+
+def _pointed_at(code: str, served) -> str:
+    return code.replace("localhost:3000", served.http_address).replace("exported_models", str(served.models_dir))
+
+
+def test_readme_serve_examples_run_as_written(served, tmp_path):
+    """The README's curl and Python examples for every endpoint, against this server."""
+    import json
+    import subprocess
+
+    from tests.serving.toy_models import SHIPPED
+
+    if served.models_dir.resolve() != SHIPPED.resolve():
+        pytest.skip("the README's examples name the shipped golden files; exported_models/ does not hold all three models")
+
+    shell = [code for code in _readme_examples("Serve and call", "bash") if "make serve" not in code]
+    assert shell, "no curl examples in the README's Serve and call section"
+    for code in shell:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", _pointed_at(code, served)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr
+        decoder, text, position = json.JSONDecoder(), done.stdout, 0
+        while (start := text.find("{", position)) != -1:  # curl prints the JSON answers back to back
+            body, position = decoder.raw_decode(text, start)
+            assert "error" not in body, str(body)[:300]
+            if "model" in body:
+                assert body.keys() & {"predictions", "views"}, str(body)[:300]
+    assert (tmp_path / "mask.png").is_file() and (tmp_path / "overlay.png").is_file()
+    (python,) = _readme_examples("Serve and call", "python")
+    exec(compile(_pointed_at(python, served), "<README python example>", "exec"), {"__name__": "example"})  # noqa: S102
