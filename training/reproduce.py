@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .recipes.cifar_ablation import ABLATIONS
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -80,9 +81,8 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
     Reproduction("cifar10_cnn2", "cifar10_jpg", 0.8149, "test 0.8149 (Colab rerun 0.7855)", CIFAR_CAVEAT, False,
                  note="the source's own two runs differ by 2.9 points (0.8149 after 23 epochs, 0.7855 after 17); "
                       "EarlyStopping(patience 3) ends at a noisy point"),
-    *(Reproduction(f"cifar10_ablation_{v}", "cifar10_jpg", acc, f"test {acc:.4f}", CIFAR_CAVEAT, False) for v, acc in (
-        ("base", 0.5959), ("a", 0.5719), ("b", 0.6067), ("c", 0.5889), ("d", 0.6037), ("e", 0.6837), ("f", 0.6356),
-        ("g", 0.5976), ("h", 0.5496), ("i", 0.6256), ("j", 0.6467), ("k", 0.7000), ("l", 0.7022))),
+    *(Reproduction(f"cifar10_ablation_{v}", "cifar10_jpg", accuracy, f"test {accuracy:.4f}", CIFAR_CAVEAT, False)
+      for v, (_, accuracy, _, _) in ABLATIONS.items()),
     Reproduction("cifar10_final", "cifar10_jpg", 0.7951, "test 0.7951 (report only)", CIFAR_CAVEAT, False,
                  stages=({"epochs": 40}, {"epochs": 20}, {"epochs": 50, "augmentation": "cifar_shift_flip"})),
     Reproduction("alexnet_cifar10", "cifar10_jpg", 0.5324, "val(=test) 0.5324 (architecture unknown)", CIFAR_CAVEAT, False),
