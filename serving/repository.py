@@ -72,24 +72,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def available_versions(served_as: str) -> list[str]:
-    """Complete versions (folders holding metadata.json), oldest first; staging folders are ignored."""
-    root = config.models_dir() / config.export_name(served_as)
+def available_versions(served_as: str, models_dir: Path | None = None) -> list[str]:
+    """Complete versions (folders holding metadata.json), oldest first; staging folders are ignored.
+    `models_dir` defaults to the configured one (VISIONZOO_MODELS_DIR)."""
+    root = (models_dir or config.models_dir()) / config.export_name(served_as)
     if not root.is_dir():
         return []
     versions = [p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "metadata.json").is_file()]
     return sorted(versions, key=int)
 
 
-def load_version(served_as: str, version: str | None = None) -> ModelVersion:
-    """Resolve, read and verify a version (the pinned one, else the newest).
+def load_version(served_as: str, version: str | None = None, models_dir: Path | None = None) -> ModelVersion:
+    """Resolve, read and verify a version (the pinned one, else the newest) under `models_dir`
+    (default: the configured one).
 
     Raises:
         ModelUnavailable: with the reason (no export, unknown version, missing or altered file).
     """
     export = config.export_name(served_as)
-    root = config.models_dir() / export
-    versions = available_versions(served_as)
+    root = (models_dir or config.models_dir()) / export
+    versions = available_versions(served_as, models_dir)
     wanted = version or config.pinned_version(served_as)
     if not versions:
         raise ModelUnavailable(f"{served_as}: no exported versions under {root}; run `visionzoo export RUN` or set VISIONZOO_MODELS_DIR")

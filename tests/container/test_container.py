@@ -26,7 +26,7 @@ import tritonclient.http as httpclient
 
 from serving import config
 from serving.processing import DecodedImage, Upload, class_map_from_tiles, decode_upload
-from serving.repository import ModelVersion
+from serving.repository import ModelVersion, load_version
 
 pytestmark = pytest.mark.container
 
@@ -50,17 +50,11 @@ class Golden:
         return np.concatenate([per_file[output] for per_file in self.expected])
 
 
-def newest(models_dir: Path, name: str) -> ModelVersion:
-    root = models_dir / config.export_name(name)
-    folder = max((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    return ModelVersion(name, root.name, folder.name, folder, json.loads((folder / "metadata.json").read_text()))
-
-
 @pytest.fixture(scope="session")
 def golden(container) -> dict[str, Golden]:
     found = {}
     for name in config.SERVED:
-        version = newest(container.models_dir, name)
+        version = load_version(name, models_dir=container.models_dir)
         spec = version.metadata["golden"]
         recorded = np.load(version.folder / spec["expected"])
         files = [version.folder / "golden" / f for f in spec["files"]]

@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from serving import config
 from serving.processing import Upload, class_map_from_tiles, decode_upload
-from serving.repository import ModelVersion
+from serving.repository import ModelVersion, load_version
 
 pytestmark = pytest.mark.e2e
 
@@ -68,18 +68,11 @@ class Reference:
         return [(self.version.folder / "golden" / name).read_bytes() for name in names]
 
 
-def newest_version(models_dir: Path, name: str) -> ModelVersion:
-    root = models_dir / config.export_name(name)
-    folders = [p for p in root.iterdir() if p.name.isdigit() and (p / "metadata.json").is_file()]
-    folder = max(folders, key=lambda p: int(p.name))
-    return ModelVersion(name, root.name, folder.name, folder, json.loads((folder / "metadata.json").read_text()))
-
-
 @pytest.fixture(scope="module")
 def references(served) -> dict[str, Reference]:
     found = {}
     for name in config.SERVED:
-        version = newest_version(served.models_dir, name)
+        version = load_version(name, models_dir=served.models_dir)
         found[name] = Reference(version, ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"]))
     return found
 
