@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
+import pytest
 
 from training.data.common import Examples
 from training.recipe import Recipe
+
+
+@pytest.fixture
+def release_models():
+    """Drop Keras's global state after a test: the zoo's giants (up to 218M parameters, and
+    ~11 GB of tf2onnx working memory for ZFNet) must not pile up in one pytest process.
+    Modules that build many models use it with `pytestmark = pytest.mark.usefixtures(...)`."""
+    yield
+    import tf_keras as keras
+
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def small_shape(recipe: Recipe) -> tuple[int, int, int]:

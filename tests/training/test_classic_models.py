@@ -22,6 +22,10 @@ from training.recipes import cifar_ablation as ablation_recipes
 from training.recipes import cnn_architectures, fashion_cifar
 from training.registry import RECIPES, build_model, families
 
+from .helpers import release_models  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("release_models")
+
 CLASSIC = {**fashion_cifar.RECIPES, **ablation_recipes.RECIPES, **cnn_architectures.RECIPES}
 
 # (total, trainable or None) as printed by the sources / derived in seed-models.md, at the sources' input sizes
@@ -48,17 +52,6 @@ VERY_LARGE = {
     "vgg16_scratch": 138_357_544,
     "vgg16_scratch_grayscale": 138_356_392,
 }
-
-
-@pytest.fixture(autouse=True)
-def _release_models():
-    """Drop Keras's global state after each test: the zoo's giants (up to 218M parameters, and
-    ~11 GB of tf2onnx working memory for ZFNet) must not pile up in one pytest process."""
-    yield
-    import gc
-
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def _trainable(model) -> int:

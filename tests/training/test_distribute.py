@@ -126,10 +126,9 @@ def test_multiworker_strategy_keeps_two_workers_in_lockstep(cifar, script, tmp_p
     assert json.loads((Path(results[0]["run_dir"]) / "training.json").read_text())["replicas"] == 2
 
 
-@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path, monkeypatch):
-    import tf_keras as keras
-
+@pytest.fixture
+def compiled(monkeypatch) -> dict:
+    """Filled with the model run_training compiles, as {"model": model}."""
     from training import train
 
     captured = {}
@@ -140,13 +139,22 @@ def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path,
         compile_model(model, prepared)
 
     monkeypatch.setattr(train, "compile_model", capture)
+    return captured
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path, compiled):
+    import tf_keras as keras
+
+    from training import train
+
     config = train.resolve_config(MODEL, str(cifar), {"smoke": True, "precision": precision, "out": str(tmp_path),
                                                       "steps_per_epoch": 1, "data_options.validation": "fraction:0.2"})
     try:
         run_dir = train.run_training(config)
     finally:
         train.set_precision("float32")
-    model = captured["model"]
+    model = compiled["model"]
     half = precision.removeprefix("mixed_")
     assert model.get_layer("conv_1").compute_dtype == half
     assert model.get_layer("probabilities").compute_dtype == "float32"  # softmax stays in float32
@@ -157,19 +165,11 @@ def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path,
     assert json.loads((run_dir / "config.json").read_text())["precision"] == precision
 
 
-def test_jit_compiles_the_train_step(cifar, tmp_path, monkeypatch):
+def test_jit_compiles_the_train_step(cifar, tmp_path, compiled):
     from training import train
 
-    captured = {}
-    compile_model = train.compile_model
-
-    def capture(model, prepared):
-        captured["model"] = model
-        compile_model(model, prepared)
-
-    monkeypatch.setattr(train, "compile_model", capture)
     config = train.resolve_config(MODEL, str(cifar), {"smoke": True, "jit": True, "out": str(tmp_path), "steps_per_epoch": 1,
                                                       "data_options.validation": "fraction:0.2"})
     run_dir = train.run_training(config)
-    assert captured["model"]._jit_compile is True  # XLA-compiled train step (tf-keras keeps the flag here)
+    assert compiled["model"]._jit_compile is True  # XLA-compiled train step (tf-keras keeps the flag here)
     assert (run_dir / "metrics.json").is_file()

@@ -17,7 +17,9 @@ import tf_keras as keras
 from training import export
 from training.registry import RECIPES
 
-from .helpers import calibrate_batch_norm, fake_examples, small_shape
+from .helpers import calibrate_batch_norm, fake_examples, release_models, small_shape  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("release_models")
 
 DATA_CLASSES = 10  # what a loader reports for the classic datasets; 1000-way heads of untrained nets barely vary
 DEEP_GRAPHS = {
@@ -40,17 +42,6 @@ def _tier(name: str):
 
 
 NAMES = [_tier(name) for name in sorted(RECIPES)]
-
-
-@pytest.fixture(autouse=True)
-def _release_models():
-    """Drop Keras's global state after each test: the zoo's giants (up to 218M parameters, and
-    ~11 GB of tf2onnx working memory for ZFNet) must not pile up in one pytest process."""
-    yield
-    import gc
-
-    keras.backend.clear_session()
-    gc.collect()
 
 
 def build_at_test_size(recipe):
