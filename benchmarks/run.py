@@ -65,14 +65,12 @@ def main(argv=None) -> None:
     when = datetime.now(timezone.utc)
     if args.render_only:
         batching = json.loads((oip_load.OUT / "serving_load.json").read_text())
-        saved = json.loads((oip_load.OUT / "oip_load.json").read_text())
-        commit, duration = saved.get("commit", commit), saved["settings"]["duration_s"]
         when = datetime.fromtimestamp((oip_load.OUT / "oip_load.json").stat().st_mtime, timezone.utc)
     else:
         batching = serving_load.main(["--duration", str(args.duration), "--warmup", str(args.warmup)])
         oip_load.main(["--duration", str(args.duration), "--warmup", str(args.warmup), "--models-dir", str(REPO / "exported_models")])
-        duration = args.duration
     oip = json.loads((oip_load.OUT / "oip_load.json").read_text())
+    commit, duration = oip.get("commit", commit), oip["settings"]["duration_s"]
     RESULTS.write_text(render(batching, oip, duration, commit, when))
     print(f"wrote {RESULTS}")
 
