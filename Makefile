@@ -47,7 +47,7 @@ reproduce: install
 	$(BIN)/visionzoo reproduce --data-dir $${VISIONZOO_DATA:-../shared/data}
 
 ship: install
-	$(BIN)/python -m training.ship --data-dir $${VISIONZOO_DATA:-../shared/data}
+	$(BIN)/python -m visionzoo.training.ship --data-dir $${VISIONZOO_DATA:-../shared/data}
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -55,14 +55,16 @@ context=$REPO
 if [[ -n "$MODELS" ]]; then
     context=$work/context
     mkdir -p "$context"
-    cp -r "$REPO/bentofile.yaml" "$REPO/serving" "$REPO/preprocessing" "$context/"
+    mkdir -p "$context/visionzoo"
+    cp "$REPO/bentofile.yaml" "$context/"
+    cp -r "$REPO/visionzoo/__init__.py" "$REPO/visionzoo/serving" "$REPO/visionzoo/preprocessing" "$context/visionzoo/"
     mkdir -p "$context/exported_models"
     tar -C "$MODELS" -c --exclude=saved_model --exclude='.staging-*' . | tar -C "$context/exported_models" -x
 fi
 (cd "$context" && VISIONZOO_MODELS_DIR=$context/exported_models "$PYTHON" -) <<'EOF'
 import sys
-from serving import config
-from serving.repository import available_versions
+from visionzoo.serving import config
+from visionzoo.serving.repository import available_versions
 missing = [name for name in config.SERVED if not available_versions(name)]
 if missing:
     sys.exit(f"build_image.sh: no exported version of {missing} under {config.models_dir()}; "

@@ -13,7 +13,7 @@ instead of building something else:
 4. The OIP gRPC port (VISIONZOO_GRPC_PORT, 8001) is exposed beside HTTP 3000.
 
 With `gpu=True` a last layer adds ONNX Runtime's CUDA 13 and cuDNN 9 libraries from its pip extras
-(`onnxruntime-gpu[cuda,cudnn]`, the version pinned in serving/requirements.txt; BentoML's
+(`onnxruntime-gpu[cuda,cudnn]`, the version pinned in visionzoo/serving/requirements.txt; BentoML's
 `cuda_version` stops at CUDA 12.8) and registers their folders with the dynamic loader, since the
 CUDA provider library carries no RPATH to find them.
 
@@ -27,7 +27,7 @@ import re
 import sys
 from pathlib import Path
 
-GRPC_PORT = 8001  # serving.config.grpc_port() default; tests/deploy checks they agree
+GRPC_PORT = 8001  # visionzoo.serving.config.grpc_port() default; tests/deploy checks they agree
 BENTOML_SYSTEM_PACKAGES = "--allow-remove-essential ca-certificates gnupg2 bash build-essential git"
 SLIM_SYSTEM_PACKAGES = "ca-certificates bash"
 

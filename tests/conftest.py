@@ -19,7 +19,7 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="visio
 
 import pytest  # noqa: E402
 
-import training  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+import visionzoo.training  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before any TensorFlow import)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def synthetic(tmp_path_factory):
     Keys: mura, fracatlas, blood_pbc, blood_npz, mars_npz, ai4mars (and *_corrupt variants that
     include unreadable files).
     """
-    from training.data import synthetic as writers
+    from visionzoo.training.data import synthetic as writers
 
     root = tmp_path_factory.mktemp("synthetic")
     paths = {

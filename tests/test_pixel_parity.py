@@ -1,16 +1,16 @@
 """Training's input pipeline and serving's request path give a model the same pixels, on real
 images of all three served tasks: the loader + tf.data batches on one side, an uploaded file's
-bytes through serving.processing on the other."""
+bytes through visionzoo.serving.processing on the other."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serving.processing import Upload, decode_uploads
-from training.data import load_data
-from training.data.pipeline import make_dataset
-from training.registry import get_recipe
+from visionzoo.serving.processing import Upload, decode_uploads
+from visionzoo.training.data import load_data
+from visionzoo.training.data.pipeline import make_dataset
+from visionzoo.training.registry import get_recipe
 
 pytestmark = pytest.mark.realdata
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocessing import (
+from visionzoo.preprocessing import (
     ImageDecodeError,
     ImageSpec,
     prepare_image,

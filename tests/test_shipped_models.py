@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from preprocessing import ImageSpec, prepare_image, prepare_tiles
+from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = ("bloodcell_mobilenetv3", "mura_multitask_cnn", "mars_dual_unet")
@@ -38,7 +38,7 @@ def test_all_three_served_models_are_shipped():
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
 def test_files_match_their_recorded_hashes(folder):
-    from training.export import sha256
+    from visionzoo.training.export import sha256
 
     recorded = metadata(folder)["files"]
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "metadata.json"}
@@ -87,8 +87,8 @@ def _headline(scores: dict) -> dict[str, float]:
 @pytest.mark.realdata
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
 def test_reevaluating_the_shipped_onnx_gives_its_recorded_test_metrics(folder, real_data):
-    from training.data import load_data
-    from training.registry import get_recipe
+    from visionzoo.training.data import load_data
+    from visionzoo.training.registry import get_recipe
 
     document = metadata(folder)
     config = document["recipe"]["config"]

@@ -24,9 +24,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from serving import config
-from serving.processing import DecodedImage, Upload, class_map_from_tiles, decode_upload
-from serving.repository import ModelVersion, load_version
+from visionzoo.serving import config
+from visionzoo.serving.processing import DecodedImage, Upload, class_map_from_tiles, decode_upload
+from visionzoo.serving.repository import ModelVersion, load_version
 
 pytestmark = pytest.mark.container
 
@@ -209,5 +209,5 @@ def test_the_image_runs_as_a_user_without_tensorflow(container):
     found = json.loads(done.stdout)
     assert found["uid"] != 0
     assert not found["tensorflow"] and not any(p.startswith(("tensorflow", "tf-keras", "tf2onnx")) for p in found["packages"])
-    requirements = (Path(__file__).resolve().parents[2] / "serving" / "requirements.txt").read_text()
+    requirements = (Path(__file__).resolve().parents[2] / "visionzoo" / "serving" / "requirements.txt").read_text()
     assert f"onnxruntime-gpu=={found['onnxruntime']}" in requirements

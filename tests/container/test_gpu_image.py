@@ -54,10 +54,10 @@ def test_cuda_libraries_resolve_except_the_driver(gpu_image):
 
 
 def test_onnxruntime_offers_cuda_and_the_service_falls_back_to_cpu_without_a_driver(gpu_image):
-    probe = ("import json, onnxruntime as ort; from serving.runtime import cuda_usable; "
+    probe = ("import json, onnxruntime as ort; from visionzoo.serving.runtime import cuda_usable; "
              "print(json.dumps({'providers': ort.get_available_providers(), 'cuda_usable': cuda_usable(), "
              "'version': ort.__version__}))")
     found = json.loads(shell(gpu_image, f"cd src && python -c \"{probe}\"").strip().splitlines()[-1])
     assert "CUDAExecutionProvider" in found["providers"]
     assert found["cuda_usable"] is False  # no libcuda.so.1 on this machine: CPU, not a crash
-    assert f"onnxruntime-gpu=={found['version']}" in (REPO / "serving" / "requirements.txt").read_text()
+    assert f"onnxruntime-gpu=={found['version']}" in (REPO / "visionzoo" / "serving" / "requirements.txt").read_text()

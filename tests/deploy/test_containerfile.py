@@ -52,14 +52,14 @@ def test_gpu_containerfile_adds_cuda_13_from_the_pinned_onnxruntime(generated):
     dockerfile, requirements = generated
     cpu, gpu = patch(dockerfile, requirements), patch(dockerfile, requirements, gpu=True)
     assert gpu.startswith(cpu.rstrip("\n"))  # the CPU image's layers, then one more
-    pinned = onnxruntime_version((REPO / "serving" / "requirements.txt").read_text())
+    pinned = onnxruntime_version((REPO / "visionzoo" / "serving" / "requirements.txt").read_text())
     assert f'"onnxruntime-gpu[cuda,cudnn]=={pinned}"' in gpu
     assert "ldconfig" in gpu and re.findall(r"^USER (\S+)$", gpu, re.MULTILINE)[-1] == "bentoml"
 
 
 def test_the_image_installs_the_serving_requirements_without_tensorflow(generated):
     _, requirements = generated
-    assert requirements.strip() == (REPO / "serving" / "requirements.txt").read_text().strip()
+    assert requirements.strip() == (REPO / "visionzoo" / "serving" / "requirements.txt").read_text().strip()
     assert not re.search(r"^(tensorflow|tf-keras|tf2onnx)\b", requirements, re.MULTILINE | re.IGNORECASE)
 
 

@@ -71,8 +71,8 @@ def uses_gpu(container: dict) -> bool:
 
 @pytest.fixture(scope="module")
 def project() -> dict:
-    """What the manifests must agree with: bentofile.yaml, pyproject.toml and serving.config."""
-    from serving import config
+    """What the manifests must agree with: bentofile.yaml, pyproject.toml and visionzoo.serving.config."""
+    from visionzoo.serving import config
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VISIONZOO_")}
     try:
@@ -154,7 +154,7 @@ def test_ports_agree_with_the_service(project):
     from deploy.containerfile import GRPC_PORT
 
     http_port = BentoMLContainer.http.port.get()  # the service sets no port of its own
-    assert GRPC_PORT == project["grpc_port"], "deploy/containerfile.py EXPOSEs another gRPC port than serving.config"
+    assert GRPC_PORT == project["grpc_port"], "deploy/containerfile.py EXPOSEs another gRPC port than visionzoo.serving.config"
     for where, container in serving_containers():
         ports = {p["containerPort"] for p in container["ports"]}
         assert ports == {http_port, project["grpc_port"]}, where
@@ -179,7 +179,7 @@ def test_services_route_to_the_deployments(project):
 
 
 def test_probes_use_the_services_health_routes():
-    from serving.service import VisionZoo
+    from visionzoo.serving.service import VisionZoo
 
     routes = {getattr(route, "path", None) for route in VisionZoo.to_asgi().routes}
     assert {"/livez", "/readyz", "/metrics"} <= routes
@@ -208,7 +208,7 @@ def test_images_are_the_ones_the_build_makes(project):
 
 
 def test_environment_variables_exist_in_the_service_config(project):
-    """Every VISIONZOO_* variable a manifest sets is one serving/config.py documents, with a value it accepts."""
+    """Every VISIONZOO_* variable a manifest sets is one visionzoo/serving/config.py documents, with a value it accepts."""
     config = project["config"]
     documented = set(re.findall(r"^\| (VISIONZOO_[A-Z_<>]+) \|", config.__doc__, flags=re.MULTILINE))
     assert "VISIONZOO_GRPC_PORT" in documented
@@ -218,7 +218,7 @@ def test_environment_variables_exist_in_the_service_config(project):
         for name in env(container):
             if name == "PROTOCOL":  # KServe's, checked with the InferenceService
                 continue
-            assert any(p.match(name) for p in patterns), f"{where}: {name} is not a setting of serving/config.py"
+            assert any(p.match(name) for p in patterns), f"{where}: {name} is not a setting of visionzoo/serving/config.py"
         values = {name: item["value"] for name, item in env(container).items() if "value" in item}
         accepted = {
             "VISIONZOO_DEVICE": config.device,
@@ -288,9 +288,9 @@ def test_training_job_gives_every_worker_a_reachable_address(project):
 
 def test_training_job_hands_tf_config_to_the_training_cli(tmp_path):
     """Run the Job's own shell command with a stand-in `visionzoo`: each index gets a TF_CONFIG that
-    training/train.py reads as intended (worker 0 is the chief), and the CLI gets --strategy multiworker."""
-    from training.registry import RECIPES
-    from training.train import is_chief
+    visionzoo/training/train.py reads as intended (worker 0 is the chief), and the CLI gets --strategy multiworker."""
+    from visionzoo.training.registry import RECIPES
+    from visionzoo.training.train import is_chief
 
     job, _ = multiworker_job()
     (container,) = job["spec"]["template"]["spec"]["containers"]

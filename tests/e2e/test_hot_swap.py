@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving import config
+from visionzoo.serving import config
 from tests.e2e.conftest import bentoml_serve
 from tests.serving.toy_models import models_root
 

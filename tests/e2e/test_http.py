@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from preprocessing import prepare_image
+from visionzoo.preprocessing import prepare_image
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ def test_sync_http_client_calls_every_endpoint(served):
     metadata = json.loads((folder / "metadata.json").read_text())
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     spec = {k: metadata["preprocessing"][k] for k in ("height", "width", "color_mode", "resize_method", "tiling")}
-    from preprocessing import ImageSpec
+    from visionzoo.preprocessing import ImageSpec
 
     (expected,) = session.run(None, {"image": np.stack([prepare_image(p, ImageSpec(**spec)) for p in blood]).astype(np.float32)})
     labels = metadata["labels"]["probabilities"]

@@ -26,9 +26,9 @@ import tritonclient.http as httpclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from serving import config
-from serving.processing import Upload, class_map_from_tiles, decode_upload
-from serving.repository import ModelVersion, load_version
+from visionzoo.serving import config
+from visionzoo.serving.processing import Upload, class_map_from_tiles, decode_upload
+from visionzoo.serving.repository import ModelVersion, load_version
 
 pytestmark = pytest.mark.e2e
 

@@ -1,7 +1,7 @@
 """Serving test setup.
 
 The service reads its settings from the environment at import time, so this module sets them
-before any test imports `serving.service` (the Prometheus directory is set in tests/conftest.py):
+before any test imports `visionzoo.serving.service` (the Prometheus directory is set in tests/conftest.py):
 gRPC off for in-process tests, small warm-up, and VISIONZOO_MODELS_DIR pointing at
 `models_root()`: the shipped exported_models/ when it holds all three served models, else small
 models exported once per machine from synthetic data (tests/serving/toy_models.py).
@@ -30,8 +30,8 @@ def models_dir() -> Path:
 @pytest.fixture(scope="session")
 def golden(models_dir):
     """served name -> (version folder, list of golden input files)."""
-    from serving import config
-    from serving.repository import load_version
+    from visionzoo.serving import config
+    from visionzoo.serving.repository import load_version
 
     found = {}
     for name in config.SERVED:

@@ -11,8 +11,8 @@ import numpy as np
 import onnxruntime as ort
 from starlette.testclient import TestClient
 
-from serving.repository import load_version
-from serving.service import ModelRuntime
+from visionzoo.serving.repository import load_version
+from visionzoo.serving.service import ModelRuntime
 
 from .conftest import fresh_asgi
 

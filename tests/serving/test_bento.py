@@ -27,19 +27,19 @@ def requirement_lines(path: Path) -> list[str]:
 
 
 def test_bento_requirements_are_the_serving_extra():
-    assert requirement_lines(REPO / "serving" / "requirements.txt") == serving_extra()
+    assert requirement_lines(REPO / "visionzoo" / "serving" / "requirements.txt") == serving_extra()
     for requirement in serving_extra():
         assert not re.match(r"(tensorflow|tf-keras|tf2onnx|keras)\b", requirement)
 
 
 def test_serving_never_imports_tensorflow():
-    code = "import sys, serving.service, serving.oip; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'training')))"
+    code = "import sys, visionzoo.serving.service, visionzoo.serving.oip; print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras') or m.startswith('visionzoo.training')))"
     env = {**os.environ, "VISIONZOO_GRPC_PORT": "0"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
-    for path in (REPO / "serving").rglob("*.py"):
-        assert not re.search(r"^\s*(import|from)\s+(tensorflow|tf_keras|training)\b", path.read_text(), re.M), path
+    for path in (REPO / "visionzoo" / "serving").rglob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+(tensorflow|tf_keras|visionzoo\.training|\.+training)\b", path.read_text(), re.M), path
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,10 @@ def test_bento_contains_the_served_models_and_no_training_code(built_bento):
         for version in versions:
             assert (version / "model.onnx").is_file() and (version / "metadata.json").is_file()
             assert not (version / "saved_model").exists()  # serving reads ONNX only
-    assert (src / "serving" / "service.py").is_file() and (src / "preprocessing" / "__init__.py").is_file()
-    assert not (src / "training").exists() and not (src / "tests").exists() and not (src / "runs").exists()
+    assert (src / "visionzoo" / "serving" / "service.py").is_file() and (src / "visionzoo" / "preprocessing" / "__init__.py").is_file()
+    assert not (src / "visionzoo" / "training").exists() and not (src / "tests").exists() and not (src / "runs").exists()
     manifest = yaml.safe_load((built_bento / "bento.yaml").read_text())
-    assert manifest["service"] == "serving.service:VisionZoo"
+    assert manifest["service"] == "visionzoo.serving.service:VisionZoo"
 
 
 def test_bento_pins_the_serving_extra_and_generates_a_dockerfile(built_bento):

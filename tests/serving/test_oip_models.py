@@ -1,4 +1,4 @@
-"""The OIP view of the served models (serving/oip/models.py): metadata, input checks and the
+"""The OIP view of the served models (visionzoo/serving/oip/models.py): metadata, input checks and the
 preparation of tensors and files, without a server."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocessing import prepare_image, prepare_tiles
-from serving import config
-from serving.oip.errors import InvalidArgument, ResourceExhausted
-from serving.oip.models import ModelSignature, RequestTensor
-from serving.processing import class_map_from_tiles
-from serving.repository import load_version
+from visionzoo.preprocessing import prepare_image, prepare_tiles
+from visionzoo.serving import config
+from visionzoo.serving.oip.errors import InvalidArgument, ResourceExhausted
+from visionzoo.serving.oip.models import ModelSignature, RequestTensor
+from visionzoo.serving.processing import class_map_from_tiles
+from visionzoo.serving.repository import load_version
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Open Inference Protocol tensor codecs (serving/oip/tensors.py), checked against tritonclient's
+"""Open Inference Protocol tensor codecs (visionzoo/serving/oip/tensors.py), checked against tritonclient's
 own encoders so server and reference client agree byte for byte."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
-from serving.oip import tensors
-from serving.oip.errors import InvalidArgument
+from visionzoo.serving.oip import tensors
+from visionzoo.serving.oip.errors import InvalidArgument
 
 
 @pytest.mark.parametrize("datatype", sorted(tensors.DTYPES))

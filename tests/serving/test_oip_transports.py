@@ -27,12 +27,12 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from preprocessing import prepare_image
-from serving.oip.backend import Backend
-from serving.oip.grpc_service import GRPCServer
-from serving.oip.rest import HEADER_LENGTH, create_app
-from serving.repository import load_version
-from serving.service import Inference
+from visionzoo.preprocessing import prepare_image
+from visionzoo.serving.oip.backend import Backend
+from visionzoo.serving.oip.grpc_service import GRPCServer
+from visionzoo.serving.oip.rest import HEADER_LENGTH, create_app
+from visionzoo.serving.repository import load_version
+from visionzoo.serving.service import Inference
 
 GRPC_LIMIT = 1 << 20
 

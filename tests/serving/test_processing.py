@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from preprocessing import ImageSpec
-from serving.processing import (
+from visionzoo.preprocessing import ImageSpec
+from visionzoo.serving.processing import (
     PayloadTooLarge,
     RequestError,
     UnsupportedMediaType,

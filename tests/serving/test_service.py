@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from preprocessing import prepare_image, prepare_tiles
-from serving.repository import load_version
-from serving.service import VisionZoo, original_name
+from visionzoo.preprocessing import prepare_image, prepare_tiles
+from visionzoo.serving.repository import load_version
+from visionzoo.serving.service import VisionZoo, original_name
 
 from .conftest import fresh_asgi
 
@@ -85,7 +85,7 @@ def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
     original = Image.open(path)
     assert (result["width"], result["height"]) == original.size and result["tiles"] == len(tiles)
     class_map = np.load(io.BytesIO(base64.b64decode(result["mask_npy"])))
-    from serving.processing import class_map_from_tiles
+    from visionzoo.serving.processing import class_map_from_tiles
 
     np.testing.assert_array_equal(class_map, class_map_from_tiles(probabilities, original.height, original.width))
     assert sum(result["class_fractions"].values()) == pytest.approx(1.0)

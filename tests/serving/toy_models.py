@@ -35,11 +35,11 @@ def export_toy_models(out: Path) -> None:
     """Export the three served architectures, briefly fitted on synthetic data, with golden files."""
     import tempfile
 
-    import training  # noqa: F401
-    from training import export
-    from training.data import load_data
-    from training.data import synthetic as writers
-    from training.registry import get_recipe
+    import visionzoo.training  # noqa: F401
+    from visionzoo.training import export
+    from visionzoo.training.data import load_data
+    from visionzoo.training.data import synthetic as writers
+    from visionzoo.training.registry import get_recipe
     from tests.training.helpers import calibrate_batch_norm
 
     work = Path(tempfile.mkdtemp(prefix="visionzoo-toy-data-"))

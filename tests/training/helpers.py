@@ -7,8 +7,8 @@ import gc
 import numpy as np
 import pytest
 
-from training.data.common import Examples
-from training.recipe import Recipe
+from visionzoo.training.data.common import Examples
+from visionzoo.training.recipe import Recipe
 
 
 @pytest.fixture

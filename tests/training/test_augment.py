@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from training.data.augment import AUGMENTATIONS
+from visionzoo.training.data.augment import AUGMENTATIONS
 
 
 @pytest.mark.parametrize("name", sorted(n for n in AUGMENTATIONS if n != "mars"))

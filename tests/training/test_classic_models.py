@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from training.data import FORMATS
-from training.data import synthetic_classic as writers
-from training.data.augment import AUGMENTATIONS
-from training.data.augment_classic import AUGMENTATIONS as CLASSIC_AUGMENTATIONS
-from training.data.holdout import parse_validation
-from training.models import alexnet, cifar_ablation, four_conv, resnet, vgg
-from training.recipes import cifar_ablation as ablation_recipes
-from training.recipes import cnn_architectures, fashion_cifar
-from training.registry import RECIPES, build_model, families
+from visionzoo.training.data import FORMATS
+from visionzoo.training.data import synthetic_classic as writers
+from visionzoo.training.data.augment import AUGMENTATIONS
+from visionzoo.training.data.augment_classic import AUGMENTATIONS as CLASSIC_AUGMENTATIONS
+from visionzoo.training.data.holdout import parse_validation
+from visionzoo.training.models import alexnet, cifar_ablation, four_conv, resnet, vgg
+from visionzoo.training.recipes import cifar_ablation as ablation_recipes
+from visionzoo.training.recipes import cnn_architectures, fashion_cifar
+from visionzoo.training.registry import RECIPES, build_model, families
 
 from .helpers import release_models  # noqa: F401 (fixture)
 
@@ -152,7 +152,7 @@ def test_lenet_source_head_is_scored_over_all_84_outputs():
     recipe = RECIPES["mnist_lenet_source_head"]
     model = _build("mnist_lenet_source_head")
     assert model.output_shape == (None, 84)
-    from training.data.common import Examples
+    from visionzoo.training.data.common import Examples
 
     examples = Examples(images=np.zeros((3, 28, 28, 1), np.uint8), targets={"label": np.array([1, 2, 3])}, ids=np.array(["a", "b", "c"]))
     probabilities = np.zeros((3, 84))
@@ -205,7 +205,7 @@ def test_classic_augmentations_keep_shape_and_range(name):
 
 
 def test_list_groups_every_model_under_its_source_project(capsys):
-    from training.__main__ import main
+    from visionzoo.training.__main__ import main
 
     assert main(["list"]) == 0
     grouped, heading = {}, None
@@ -244,7 +244,7 @@ def smoke_data(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(SMOKE))
 def test_recipes_train_on_their_real_formats(name, smoke_data, tmp_path):
-    from training.train import resolve_config, run_training
+    from visionzoo.training.train import resolve_config, run_training
 
     layout, settings = SMOKE[name]
     config = resolve_config(name, str(smoke_data[layout]), {"smoke": True, "out": str(tmp_path), **settings})

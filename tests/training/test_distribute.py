@@ -1,4 +1,4 @@
-"""Distribution and precision through the real training path (`training.train.run_training`):
+"""Distribution and precision through the real training path (`visionzoo.training.train.run_training`):
 
 - `--strategy mirrored`: the CPU split into two logical devices (in a subprocess, since the split
   must happen before TensorFlow initialises and would leak into other tests), two replicas.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.data import synthetic_classic as writers
+from visionzoo.training.data import synthetic_classic as writers
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "cifar10_ablation_base"
@@ -30,14 +30,14 @@ MODEL = "cifar10_ablation_base"
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    import training
+    import visionzoo.training
     import tensorflow as tf
 
     data_dir, out, weights_path, strategy, devices = sys.argv[1:6]
     if int(devices) > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(devices))
-    from training import train
+    from visionzoo.training import train
 
     captured = {}
     compile_model = train.compile_model
@@ -129,7 +129,7 @@ def test_multiworker_strategy_keeps_two_workers_in_lockstep(cifar, script, tmp_p
 @pytest.fixture
 def compiled(monkeypatch) -> dict:
     """Filled with the model run_training compiles, as {"model": model}."""
-    from training import train
+    from visionzoo.training import train
 
     captured = {}
     compile_model = train.compile_model
@@ -146,7 +146,7 @@ def compiled(monkeypatch) -> dict:
 def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path, compiled):
     import tf_keras as keras
 
-    from training import train
+    from visionzoo.training import train
 
     config = train.resolve_config(MODEL, str(cifar), {"smoke": True, "precision": precision, "out": str(tmp_path),
                                                       "steps_per_epoch": 1, "data_options.validation": "fraction:0.2"})
@@ -166,7 +166,7 @@ def test_mixed_precision_trains_through_run_training(precision, cifar, tmp_path,
 
 
 def test_jit_compiles_the_train_step(cifar, tmp_path, compiled):
-    from training import train
+    from visionzoo.training import train
 
     config = train.resolve_config(MODEL, str(cifar), {"smoke": True, "jit": True, "out": str(tmp_path), "steps_per_epoch": 1,
                                                       "data_options.validation": "fraction:0.2"})

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 import tf_keras as keras
 
-from training import export
-from training.registry import get_recipe
+from visionzoo.training import export
+from visionzoo.training.registry import get_recipe
 
 from .helpers import build_small, calibrate_batch_norm, fake_examples
 
@@ -91,7 +91,7 @@ def test_parity_refuses_constant_outputs(tmp_path):
 
 
 def test_golden_files_hold_real_inputs_and_their_outputs(tmp_path, synthetic):
-    from training.data import load_data
+    from visionzoo.training.data import load_data
 
     recipe = get_recipe("mars_dual_unet")
     data = load_data(synthetic["ai4mars"], recipe.image_spec, recipe.data_formats)

@@ -1,5 +1,5 @@
 """Export for all: every registered model, built at its test size, exports to SavedModel + ONNX
-and passes the parity check (training.export.export_model).
+and passes the parity check (visionzoo.training.export.export_model).
 
 Tiers (pytest marks), so `make test` stays inside its time budget on 2 cores:
 - default: every model with a light graph, which is most of the zoo (a few seconds each);
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from training import export
-from training.registry import RECIPES
+from visionzoo.training import export
+from visionzoo.training.registry import RECIPES
 
 from .helpers import calibrate_batch_norm, fake_examples, release_models, small_shape  # noqa: F401 (fixture)
 

@@ -5,11 +5,11 @@ import csv
 import numpy as np
 import pytest
 
-from preprocessing import ImageDecodeError, ImageSpec
-from training.data import FORMATS, DataFormatError, load_data, resolve_format
-from training.data import blood, fracatlas, mars, mura
-from training.data import synthetic as writers
-from training.registry import get_recipe
+from visionzoo.preprocessing import ImageDecodeError, ImageSpec
+from visionzoo.training.data import FORMATS, DataFormatError, load_data, resolve_format
+from visionzoo.training.data import blood, fracatlas, mars, mura
+from visionzoo.training.data import synthetic as writers
+from visionzoo.training.registry import get_recipe
 
 XRAY = ImageSpec(32, 32, "grayscale_rgb")
 TILE = ImageSpec(64, 128, "grayscale", tiling="rows")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from training.recipe import TrainConfig
-from training.registry import RECIPES, build_model, get_recipe
+from visionzoo.training.recipe import TrainConfig
+from visionzoo.training.registry import RECIPES, build_model, get_recipe
 
 from .helpers import build_small, fake_examples, small_shape
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from training.data import load_data
-from training.registry import get_recipe
+from visionzoo.training.data import load_data
+from visionzoo.training.registry import get_recipe
 
 pytestmark = pytest.mark.realdata
 

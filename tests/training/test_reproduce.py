@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from training import reproduce
-from training.__main__ import main
-from training.data import synthetic_classic as writers
-from training.registry import RECIPES
+from visionzoo.training import reproduce
+from visionzoo.training.__main__ import main
+from visionzoo.training.data import synthetic_classic as writers
+from visionzoo.training.registry import RECIPES
 
 ONE_STEP = ["--smoke", "--set", "steps_per_epoch=1", "--set", "data_options.validation=fraction:0.2"]
 

@@ -1,1 +1,0 @@
-"""Recipes, one module per source project; training/registry.py joins them into one table."""

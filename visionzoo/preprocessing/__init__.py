@@ -1,0 +1,240 @@
+"""Image preprocessing shared by training and serving (no TensorFlow).
+
+Training's loaders (`visionzoo/training/data/*`) and the service (`visionzoo/serving/processing.py`) both turn an image
+file into model pixels with `prepare_image` / `prepare_tiles`. The `ImageSpec` that drives them is
+written into every exported model's `metadata.json`, so serving holds no size, colour or scaling
+constants of its own. Pixel *scaling* (``/255``, ImageNet statistics) lives inside each model graph:
+every model takes float32 pixels in 0..255.
+
+Example:
+    >>> spec = ImageSpec(height=96, width=96, color_mode="rgb")
+    >>> pixels = prepare_image(Path("cell.jpg").read_bytes(), spec)   # (96, 96, 3) uint8
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ImageDecodeError",
+    "ImageSpec",
+    "open_image",
+    "prepare_image",
+    "prepare_tiles",
+    "prepare_mask_tiles",
+    "tile_count",
+    "stitch_tiles",
+    "resize_label_map",
+]
+
+ImageSource = Union[bytes, bytearray, memoryview, str, Path, Image.Image]
+
+# color_mode -> (PIL mode of the working image, channels the model receives)
+COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1), "grayscale_rgb": ("L", 3)}
+RESIZE_METHODS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+TILINGS = ("none", "rows")
+
+
+class ImageDecodeError(ValueError):
+    """An input could not be decoded as an image; the message names the input."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How raw images become model input pixels.
+
+    Args:
+        height, width: the model's input size (one tile's size when `tiling="rows"`).
+        color_mode: "rgb"; "grayscale" (1 channel); "grayscale_rgb" (grey replicated to 3 channels,
+            as the MURA sources read their X-rays).
+        resize_method: Pillow resampling filter (see RESIZE_METHODS).
+        tiling: "none" resizes the whole image to height x width. "rows" keeps the aspect ratio:
+            the image is resized to `width` wide and a whole number of tiles high, then cut into
+            height x width tiles top to bottom (the Mars segmenter's 64x128 tiles: a 256x256 frame
+            becomes two tiles, exactly its two halves downsampled x2).
+    """
+
+    height: int
+    width: int
+    color_mode: str = "rgb"
+    resize_method: str = "bilinear"
+    tiling: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.color_mode not in COLOR_MODES:
+            raise ValueError(f"color_mode must be one of {sorted(COLOR_MODES)}, got {self.color_mode!r}")
+        if self.resize_method not in RESIZE_METHODS:
+            raise ValueError(
+                f"resize_method must be one of {sorted(RESIZE_METHODS)}, got {self.resize_method!r}"
+            )
+        if self.tiling not in TILINGS:
+            raise ValueError(f"tiling must be one of {TILINGS}, got {self.tiling!r}")
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"height and width must be positive, got {self.height}x{self.width}")
+
+    @property
+    def channels(self) -> int:
+        return COLOR_MODES[self.color_mode][1]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImageSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ImageSpec keys {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**data)
+
+
+def _describe(source: ImageSource, name: str | None) -> str:
+    if name:
+        return name
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return "uploaded image"
+
+
+def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode an image fully (bytes, a path or a PIL image); EXIF rotation applied.
+
+    Raises:
+        ImageDecodeError: naming the input, for anything Pillow cannot decode completely
+            (truncated files, non-images, decompression bombs).
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        label = _describe(source, name)
+        try:
+            if isinstance(source, (bytes, bytearray, memoryview)):
+                if len(source) == 0:
+                    raise ImageDecodeError(f"{label}: empty file")
+                image = Image.open(io.BytesIO(bytes(source)))
+            else:
+                image = Image.open(source)
+            image.load()  # force the full decode now: truncated files fail here, not later
+        except ImageDecodeError:
+            raise
+        except FileNotFoundError as error:
+            raise ImageDecodeError(f"{label}: file not found") from error
+        except UnidentifiedImageError as error:
+            raise ImageDecodeError(f"{label}: not an image format Pillow can read") from error
+        except Image.DecompressionBombError as error:
+            raise ImageDecodeError(f"{label}: image too large to decode safely ({error})") from error
+        except Exception as error:  # Pillow raises OSError, SyntaxError, ValueError ...
+            raise ImageDecodeError(f"{label}: cannot decode image ({error})") from error
+    return ImageOps.exif_transpose(image)
+
+
+def _to_working_mode(image: Image.Image, color_mode: str) -> Image.Image:
+    """Convert any Pillow mode (RGBA, P, 16-bit grey, float ...) to L or RGB."""
+    target = COLOR_MODES[color_mode][0]
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit-depth grey (common for radiographs): stretch the used range to 0..255; Pillow's
+        # own convert("L") would clip everything above 255 to white.
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+        image = Image.fromarray(np.round(scaled).astype(np.uint8))
+    elif image.mode in ("RGBA", "LA", "P", "PA"):
+        # Composite transparency onto black instead of letting Pillow drop alpha arbitrarily.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == target else image.convert(target)
+
+
+def _to_array(image: Image.Image, color_mode: str) -> np.ndarray:
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if color_mode == "grayscale_rgb":
+        pixels = np.repeat(pixels, 3, axis=2)
+    return np.ascontiguousarray(pixels)
+
+
+def prepare_image(source: ImageSource, spec: ImageSpec, name: str | None = None) -> np.ndarray:
+    """Decode, convert colour and resize one image to the model's (H, W, C) uint8 pixels."""
+    if spec.tiling != "none":
+        raise ValueError("prepare_image is for untiled specs; use prepare_tiles")
+    image = _to_working_mode(open_image(source, name), spec.color_mode)
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize_method])
+    return _to_array(image, spec.color_mode)
+
+
+def tile_count(height: int, width: int, spec: ImageSpec) -> int:
+    """How many spec-sized tiles (stacked top to bottom) keep an HxW image's aspect ratio."""
+    if spec.tiling == "none":
+        return 1
+    rows = height * spec.width / (width * spec.height)
+    return max(1, int(math.floor(rows + 0.5)))
+
+
+def _bands(height: int, rows: int) -> list[tuple[int, int]]:
+    """Row ranges that cut an image of `height` rows into `rows` horizontal bands."""
+    edges = [int(round(k * height / rows)) for k in range(rows + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def prepare_tiles(source: ImageSource, spec: ImageSpec, name: str | None = None) -> np.ndarray:
+    """Decode one image into (n_tiles, H, W, C) uint8 model tiles (n_tiles=1 without tiling).
+
+    With `tiling="rows"` the image is first cut into horizontal bands, then each band is resized
+    to the tile size, so no tile borrows pixels from its neighbour (the source split a 256x256
+    frame into halves, then downsampled each).
+    """
+    image = _to_working_mode(open_image(source, name), spec.color_mode)
+    rows = tile_count(image.height, image.width, spec)
+    tiles = []
+    for top, bottom in _bands(image.height, rows):
+        band = image.crop((0, top, image.width, bottom))
+        if band.size != (spec.width, spec.height):
+            band = band.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize_method])
+        tiles.append(_to_array(band, spec.color_mode))
+    return np.stack(tiles)
+
+
+def prepare_mask_tiles(mask: np.ndarray, spec: ImageSpec, rows: int) -> np.ndarray:
+    """Cut an (H, W) integer label map like `prepare_tiles`, resizing with nearest neighbour."""
+    if mask.ndim != 2:
+        raise ValueError(f"a label map must be 2-D, got shape {mask.shape}")
+    tiles = []
+    for top, bottom in _bands(mask.shape[0], rows):
+        band = Image.fromarray(np.ascontiguousarray(mask[top:bottom]).astype(np.uint8))
+        if band.size != (spec.width, spec.height):
+            band = band.resize((spec.width, spec.height), Image.Resampling.NEAREST)
+        tiles.append(np.asarray(band, dtype=np.uint8))
+    return np.stack(tiles)
+
+
+def stitch_tiles(tiles: np.ndarray) -> np.ndarray:
+    """Inverse of the tiling: (n, H, W, ...) tiles stacked top to bottom -> (n*H, W, ...)."""
+    return tiles.reshape(tiles.shape[0] * tiles.shape[1], *tiles.shape[2:])
+
+
+def resize_label_map(label_map: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an (h, w) class map to (height, width) with nearest neighbour (labels stay labels)."""
+    if label_map.shape == (height, width):
+        return label_map.astype(np.uint8)
+    image = Image.fromarray(label_map.astype(np.uint8))
+    return np.asarray(image.resize((width, height), Image.Resampling.NEAREST), dtype=np.uint8)

@@ -1,0 +1,247 @@
+"""What Open Inference Protocol clients see of a served model, and how their tensors become the
+runtime's float32 batch (and its outputs become response tensors).
+
+Every model accepts one input per request, in one of three forms (ModelMetadata lists all three):
+
+| input | datatype | shape | holds |
+|---|---|---|---|
+| `image` (metadata.json's name) | FP32 | [-1, H, W, C] | the model's own input: pixels 0..255 at model size |
+| `image_uint8` | UINT8 | [-1, H, W, C] | the same pixels as bytes (4x smaller on the wire) |
+| `image_bytes` | BYTES | [-1] | encoded image files (PNG, JPEG, any Pillow format, or .npy), any size |
+
+Files go through `visionzoo.serving.processing` with the model's ImageSpec from metadata.json, exactly as the
+BentoML endpoints do, so every protocol sees the same pixels.
+
+Outputs are metadata.json's outputs. A tiled model (Mars: 64x128 tiles) also offers `class_map`
+(UINT8, [-1, -1, -1]): the per-pixel argmax of its first output. With tile inputs (`image`,
+`image_uint8`) it is [N, 64, 128], one per tile; with `image_bytes` each file becomes several tiles,
+so the per-tile probabilities no longer line up with the request's images and only `class_map` is
+returned: [N, H, W], each image's class map at its original size, stitched from its tiles as
+`/mars/segment` does. All files of one such request must then share one size (the output is one
+tensor); send differently sized images in separate requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from visionzoo.preprocessing import ImageSpec
+
+from ..processing import (
+    DecodedImage,
+    PayloadTooLarge,
+    RequestError,
+    Upload,
+    class_map_from_tiles,
+    decode_upload,
+    stack_tiles,
+)
+from ..repository import ModelVersion
+from .errors import InvalidArgument, ResourceExhausted
+from .tensors import BYTES, format_shape
+
+PLATFORM = "onnxruntime_onnx"  # Triton's name for ONNX Runtime models
+CLASS_MAP = "class_map"
+PIXELS_SUFFIX = "_uint8"
+FILES_SUFFIX = "_bytes"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor as ModelMetadata lists it; -1 is a dimension of any size."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def accepts(self, shape: Sequence[int]) -> bool:
+        return len(shape) == len(self.shape) and all(want in (-1, got) for want, got in zip(self.shape, shape))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.datatype} {format_shape(self.shape)})"
+
+
+@dataclass
+class RequestTensor:
+    """An input as a request declares it; `decode` turns its data into an array of that shape.
+
+    Decoding waits until the model and the declaration are checked, so a request for an unknown
+    model is answered NOT_FOUND whatever its data holds.
+    """
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    decode: Callable[[], np.ndarray]
+
+
+@dataclass
+class PreparedBatch:
+    """The runtime's float32 batch and, for file inputs, the decoded images (sizes, tile counts)."""
+
+    batch: np.ndarray
+    images: list[DecodedImage] | None = None
+
+    @property
+    def from_files(self) -> bool:
+        return self.images is not None
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """The OIP view of one served model version."""
+
+    name: str
+    version: str
+    spec: ImageSpec
+    model_input: TensorSpec
+    model_outputs: tuple[TensorSpec, ...]
+    tiled: bool = field(default=False)
+
+    @classmethod
+    def from_version(cls, version: ModelVersion) -> ModelSignature:
+        (source,) = version.inputs  # every served model takes one image tensor
+        model_input = TensorSpec(source["name"], source["datatype"], tuple(source["shape"]))
+        outputs = tuple(TensorSpec(o["name"], o["datatype"], tuple(o["shape"])) for o in version.outputs)
+        spec = version.spec
+        return cls(version.served_as, version.version, spec, model_input, outputs, spec.tiling != "none")
+
+    @property
+    def pixels_input(self) -> TensorSpec:
+        return TensorSpec(self.model_input.name + PIXELS_SUFFIX, "UINT8", self.model_input.shape)
+
+    @property
+    def files_input(self) -> TensorSpec:
+        return TensorSpec(self.model_input.name + FILES_SUFFIX, BYTES, (-1,))
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (self.model_input, self.pixels_input, self.files_input)
+
+    @property
+    def class_map(self) -> TensorSpec | None:
+        return TensorSpec(CLASS_MAP, "UINT8", (-1, -1, -1)) if self.tiled else None
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return self.model_outputs + ((self.class_map,) if self.tiled else ())
+
+    def metadata(self) -> dict:
+        """ModelMetadata: the exact names, datatypes and shapes accepted and returned."""
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": PLATFORM,
+            "inputs": [t.describe() for t in self.inputs],
+            "outputs": [t.describe() for t in self.outputs],
+        }
+
+    def _choices(self) -> str:
+        return ", ".join(str(t) for t in self.inputs)
+
+    def select_input(self, tensors: Sequence[RequestTensor]) -> tuple[TensorSpec, RequestTensor]:
+        """The one input a request may send, checked against ModelMetadata (name, datatype, shape)."""
+        if len(tensors) != 1:
+            names = ", ".join(repr(t.name) for t in tensors) or "none"
+            raise InvalidArgument(f"model {self.name!r} takes exactly one input, one of {self._choices()}; got {names}")
+        (tensor,) = tensors
+        known = {t.name: t for t in self.inputs}
+        if tensor.name not in known:
+            raise InvalidArgument(f"model {self.name!r} has no input {tensor.name!r}; inputs: {self._choices()}")
+        spec = known[tensor.name]
+        if tensor.datatype != spec.datatype:
+            hint = {"FP32": f"FP32 pixels go in {self.model_input.name!r}",
+                    "UINT8": f"UINT8 pixels go in {self.pixels_input.name!r}",
+                    BYTES: f"encoded files go in {self.files_input.name!r}"}.get(tensor.datatype, f"inputs: {self._choices()}")
+            raise InvalidArgument(
+                f"input {tensor.name!r} of model {self.name!r} is {spec.datatype}, got {tensor.datatype} ({hint})")
+        if not spec.accepts(tensor.shape):
+            raise InvalidArgument(
+                f"input {tensor.name!r} of model {self.name!r} has shape {format_shape(spec.shape)}, "
+                f"got {format_shape(tensor.shape)}")
+        return spec, tensor
+
+    def select_outputs(self, requested: Sequence[str] | None, from_files: bool) -> list[TensorSpec]:
+        """The outputs to return: the requested ones, else all that the input form produces."""
+        available = [self.class_map] if (self.tiled and from_files) else list(self.outputs)
+        if not requested:
+            return available
+        known = {t.name: t for t in self.outputs}
+        chosen = []
+        for name in requested:
+            if name not in known:
+                raise InvalidArgument(
+                    f"model {self.name!r} has no output {name!r}; outputs: {', '.join(str(t) for t in self.outputs)}")
+            if known[name] not in available:
+                raise InvalidArgument(
+                    f"output {name!r} of model {self.name!r} is per {self.spec.height}x{self.spec.width} tile and is "
+                    f"returned for tile inputs ({self.model_input.name!r}, {self.pixels_input.name!r}); with "
+                    f"{self.files_input.name!r} request {CLASS_MAP!r}, each image's class map at its own size")
+            if known[name] not in chosen:
+                chosen.append(known[name])
+        return chosen
+
+    def prepare(self, spec: TensorSpec, data: np.ndarray, max_images: int, max_image_bytes: int) -> PreparedBatch:
+        """A checked input array -> the runtime's float32 batch (decoding files for `image_bytes`)."""
+        count = data.shape[0]
+        if count == 0:
+            raise InvalidArgument(f"input {spec.name!r} holds no images (shape {format_shape(data.shape)})")
+        if count > max_images:
+            raise ResourceExhausted(
+                f"input {spec.name!r} holds {count} images, the limit per request is {max_images} (VISIONZOO_MAX_IMAGES)")
+        if spec == self.model_input:
+            if not np.isfinite(data).all():
+                raise InvalidArgument(f"input {spec.name!r} contains NaN or infinity")
+            return PreparedBatch(np.ascontiguousarray(data, dtype=np.float32))
+        if spec == self.pixels_input:
+            return PreparedBatch(data.astype(np.float32))
+        images = [self._decode_file(f"{spec.name}[{i}]", element, max_image_bytes) for i, element in enumerate(data)]
+        if self.tiled:
+            sizes = sorted({(image.height, image.width) for image in images})
+            if len(sizes) > 1:
+                shown = ", ".join(f"{h}x{w}" for h, w in sizes)
+                raise InvalidArgument(
+                    f"input {spec.name!r}: the images of one request must share a size, because {CLASS_MAP!r} "
+                    f"returns them as one [N, H, W] tensor; got {shown}: send them in separate requests")
+        return PreparedBatch(stack_tiles(images), images)
+
+    def _decode_file(self, label: str, element: bytes, max_image_bytes: int) -> DecodedImage:
+        try:
+            decoded = decode_upload(Upload(label, bytes(element)), self.spec, max_image_bytes)
+        except PayloadTooLarge as error:
+            raise ResourceExhausted(str(error)) from None
+        except RequestError as error:
+            raise InvalidArgument(str(error)) from None
+        if len(decoded) != 1:
+            raise InvalidArgument(f"{label}: holds {len(decoded)} images (a .npy batch); send one image per element")
+        return decoded[0]
+
+    def output_arrays(self, prepared: PreparedBatch, results: dict[str, np.ndarray],
+                      selected: Sequence[TensorSpec]) -> list[tuple[TensorSpec, np.ndarray]]:
+        """Runtime outputs (keyed by metadata.json name) -> the selected response tensors."""
+        arrays = []
+        for spec in selected:
+            if spec.name == CLASS_MAP and self.tiled:
+                probabilities = results[self.model_outputs[0].name]
+                if prepared.from_files:
+                    arrays.append((spec, self._class_maps(prepared.images, probabilities)))
+                else:
+                    arrays.append((spec, probabilities.argmax(axis=-1).astype(np.uint8)))
+            else:
+                arrays.append((spec, np.ascontiguousarray(results[spec.name], dtype=np.float32)))
+        return arrays
+
+    @staticmethod
+    def _class_maps(images: list[DecodedImage], probabilities: np.ndarray) -> np.ndarray:
+        maps, start = [], 0
+        for image in images:
+            stop = start + len(image.tiles)
+            maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width))
+            start = stop
+        return np.stack(maps).astype(np.uint8)

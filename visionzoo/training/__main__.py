@@ -1,0 +1,170 @@
+"""visionzoo command line: list, train, evaluate and export the source projects' models.
+
+    visionzoo list
+    visionzoo train bloodcell_mobilenetv3 --data-dir ../shared/data/blood_pbc --weights none
+    visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
+    visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
+
+Also available as `python -m visionzoo.training`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import recipe as recipe_module
+
+EPILOG = """Settings resolve in this order: the recipe (the source project's values) -> --config FILE.toml
+-> --set KEY=VALUE -> explicit flags. Examples of --set:
+  --set optimizer.learning_rate=3e-4   --set model_options.backbone_bn_momentum=0.9
+  --set class_weight=none              --set ignore_background=true
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visionzoo", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="show every model, grouped by source project")
+    listing.add_argument("--served", action="store_true", help="only the families the BentoML service serves")
+    listing.add_argument("--formats", action="store_true", help="list the data formats the loaders read instead")
+
+    train = commands.add_parser("train", help="train a model on a dataset folder or file", epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("model", help="model name from `visionzoo list`")
+    train.add_argument("--data-dir", required=True, help="dataset folder or .npz file, in any format the model reads")
+    train.add_argument("--data-format", help="force a data format instead of detecting it (see `visionzoo list --formats`)")
+    train.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner); default: the recipe's")
+    train.add_argument("--batch-size", type=int, help="global batch size; default: the recipe's")
+    train.add_argument("--seed", type=int, help="seed for splits, shuffles and initialisation (default 42)")
+    train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
+    train.add_argument("--smoke", action="store_true", help="a few batches on a few dozen examples, to check the setup")
+    train.add_argument("--out", default="runs", help="parent folder for the run folder (default: runs)")
+    train.add_argument("--config", type=Path, help="TOML file of setting overrides (see visionzoo/training/configs/)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
+    train.add_argument("--strategy", choices=["auto", "one_device", "mirrored", "multiworker"],
+                       help="distribution: mirrored = all local GPUs; multiworker = MultiWorkerMirroredStrategy from TF_CONFIG")
+    train.add_argument("--precision", choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                       help="numeric policy; mixed_float16 applies dynamic loss scaling automatically")
+    train.add_argument("--jit", action="store_true", help="compile the train step with XLA (GPU runs)")
+    train.add_argument("--skip-bad", action="store_true", help="skip and count unreadable images instead of stopping")
+
+    evaluate = commands.add_parser("evaluate", help="re-score a run's best checkpoint and redraw its plots")
+    evaluate.add_argument("run", type=Path, help="run folder printed by `visionzoo train`")
+    evaluate.add_argument("--split", choices=["val", "test", "all"], default="all", help="which split to score (default all)")
+    evaluate.add_argument("--data-dir", help="where the run's dataset is now, if it moved")
+
+    export = commands.add_parser("export", help="write SavedModel + ONNX + metadata.json with a parity check")
+    export.add_argument("run", type=Path, help="run folder printed by `visionzoo train`")
+    export.add_argument("--out", type=Path, default=Path("exported_models"), help="export root (default exported_models)")
+    export.add_argument("--name", help="name under the export root (default: the model name)")
+    export.add_argument("--savedmodel", choices=["always", "auto", "never"], default="always",
+                        help="ship saved_model/ always (default), only when small (auto, <= 20 MiB), or never; "
+                             "it is written and parity-checked either way")
+
+    reproduce = commands.add_parser("reproduce", help="train recipes on real data and tabulate ours vs the sources' results")
+    reproduce.add_argument("--models", nargs="+", metavar="MODEL",
+                           help="models to reproduce (default: the CPU-affordable set; see visionzoo/training/reproduce.py)")
+    reproduce.add_argument("--data-dir", help="folder holding mnist/, fashion_mnist/, cifar10_jpg/ ... (or one dataset folder)")
+    reproduce.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the run folders (default: runs)")
+    reproduce.add_argument("--report", type=Path, default=Path("benchmarks/REPRODUCTION.md"), help="the Markdown table to write")
+    reproduce.add_argument("--report-only", action="store_true", help="only rebuild the table from existing run folders")
+    reproduce.add_argument("--smoke", action="store_true", help="a few batches per model, to check the setup")
+    reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every model")
+    return parser
+
+
+def _train_overrides(args) -> dict:
+    overrides = recipe_module.read_config_file(args.config) if args.config else {}
+    overrides.update(recipe_module.parse_assignments(args.set))
+    explicit = {
+        "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "data_format": args.data_format,
+        "strategy": args.strategy, "precision": args.precision, "out": args.out,
+    }
+    overrides.update({k: v for k, v in explicit.items() if v is not None})
+    if args.weights is not None:
+        overrides["model_options.weights"] = recipe_module.parse_value(args.weights)
+    for flag in ("smoke", "jit", "skip_bad"):
+        if getattr(args, flag):
+            overrides[flag] = True
+    return overrides
+
+
+def command_list(args) -> None:
+    if args.formats:
+        from .data import FORMATS
+
+        for name, data_format in sorted(FORMATS.items()):
+            print(f"  {name:<22} {data_format.description}")
+        return
+    from .registry import families
+
+    for family, recipes in families().items():
+        if args.served and not any(r.served for r in recipes):
+            continue
+        print(family)
+        for recipe in recipes:
+            marker = "*" if recipe.served else " "
+            print(f" {marker} {recipe.name:<34} {recipe.summary}")
+        print()
+    print("* served by the BentoML service")
+
+
+def command_train(args) -> None:
+    from .train import resolve_config, run_training
+
+    config = resolve_config(args.model, args.data_dir, _train_overrides(args))
+    run_dir = run_training(config)
+    print(f"run folder: {run_dir}")
+    print(f"next: visionzoo export {run_dir}")
+
+
+def command_evaluate(args) -> None:
+    import json
+
+    from .train import evaluate_run
+
+    splits = ("val", "test") if args.split == "all" else (args.split,)
+    results = evaluate_run(args.run, splits, args.data_dir)
+    print(json.dumps({split: {k: v for k, v in r.items() if k != "confusion_matrix"} for split, r in results.items()}, indent=2, default=str))
+
+
+def command_export(args) -> None:
+    from .export import export_run
+
+    folder = export_run(args.run, args.out, args.name, args.savedmodel)
+    print(f"exported: {folder}")
+
+
+def command_reproduce(args) -> None:
+    from .reproduce import reproduce
+
+    overrides = recipe_module.parse_assignments(args.set)
+    if args.smoke:
+        overrides["smoke"] = True
+    report = reproduce(args.models, Path(args.data_dir) if args.data_dir else None, args.out, args.report, overrides,
+                       report_only=args.report_only)
+    print(f"report: {report}")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
+                "reproduce": command_reproduce}
+    try:
+        handlers[args.command](args)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"visionzoo {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

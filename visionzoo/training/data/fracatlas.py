@@ -1,0 +1,99 @@
+"""FracAtlas-style X-rays (Abedeen et al. 2023): the second source for the two-head MURA model.
+
+Layout: `images/{Fractured,Non_fractured}/*.jpg` plus `dataset.csv` with the columns `image_id,
+hand, leg, hip, shoulder, mixed, hardware, ..., fractured`. Only images present on disk are used, so
+a subset folder works. Heads: abnormal = `fractured`; body part = `mixed` when set, else the single
+region flag. `hardware` (metal implants, a shortcut to "abnormal") is kept per image so evaluation
+can report accuracy with and without implants.
+
+FracAtlas has no patient ids, so the split is by image (stratified on body part x abnormal) and the
+same patient may appear in two splits.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from visionzoo.preprocessing import ImageSpec
+
+from .common import DataFormatError, Examples, SplitData, decode_images, require_path, stratified_split
+
+logger = logging.getLogger(__name__)
+
+BODY_PARTS = ["hand", "leg", "hip", "shoulder", "mixed"]
+ABNORMAL_NAMES = ["normal", "abnormal"]
+SPLIT_FRACTIONS = {"train": 0.7, "val": 0.15, "test": 0.15}
+FOLDERS = {"Fractured": 1, "Non_fractured": 0}
+DATASET = {"name": "FracAtlas", "citation": "Abedeen et al. 2023, Scientific Data 10:521, doi:10.6084/m9.figshare.22363012",
+           "licence": "CC BY 4.0"}
+
+
+def detect(data_dir: Path) -> bool:
+    return (data_dir / "dataset.csv").is_file() and (data_dir / "images").is_dir()
+
+
+def _body_part(row: dict[str, str]) -> str:
+    if row.get("mixed") == "1":
+        return "mixed"
+    flags = [part for part in BODY_PARTS[:-1] if row.get(part) == "1"]
+    if len(flags) != 1:
+        raise DataFormatError(f"{row['image_id']}: expected exactly one region flag, got {flags or 'none'}")
+    return flags[0]
+
+
+def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
+    root = Path(data_dir)
+    table = require_path(root / "dataset.csv", "FracAtlas dataset.csv")
+    with table.open(newline="") as handle:
+        rows = {row["image_id"]: row for row in csv.DictReader(handle)}
+    required = {"image_id", "fractured", "hardware", "mixed", *BODY_PARTS[:-1]}
+    if rows and not required <= set(next(iter(rows.values()))):
+        raise DataFormatError(f"{table}: needs columns {sorted(required)}")
+    paths, abnormal, parts, hardware = [], [], [], []
+    for folder, folder_label in FOLDERS.items():
+        directory = root / "images" / folder
+        if not directory.is_dir():
+            continue
+        for path in sorted(directory.glob("*.jpg")):
+            row = rows.get(path.name)
+            if row is None:
+                logger.warning("%s has no row in dataset.csv; skipped", path)
+                continue
+            label = int(row["fractured"])
+            if label != folder_label:
+                logger.warning("%s: folder says %s but dataset.csv fractured=%s; skipped as ambiguous", path, folder, label)
+                continue
+            paths.append(path)
+            abnormal.append(label)
+            parts.append(BODY_PARTS.index(_body_part(row)))
+            hardware.append(int(row["hardware"]))
+    if not paths:
+        raise DataFormatError(f"{root}: no images under images/Fractured or images/Non_fractured")
+    pixels, kept, skipped = decode_images(paths, spec, skip_bad, "x-rays")
+    examples = Examples(
+        images=pixels,
+        targets={
+            "abnormal": np.array(abnormal, dtype=np.int64)[kept],
+            "body_part": np.array(parts, dtype=np.int64)[kept],
+        },
+        ids=np.array([str(paths[i]) for i in kept]),
+        extras={"hardware": np.array(hardware, dtype=np.int64)[kept]},
+    )
+    strata = examples.targets["body_part"] * 2 + examples.targets["abnormal"]
+    splits = {name: examples.subset(idx) for name, idx in stratified_split(strata, SPLIT_FRACTIONS, seed).items()}
+    return SplitData(
+        splits=splits,
+        class_names={"abnormal": ABNORMAL_NAMES, "body_part": BODY_PARTS},
+        source=f"FracAtlas layout at {root}",
+        skipped=skipped,
+        notes={
+            "split_seed": seed,
+            "split_fractions": SPLIT_FRACTIONS,
+            "split_unit": "image (FracAtlas has no patient ids: a patient may appear in two splits)",
+            "dataset": DATASET,
+        },
+    )

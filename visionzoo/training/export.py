@@ -1,0 +1,360 @@
+"""Export a trained model as SavedModel + ONNX + metadata.json, and prove they compute the same
+function as the Keras model.
+
+Layout: `exported_models/<name>/<version>/` with
+    saved_model/     `serving_default` signature: named inputs -> named outputs
+    model.onnx       dynamic batch dimension, opset OPSET
+    golden/          a few real input files + the outputs they must give (expected.npz, inputs.json)
+    metadata.json    input/output spec, preprocessing, labels, metrics and the data behind them,
+                     recipe, provenance, parity figures, sha256 of every other file
+
+Everything is written into a hidden temporary folder and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete. Versions are integers (1, 2, ...);
+serving picks the newest unless pinned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
+
+from . import train
+from .registry import get_recipe
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_BATCH = 8
+PARITY_TOLERANCE = 1e-4  # max |difference| between Keras and SavedModel / ONNX outputs
+SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship saved_model/ only when this small
+MIN_SPREAD = 1e-6  # outputs must vary across inputs by more than this, or parity proves nothing
+GOLDEN_COUNT = 4
+SUPPORTED_INPUTS = (["image"], ["image", "body_part"])
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+class ExportError(RuntimeError):
+    """The export could not be completed or did not pass its own checks."""
+
+
+def sha256(path: Path) -> str:
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def file_hashes(folder: Path) -> dict[str, str]:
+    return {
+        path.relative_to(folder).as_posix(): sha256(path)
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file() and path.name != "metadata.json"
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent)
+        return result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def next_version(model_root: Path) -> str:
+    versions = [int(p.name) for p in Path(model_root).glob("*") if p.is_dir() and p.name.isdigit()]
+    return str(max(versions, default=0) + 1)
+
+
+def _input_specs(model):
+    import tensorflow as tf
+
+    names = list(model.input_names)
+    if names not in SUPPORTED_INPUTS:
+        raise ExportError(f"export supports inputs {SUPPORTED_INPUTS}, the model has {names}")
+    return [tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=name) for name, tensor in zip(names, model.inputs)]
+
+
+def serving_function(model):
+    """A tf.function from named input tensors to a dict of named outputs (dynamic batch)."""
+    import tensorflow as tf
+
+    specs = _input_specs(model)
+    output_names = list(model.output_names)
+
+    def named(outputs):
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return {name: tf.identity(tf.cast(value, tf.float32), name=name) for name, value in zip(output_names, outputs)}
+
+    if len(specs) == 1:
+        @tf.function(input_signature=specs)
+        def serve(image):
+            return named(model(image, training=False))
+    else:
+        @tf.function(input_signature=specs)
+        def serve(image, body_part):
+            return named(model([image, body_part], training=False))
+    return serve, specs
+
+
+def _candidate_inputs(model, real_images: np.ndarray | None, seed: int):
+    """Input batches to try, most image-like first: real images, smooth noise, white noise."""
+    rng = np.random.default_rng(seed)
+    shape = (PARITY_BATCH, *model.inputs[0].shape[1:])
+    candidates = []
+    if real_images is not None and len(real_images):
+        candidates.append(("real images", real_images[_spread(len(real_images), PARITY_BATCH)].astype(np.float32)))
+    coarse = rng.uniform(0, 255, size=(shape[0], max(shape[1] // 8, 1), max(shape[2] // 8, 1), shape[3]))
+    smooth = np.kron(coarse, np.ones((1, 8, 8, 1)))[:, : shape[1], : shape[2]]
+    smooth = np.pad(smooth, [(0, 0), (0, shape[1] - smooth.shape[1]), (0, shape[2] - smooth.shape[2]), (0, 0)], mode="edge")
+    candidates.append(("smooth random images", smooth.astype(np.float32)))
+    candidates.append(("uniform noise", rng.uniform(0, 255, size=shape).astype(np.float32)))
+    feeds = []
+    for description, images in candidates:
+        feed = {"image": images}
+        if len(model.inputs) == 2:
+            body_part = model.inputs[1]
+            width = body_part.shape[-1]
+            if body_part.dtype.is_integer:
+                feed["body_part"] = rng.integers(0, 4, size=(len(images), 1)).astype(np.int32)
+            else:
+                feed["body_part"] = np.eye(width, dtype=np.float32)[rng.integers(0, width, size=len(images))]
+        feeds.append((description, feed))
+    return feeds
+
+
+def _keras_outputs(model, feed) -> dict[str, np.ndarray]:
+    inputs = feed["image"] if len(feed) == 1 else [feed["image"], feed["body_part"]]
+    outputs = model(inputs, training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return {name: np.asarray(value, dtype=np.float32) for name, value in zip(model.output_names, outputs)}
+
+
+def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None, seed: int = 0) -> dict:
+    """Compare Keras, the reloaded SavedModel and ONNX Runtime on inputs whose outputs vary."""
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    tried = []
+    for description, feed in _candidate_inputs(model, real_images, seed):
+        expected = _keras_outputs(model, feed)
+        spread = {name: float(values.std(axis=0).mean()) for name, values in expected.items()}
+        if max(spread.values()) <= MIN_SPREAD:
+            tried.append(f"{description} (spread {max(spread.values()):.2e})")
+            continue
+        saved = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in feed.items()}).items()}
+        onnx_names = [o.name for o in session.get_outputs()]
+        onnx = dict(zip(onnx_names, session.run(None, feed)))
+        report = {"inputs": description, "batch": len(feed["image"]), "tolerance": PARITY_TOLERANCE, "outputs": {}}
+        for name, reference in expected.items():
+            if name not in saved or name not in onnx:
+                raise ExportError(f"output {name!r} missing: SavedModel has {sorted(saved)}, ONNX has {onnx_names}")
+            entry = {
+                "spread": spread[name],
+                "max_abs_diff_savedmodel": float(np.abs(saved[name] - reference).max()),
+                "max_abs_diff_onnx": float(np.abs(onnx[name] - reference).max()),
+            }
+            if reference.ndim == 4:  # per-pixel classes: how often the arg-max agrees
+                entry["argmax_agreement_onnx"] = float((onnx[name].argmax(-1) == reference.argmax(-1)).mean())
+            report["outputs"][name] = entry
+            worst = max(entry["max_abs_diff_savedmodel"], entry["max_abs_diff_onnx"])
+            if worst > PARITY_TOLERANCE:
+                raise ExportError(f"parity failed for {name!r}: max |difference| {worst:.2e} > {PARITY_TOLERANCE:.0e} ({entry})")
+        report["passed"] = True
+        return report
+    raise ExportError(f"model outputs do not vary across inputs ({'; '.join(tried)}); a parity check would prove nothing")
+
+
+def write_onnx(serve, specs, path: Path) -> None:
+    import onnx
+    import tf2onnx
+
+    model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=OPSET, output_path=str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+    del model_proto
+
+
+def _spread(count: int, wanted: int) -> np.ndarray:
+    """`wanted` indices spread evenly over `count` examples (splits are often sorted by class)."""
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).astype(int))
+
+
+def _golden_sources(examples, count: int) -> list[tuple[str, bytes | None, np.ndarray]]:
+    """Up to `count` (name, original file bytes or None, model pixels) from distinct source files,
+    spread over the split."""
+    chosen, seen = [], set()
+    order = np.argsort(np.abs(np.arange(len(examples))[:, None] - _spread(len(examples), count)[None]), axis=0)
+    for column in order.T:  # for each evenly spaced target, the nearest example from an unused file
+        for index in column:
+            source = str(examples.ids[index]).split("#")[0].split("@")[0]
+            path = Path(source)
+            original = path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+            key = source if original else str(examples.ids[index])  # tiles of one frame share a file
+            if key in seen:
+                continue
+            seen.add(key)
+            chosen.append((path.name if original else f"example_{index}.png", path.read_bytes() if original else None,
+                           examples.images[index]))
+            break
+    return chosen
+
+
+def write_golden(folder: Path, onnx_path: Path, spec: ImageSpec, examples, labels: dict, count: int = GOLDEN_COUNT) -> dict:
+    """Copy a few real test files and record what ONNX gives for them through the serving
+    preprocessing path (preprocessing.prepare_*), so tests can hold the shipped model to them."""
+    import onnxruntime as ort
+    from PIL import Image
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    if len(session.get_inputs()) != 1:
+        return {}
+    golden = folder / "golden"
+    golden.mkdir()
+    arrays, entries = {}, []
+    for index, (name, raw, pixels) in enumerate(_golden_sources(examples, count)):
+        target = golden / name
+        if raw is None:
+            Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).save(target)
+        else:
+            target.write_bytes(raw)
+        batch = prepare_tiles(target, spec) if spec.tiling != "none" else prepare_image(target, spec)[None]
+        outputs = session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32)})
+        for output, values in zip(session.get_outputs(), outputs):
+            arrays[f"{index}/{output.name}"] = values
+        entries.append({"file": name, "tiles": int(len(batch))})
+    np.savez_compressed(golden / "expected.npz", **arrays)
+    (golden / "inputs.json").write_text(json.dumps({"inputs": entries, "labels": labels}, indent=2))
+    return {"files": [e["file"] for e in entries], "expected": "golden/expected.npz", "tolerance": PARITY_TOLERANCE}
+
+
+def _versions() -> dict:
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+    import tf_keras
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
+            "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "opset": OPSET}
+
+
+def _tensor_spec(name: str, shape, dtype: str) -> dict:
+    datatypes = {"float32": "FP32", "int32": "INT32", "int64": "INT64"}
+    return {"name": name, "datatype": datatypes[dtype], "shape": [-1, *[int(d) for d in shape[1:]]]}
+
+
+def export_model(
+    model,
+    name: str,
+    out_root: Path,
+    *,
+    image_spec: ImageSpec,
+    task_kind: str,
+    output_labels: dict[str, list[str]],
+    metadata: dict | None = None,
+    real_examples=None,
+    seed: int = 0,
+    savedmodel: str = "always",
+) -> Path:
+    """Write, check and atomically publish one export; returns the version folder.
+
+    `savedmodel`: "always" ships saved_model/; "auto" ships it only when it is at most
+    SAVEDMODEL_SHIP_LIMIT bytes (it is always written and parity-checked first); "never" drops it
+    after the check. metadata.json says which, and hashes exactly the files shipped.
+    """
+    if savedmodel not in ("always", "auto", "never"):
+        raise ValueError(f"savedmodel must be always, auto or never, got {savedmodel!r}")
+    import tensorflow as tf
+
+    model_root = Path(out_root) / name
+    model_root.mkdir(parents=True, exist_ok=True)
+    staging = model_root / f".staging-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        serve, specs = serving_function(model)
+        tf.saved_model.save(model, str(staging / "saved_model"), signatures={"serving_default": serve})
+        write_onnx(serve, specs, staging / "model.onnx")
+        real_images = None if real_examples is None else real_examples.images
+        parity = check_parity(model, staging / "saved_model", staging / "model.onnx", real_images, seed)
+        golden = {} if real_examples is None else write_golden(staging, staging / "model.onnx", image_spec, real_examples, output_labels)
+        saved_bytes = sum(p.stat().st_size for p in (staging / "saved_model").rglob("*") if p.is_file())
+        ship_saved = savedmodel == "always" or (savedmodel == "auto" and saved_bytes <= SAVEDMODEL_SHIP_LIMIT)
+        if not ship_saved:
+            shutil.rmtree(staging / "saved_model")
+        document = {
+            "name": name,
+            "task": task_kind,
+            "inputs": [_tensor_spec(s.name, s.shape, s.dtype.name) for s in specs],
+            "outputs": [_tensor_spec(n, t.shape, "float32") for n, t in zip(model.output_names, model.outputs)],
+            "preprocessing": {**image_spec.to_dict(), "value_range": [0, 255], "layout": "NHWC", "dtype": "float32",
+                              "scaling": "inside the model"},
+            "labels": output_labels,
+            "threshold": 0.5 if task_kind in ("binary", "multitask", "hybrid") else None,
+            "parity": parity,
+            "golden": golden,
+            "saved_model": "shipped" if ship_saved else (
+                f"checked for parity but not shipped ({saved_bytes / 2**20:.0f} MiB); `visionzoo export RUN` writes it"),
+            "provenance": {"git_commit": git_commit(), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "versions": _versions()},
+            **(metadata or {}),
+        }
+        document["files"] = file_hashes(staging)
+        version = next_version(model_root)
+        document["version"] = version
+        train.write_json(staging / "metadata.json", document)
+        final = model_root / version
+        os.rename(staging, final)  # atomic on one filesystem; fails if a concurrent export took the number
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("exported %s version %s to %s", name, version, final)
+    return final
+
+
+def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always") -> Path:
+    """Export a run's best checkpoint with its metrics, data description and recipe."""
+    import tf_keras as keras
+
+    from .models import objectives  # noqa: F401  (registers custom objects)
+
+    run_dir = Path(run_dir)
+    config, checkpoint = train.load_run(run_dir)
+    recipe = get_recipe(config.model)
+    model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
+    read = lambda file: json.loads((run_dir / file).read_text()) if (run_dir / file).is_file() else {}  # noqa: E731
+    data = read("data.json")
+    real_examples = None
+    try:
+        prepared = train.prepare(config)
+        split = "test" if "test" in prepared.data.splits else "val"
+        real_examples = prepared.data.splits[split]
+        class_names = prepared.data.class_names
+        data.setdefault("dataset", prepared.data.notes.get("dataset"))
+    except (OSError, ValueError) as error:  # data moved away: export still works, with synthetic parity inputs
+        logger.warning("cannot re-read the training data (%s); parity uses random inputs and no golden files", error)
+        class_names = data.get("class_names", {})
+    metadata = {
+        "description": recipe.summary,
+        "metrics": read("metrics.json"),
+        "data": {**data, "class_names": class_names},
+        "recipe": {"name": recipe.name, "family": recipe.family, "source": recipe.source, "source_reported": recipe.reported,
+                   "config": json.loads(config.to_json())},
+        "training": read("training.json"),
+    }
+    return export_model(
+        model, name or recipe.name, out_root, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
+        output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
+        savedmodel=savedmodel,
+    )

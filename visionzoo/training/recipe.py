@@ -1,0 +1,185 @@
+"""A recipe is a source project's training setup written down as data, and the resolved per-run
+config that the CLI builds from it (defaults -> config file -> --set flags -> explicit flags)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from visionzoo.preprocessing import ImageSpec
+
+from .tasks import Task
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything the source project fixed for one model.
+
+    Args:
+        name: registry key.
+        family: source project / family heading for `visionzoo list`.
+        summary: one line for `visionzoo list`.
+        source: where the facts come from (seed-models.md section).
+        reported: the source's printed result, for model cards and reproduction tables.
+        builder: `build_*(input_shape, ..., **model_options) -> tf_keras.Model`.
+        task: how data feeds the model and how predictions are scored.
+        image_spec: how raw images become input pixels (also serving's preprocessing).
+        data_formats: loader names this model reads, in auto-detection order.
+        model_options: builder keyword arguments (source values).
+        num_classes_option: builder argument that receives a class count from the data
+            (e.g. "num_body_parts"), paired with the target it counts.
+        optimizer: {"name": adam|adamw|sgd|rmsprop, "learning_rate": ..., other kwargs}.
+        callbacks: ({"type": early_stopping|reduce_lr, ...keras kwargs}, ...).
+        augmentation: a name in visionzoo.training.data.augment.AUGMENTATIONS, or None.
+        class_weight: "balanced" or None.
+        served: whether the BentoML service serves this family's model.
+        test_input_shape: a smaller input shape for fast registry tests (None: the real one).
+        very_large: too big for the default test run (e.g. ZFNet's 218M parameters); `make
+            test-slow` still builds and exports it.
+    """
+
+    name: str
+    family: str
+    summary: str
+    source: str
+    builder: Callable[..., Any]
+    task: Task
+    image_spec: ImageSpec
+    data_formats: tuple[str, ...]
+    epochs: int
+    batch_size: int
+    optimizer: dict
+    reported: str = ""
+    model_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    num_classes_option: tuple[str, str] | None = None
+    callbacks: tuple[dict, ...] = ()
+    augmentation: str | None = None
+    class_weight: str | None = None
+    loss: str = "default"
+    ignore_background: bool = False
+    balance_classes: bool = False
+    served: bool = False
+    test_input_shape: tuple[int, int, int] | None = None
+    very_large: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The resolved settings of one training run (written to <run>/config.json)."""
+
+    model: str
+    data_dir: str
+    out: str = "runs"
+    data_format: str | None = None
+    epochs: int = 1
+    batch_size: int = 32
+    seed: int = 42
+    optimizer: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    callbacks: list = field(default_factory=list)
+    augmentation: str | None = None
+    class_weight: str | None = None
+    loss: str = "default"
+    ignore_background: bool = False
+    balance_classes: bool = False
+    strategy: str = "auto"
+    precision: str = "float32"
+    jit: bool = False
+    smoke: bool = False
+    steps_per_epoch: int | None = None
+    max_examples: int | None = None
+    skip_bad: bool = False
+    cache_dir: str | None = None
+
+    @classmethod
+    def from_recipe(cls, recipe: Recipe, data_dir: str, **overrides) -> "TrainConfig":
+        config = cls(
+            model=recipe.name,
+            data_dir=str(data_dir),
+            epochs=recipe.epochs,
+            batch_size=recipe.batch_size,
+            optimizer=dict(recipe.optimizer),
+            model_options=dict(recipe.model_options),
+            data_options=dict(recipe.data_options),
+            callbacks=[dict(c) for c in recipe.callbacks],
+            augmentation=recipe.augmentation,
+            class_weight=recipe.class_weight,
+            loss=recipe.loss,
+            ignore_background=recipe.ignore_background,
+            balance_classes=recipe.balance_classes,
+        )
+        return config.updated(overrides)
+
+    def updated(self, overrides: dict) -> "TrainConfig":
+        """Apply {"epochs": 3, "optimizer.learning_rate": 1e-4, ...}; dotted keys reach into dicts."""
+        config = replace(self, optimizer=dict(self.optimizer), model_options=dict(self.model_options),
+                         data_options=dict(self.data_options), callbacks=[dict(c) for c in self.callbacks])
+        known = {f.name for f in fields(self)}
+        for key, value in overrides.items():
+            head, _, rest = key.partition(".")
+            if head not in known:
+                raise ValueError(f"unknown setting {key!r}; settings are {sorted(known)}")
+            if rest:
+                target = getattr(config, head)
+                if not isinstance(target, dict):
+                    raise ValueError(f"{head} is not a group of settings; use {head}=VALUE")
+                target[rest] = value
+            else:
+                setattr(config, head, value)
+        return config
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls(**json.loads(text))
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values: JSON when it parses (numbers, true/false/null, lists), else the raw string."""
+    lowered = {"none": None, "true": True, "false": False}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_assignments(assignments: list[str]) -> dict:
+    overrides = {}
+    for item in assignments or []:
+        key, separator, value = item.partition("=")
+        if not separator or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = parse_value(value.strip())
+    return overrides
+
+
+def read_config_file(path: Path) -> dict:
+    """A TOML file of overrides; tables become dotted keys ([optimizer] learning_rate = 1e-4)."""
+    with Path(path).open("rb") as handle:
+        data = tomllib.load(handle)
+    data = _none_strings(data)
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key != "callbacks":
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _none_strings(value):
+    """TOML has no null: the string "none" means None (e.g. weights = "none")."""
+    if isinstance(value, dict):
+        return {k: _none_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_none_strings(v) for v in value]
+    return None if isinstance(value, str) and value.lower() == "none" else value

@@ -1,0 +1,46 @@
+"""Retrain and re-export the three shipped models from the real datasets (`make ship`).
+
+    python -m visionzoo.training.ship --data-dir ../shared/data [--models bloodcell_mobilenetv3 ...]
+
+Each entry names the dataset folder under --data-dir, the override file in visionzoo/training/configs/ and
+whether the SavedModel ships (only when small, to keep exported_models/ near 100 MB). The run
+folders land in runs/, the exports in exported_models/<name>/<next version>/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from .export import export_run
+from .recipe import read_config_file
+from .train import resolve_config, run_training
+
+CONFIGS = Path(__file__).parent / "configs"
+SHIPPED = {
+    "bloodcell_mobilenetv3": ("blood_pbc", "bloodcell_scratch.toml"),
+    "mura_multitask_cnn": ("xray_fracatlas", "xray_fracatlas.toml"),
+    "mars_dual_unet": ("mars_ai4mars", "mars_ai4mars.toml"),
+}
+
+
+def ship(model: str, data_root: Path, runs: Path = Path("runs"), exports: Path = Path("exported_models")) -> Path:
+    folder, config_file = SHIPPED[model]
+    overrides = {**read_config_file(CONFIGS / config_file), "out": str(runs)}
+    run_dir = run_training(resolve_config(model, str(data_root / folder), overrides))
+    return export_run(run_dir, exports, savedmodel="auto")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="folder holding blood_pbc/, xray_fracatlas/, mars_ai4mars/")
+    parser.add_argument("--models", nargs="+", choices=sorted(SHIPPED), default=list(SHIPPED), help="which shipped models (default all)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for model in args.models:
+        print(f"exported: {ship(model, args.data_dir)}")
+
+
+if __name__ == "__main__":
+    main()
