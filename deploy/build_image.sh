@@ -65,9 +65,9 @@ fi
 import sys
 from visionzoo.serving import config
 from visionzoo.serving.repository import available_versions
-missing = [name for name in config.SERVED if not available_versions(name)]
+missing = [name for name, m in config.served_models().items() if not available_versions(config.server_settings().models_dir, m.export)]
 if missing:
-    sys.exit(f"build_image.sh: no exported version of {missing} under {config.models_dir()}; "
+    sys.exit(f"build_image.sh: no exported version of {missing} under {config.server_settings().models_dir}; "
              "export them or pass --models DIR (tests use tests/serving/toy_models.py)")
 EOF
 bento=$(cd "$context" && "$BENTOML" build --output tag . | sed -n 's/^__tag__://p')

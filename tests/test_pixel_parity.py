@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionzoo.serving.processing import Upload, decode_uploads
+from visionzoo.serving.processing import Limits, Upload, decode_uploads
 from visionzoo.training.data import load_data
 from visionzoo.training.data.pipeline import make_dataset
 from visionzoo.training.registry import get_recipe
@@ -25,7 +25,7 @@ def test_training_and_serving_see_identical_pixels(model, folder, real_data):
     batch = next(iter(make_dataset({"image": split.images[picks]}, {}, len(picks), shuffle=False, seed=0)))[0]["image"].numpy()
     for row, index in enumerate(picks):
         source, _, tile = str(split.ids[index]).partition("#")
-        served = decode_uploads([Upload(Path(source).name, Path(source).read_bytes())], recipe.image_spec, 8, 10**8)[0]
+        served = decode_uploads([Upload(Path(source).name, Path(source).read_bytes())], recipe.image_spec, Limits())[0]
         expected = served.tiles[int(tile) if tile else 0]
         assert batch[row].dtype == expected.dtype == np.float32
         np.testing.assert_array_equal(batch[row], expected, err_msg=f"{source}: training and serving pixels differ")

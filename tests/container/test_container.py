@@ -26,7 +26,7 @@ import tritonclient.http as httpclient
 
 from visionzoo.serving import config
 from visionzoo.serving.processing import DecodedImage, Upload, class_map_from_tiles, decode_upload
-from visionzoo.serving.repository import ModelVersion, load_version
+from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.container
 
@@ -53,8 +53,8 @@ class Golden:
 @pytest.fixture(scope="session")
 def golden(container) -> dict[str, Golden]:
     found = {}
-    for name in config.SERVED:
-        version = load_version(name, models_dir=container.models_dir)
+    for name in config.served_models():
+        version = load_served(name, models_dir=container.models_dir)
         spec = version.metadata["golden"]
         recorded = np.load(version.folder / spec["expected"])
         files = [version.folder / "golden" / f for f in spec["files"]]
@@ -94,7 +94,7 @@ def test_health_metrics_and_docs(http):
 
 def test_models_status_reports_the_models_in_the_image(http, golden):
     status = http.post("/models", json={}).json()
-    assert set(status) == set(config.SERVED)
+    assert set(status) == set(config.served_models())
     for name, entry in status.items():
         assert entry["version"] == golden[name].version.version and entry["export"] == golden[name].version.export_name
         assert entry["provider"] == "CPUExecutionProvider"
@@ -158,7 +158,7 @@ def tensor(protocol: str, name: str, array: np.ndarray, datatype: str):
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", list(config.SERVED))
+@pytest.mark.parametrize("name", list(config.served_models()))
 def test_oip_tensor_inference_equals_the_golden_outputs(clients, golden, protocol, name):
     """The model's own input tensor ("image", FP32 pixels at model size), as tritonclient sends it."""
     case = golden[name]
@@ -169,7 +169,7 @@ def test_oip_tensor_inference_equals_the_golden_outputs(clients, golden, protoco
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", list(config.SERVED))
+@pytest.mark.parametrize("name", list(config.served_models()))
 def test_oip_file_inference_equals_the_golden_outputs(clients, golden, protocol, name):
     """Encoded image files as a BYTES tensor, decoded in the container like uploads are."""
     case = golden[name]

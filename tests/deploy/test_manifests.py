@@ -76,9 +76,11 @@ def project() -> dict:
 
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VISIONZOO_")}
     try:
-        grpc_port = config.grpc_port()  # the default, without this machine's settings
+        config.reload()
+        grpc_port = config.server_settings().grpc_port  # the default, without this machine's settings
     finally:
         os.environ.update(saved)
+        config.reload()
     bentofile = yaml.safe_load((REPO / "bentofile.yaml").read_text())
     version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     return {"config": config, "grpc_port": grpc_port, "name": bentofile["name"], "version": version}
@@ -212,7 +214,7 @@ def test_environment_variables_exist_in_the_service_config(project):
     config = project["config"]
     documented = set(re.findall(r"^\| (VISIONZOO_[A-Z_<>]+) \|", config.__doc__, flags=re.MULTILINE))
     assert "VISIONZOO_GRPC_PORT" in documented
-    patterns = [re.compile("^" + name.replace("<MODEL>", "(" + "|".join(n.upper() for n in config.SERVED) + ")") + "$")
+    patterns = [re.compile("^" + name.replace("<MODEL>", "(" + "|".join(n.upper() for n in config.served_models()) + ")") + "$")
                 for name in documented]
     for where, container in serving_containers():
         for name in env(container):
@@ -220,23 +222,16 @@ def test_environment_variables_exist_in_the_service_config(project):
                 continue
             assert any(p.match(name) for p in patterns), f"{where}: {name} is not a setting of visionzoo/serving/config.py"
         values = {name: item["value"] for name, item in env(container).items() if "value" in item}
-        accepted = {
-            "VISIONZOO_DEVICE": config.device,
-            "VISIONZOO_INTRA_OP_THREADS": config.intra_op_threads,
-            "VISIONZOO_GRPC_PORT": config.grpc_port,
-        }
         saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("VISIONZOO_")}
         try:
             os.environ.update({k: v for k, v in values.items() if k.startswith("VISIONZOO_")})
-            for name, read in accepted.items():
-                if name in values:
-                    read()  # raises ValueError on a value the service would refuse
-            for model in config.SERVED:
-                config.batch_settings(model)
+            config.reload()
+            config.served_models()  # raises ConfigError on a value the service would refuse
         finally:
             for name in values:
                 os.environ.pop(name, None)
             os.environ.update(saved)
+            config.reload()
         if uses_gpu(container):
             assert values.get("VISIONZOO_DEVICE") == "cuda", f"{where}: a GPU pod should refuse to fall back to CPU"
         secret = env(container).get("VISIONZOO_ADMIN_TOKEN")

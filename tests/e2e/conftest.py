@@ -89,6 +89,9 @@ def _wait_until_ready(served: Served, deadline: float) -> None:
             try:
                 if all(client.get(served.url + path).status_code == 200 for path in ("/readyz", "/v2/health/ready")):
                     return
+                status = client.post(served.url + "/models", json={})
+                if status.status_code == 200 and all(m.get("state") not in ("loading", None) for m in status.json().values()):
+                    raise RuntimeError(f"bentoml serve started but a model is refused: {status.text}\n{served.log_tail()}")
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)

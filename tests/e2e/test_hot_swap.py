@@ -35,7 +35,7 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "hot-swap-test-token"
 CLIENTS = 4
-EXPORT = config.SERVED["bloodcell"]
+EXPORT = config.served_models()["bloodcell"].export
 
 
 @dataclass
@@ -59,7 +59,7 @@ def models(tmp_path_factory) -> Path:
     clients send real blood-cell images; toy exports for what is not shipped yet)."""
     root = tmp_path_factory.mktemp("models")
     toy = models_root()
-    for export in config.SERVED.values():
+    for export in [m.export for m in config.served_models().values()]:
         shipped = REPO / "exported_models" / export
         source = newest(shipped if shipped.is_dir() and any(shipped.glob("*/metadata.json")) else toy / export)
         shutil.copytree(source, root / export / "1", ignore=shutil.ignore_patterns("saved_model"))

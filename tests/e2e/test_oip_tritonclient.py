@@ -27,8 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import Upload, class_map_from_tiles, decode_upload
-from visionzoo.serving.repository import ModelVersion, load_version
+from visionzoo.serving.processing import Limits, Upload, class_map_from_tiles, decode_upload
+from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +40,12 @@ PROTOCOLS = {"grpc": grpcclient, "http": httpclient}
 NOT_FOUND = {"grpc": "StatusCode.NOT_FOUND", "http": "404"}
 INVALID = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "400"}
 TOO_LARGE = {"grpc": "StatusCode.RESOURCE_EXHAUSTED", "http": "413"}
+UNSUPPORTED = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "415"}
 
 
 @pytest.fixture(scope="module")
 def served_env() -> dict[str, str]:
-    return {"VISIONZOO_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT)}
+    return {"VISIONZOO_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT), "VISIONZOO_MAX_REQUEST_BYTES": str(MESSAGE_LIMIT)}
 
 
 @dataclass
@@ -71,8 +72,8 @@ class Reference:
 @pytest.fixture(scope="module")
 def references(served) -> dict[str, Reference]:
     found = {}
-    for name in config.SERVED:
-        version = load_version(name, models_dir=served.models_dir)
+    for name in config.served_models():
+        version = load_served(name, models_dir=served.models_dir)
         found[name] = Reference(version, ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"]))
     return found
 
@@ -111,15 +112,16 @@ def expect_error(call, status: str, message: str) -> None:
 def test_health_and_server_metadata(clients, protocol):
     client = clients[protocol]
     assert client.is_server_live() and client.is_server_ready()
-    for name in config.SERVED:
+    for name in config.served_models():
         assert client.is_model_ready(name)
     assert not client.is_model_ready("mura", model_version="999")
     metadata = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
-    assert metadata["name"] == "visionzoo" and metadata["extensions"] == ["binary_tensor_data"]
+    assert metadata["name"] == "visionzoo"
+    assert {"binary_tensor_data", "model_configuration", "model_repository", "statistics"} <= set(metadata["extensions"])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", list(config.SERVED))
+@pytest.mark.parametrize("name", list(config.served_models()))
 def test_model_metadata_lists_exactly_what_is_accepted(clients, references, protocol, name):
     version = references[name].version
     client = clients[protocol]
@@ -129,17 +131,13 @@ def test_model_metadata_lists_exactly_what_is_accepted(clients, references, prot
             item["shape"] = [int(d) for d in item["shape"]]
     (source,) = version.inputs
     assert metadata["name"] == name and metadata["versions"] == [version.version]
-    assert metadata["inputs"] == [
-        source,
-        {"name": source["name"] + "_uint8", "datatype": "UINT8", "shape": source["shape"]},
-        {"name": source["name"] + "_bytes", "datatype": "BYTES", "shape": [-1]},
-    ]
+    assert metadata["inputs"] == [source]  # the model's own input: always enough to build a request
     class_map = [{"name": "class_map", "datatype": "UINT8", "shape": [-1, -1, -1]}] if version.spec.tiling != "none" else []
     assert metadata["outputs"] == version.outputs + class_map
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", list(config.SERVED))
+@pytest.mark.parametrize("name", list(config.served_models()))
 def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name):
     reference, client = references[name], clients[protocol]
     batch = pixels(reference, 2 if name == "mars" else 3, seed=len(name))
@@ -157,12 +155,12 @@ def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize("name", list(config.SERVED))
+@pytest.mark.parametrize("name", list(config.served_models()))
 def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references, protocol, name):
     reference, client = references[name], clients[protocol]
     files = reference.golden_files()[:2]
     assert files, f"{name} has no golden files"
-    decoded = [decode_upload(Upload(f"file{i}", data), reference.version.spec, 1 << 25)[0] for i, data in enumerate(files)]
+    decoded = [decode_upload(Upload(f"file{i}", data), reference.version.spec, Limits())[0] for i, data in enumerate(files)]
     result = client.infer(name, [files_tensor(protocol, files)])
     if name == "mars":
         expected = [class_map_from_tiles(reference.run(image.tiles)["probabilities"], image.height, image.width) for image in decoded]
@@ -197,9 +195,9 @@ def test_bad_requests_get_a_status_and_a_message_and_the_server_keeps_serving(cl
          INVALID, "is FP32, got UINT8 (UINT8 pixels go in 'image_uint8')"),
         (lambda: client.infer("bloodcell", [short]), INVALID, "110592 bytes of data, but shape [2, 96, 96, 3] of FP32 needs 221184"),
         (lambda: client.infer("bloodcell", [tensor(protocol, "pixels", good, "FP32")]), INVALID, "has no input 'pixels'"),
-        (lambda: client.infer("bloodcell", [files_tensor(protocol, [b"GIF89a broken"])]), INVALID, "image_bytes[0]: "),
+        (lambda: client.infer("bloodcell", [files_tensor(protocol, [b"GIF89a broken"])]), UNSUPPORTED, "image_bytes[0]: "),
         (lambda: client.infer("mura", [tensor(protocol, "image", oversized, "FP32")]), TOO_LARGE,
-         "larger than max" if protocol == "grpc" else f"over the limit of {MESSAGE_LIMIT} bytes"),
+         "larger than max" if protocol == "grpc" else f"the limit is {MESSAGE_LIMIT}"),
     ]
     for call, status, message in cases:
         expect_error(call, status[protocol], message)
@@ -207,27 +205,22 @@ def test_bad_requests_get_a_status_and_a_message_and_the_server_keeps_serving(cl
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5, rtol=1e-5)
 
 
-def batch_sizes(metrics: str, service: str, api: str) -> dict[float, float]:
-    """Cumulative bucket counts of bentoml_service_adaptive_batch_size for one runtime API."""
-    buckets: dict[float, float] = {}
+def engine_runs(metrics: str, model: str) -> float:
+    """visionzoo_inference_exec_count_total for one model (engine runs, all versions)."""
+    runs = 0.0
     for family in text_string_to_metric_families(metrics):
-        if family.name != "bentoml_service_adaptive_batch_size":
-            continue
-        for sample in family.samples:
-            labels = sample.labels
-            if sample.name.endswith("_bucket") and labels.get("service_name") == service and labels.get("method_name") == api:
-                bound = float(labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return buckets
+        if family.name == "visionzoo_inference_exec_count":
+            runs += sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels.get("model") == model)
+    return runs
 
 
-def test_concurrent_grpc_requests_are_batched_by_the_runtime(served, clients, references):
-    """32 clients, one image per request: the runtime's dispatcher merges them into larger batches,
-    and every client still gets the answer for its own image."""
+def test_concurrent_grpc_requests_are_batched(served, clients, references):
+    """32 clients, one image per request: the model's batcher merges them into larger batches, and
+    every client still gets the answer for its own image."""
     bloodcell = references["bloodcell"]
     images = pixels(bloodcell, 32, seed=9)
     expected = bloodcell.run(images)["probabilities"]
-    before = batch_sizes(served.metrics(), "visionzoo-runtime", "bloodcell")
+    before = engine_runs(served.metrics(), "bloodcell")
 
     def client_loop(index: int) -> list[np.ndarray]:
         image = images[index : index + 1]
@@ -245,12 +238,9 @@ def test_concurrent_grpc_requests_are_batched_by_the_runtime(served, clients, re
         for answer in per_client:
             np.testing.assert_allclose(answer, expected[index : index + 1], atol=1e-5, rtol=1e-5)
 
-    after = batch_sizes(served.metrics(), "visionzoo-runtime", "bloodcell")
-    batches = after[float("inf")] - before.get(float("inf"), 0.0)
-    singles = after[1.0] - before.get(1.0, 0.0)
-    assert batches > 0, after
-    assert batches > singles, f"all {batches:.0f} batches held one image: {after}"
-    print(f"256 gRPC requests in {elapsed:.1f}s: {batches:.0f} runtime batches, {singles:.0f} of one image")
+    batches = engine_runs(served.metrics(), "bloodcell") - before
+    assert 0 < batches < 256, f"256 requests took {batches:.0f} engine runs: nothing was batched"
+    print(f"256 gRPC requests in {elapsed:.1f}s: {batches:.0f} engine runs")
 
 
 def doc_examples(language: str) -> list[str]:

@@ -10,6 +10,7 @@ models exported once per machine from synthetic data (tests/serving/toy_models.p
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from .toy_models import models_root
 
 os.environ.setdefault("VISIONZOO_GRPC_PORT", "0")
 os.environ.setdefault("VISIONZOO_WARMUP_BATCH_SIZES", "1,4")
+os.environ.setdefault("VISIONZOO_ENGINE", "onnxruntime")  # deterministic in tests; engine choice has its own tests
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
 os.environ["VISIONZOO_MODELS_DIR"] = str(models_root())
 
@@ -31,11 +33,11 @@ def models_dir() -> Path:
 def golden(models_dir):
     """served name -> (version folder, list of golden input files)."""
     from visionzoo.serving import config
-    from visionzoo.serving.repository import load_version
+    from visionzoo.serving.repository import load_served
 
     found = {}
-    for name in config.SERVED:
-        version = load_version(name)
+    for name in config.served_models():
+        version = load_served(name)
         files = [version.folder / "golden" / f for f in version.metadata.get("golden", {}).get("files", [])]
         found[name] = (version.folder, files)
     return found
@@ -54,3 +56,13 @@ def fresh_asgi(service):
         if any(name.startswith("bentoml_") for name in names):
             registry.unregister(collector)
     return service.to_asgi()
+
+
+def wait_ready(client, timeout: float = 120.0) -> None:
+    """Models load in the background after start-up: wait for /readyz (a TestClient or httpx client)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not ready after {timeout} s: {client.post('/models', json={}).text}")

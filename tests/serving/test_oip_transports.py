@@ -1,9 +1,9 @@
 """OIP REST routes and the gRPC servicer in-process, with the real tritonclient encoders and
-clients, over a stand-in for VisionZoo that runs ONNX Runtime directly (no BentoML, no batching:
-tests/e2e/test_oip_tritonclient.py covers the served path).
+clients, over a real ModelSet (the service's pipeline, without BentoML): tests/e2e covers the
+same through `bentoml serve`.
 
-The stand-in serves bloodcell and mars and refuses mura, as VisionZoo does when a model file fails
-its checksum, so UNAVAILABLE is covered too.
+The set serves bloodcell and mars and refuses mura (its export is missing), as the service does when
+a model cannot be loaded, so UNAVAILABLE is covered too.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import io
 import json
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -28,54 +29,43 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
 from visionzoo.preprocessing import prepare_image
+from visionzoo.serving import config
 from visionzoo.serving.oip.backend import Backend
 from visionzoo.serving.oip.grpc_service import GRPCServer
 from visionzoo.serving.oip.rest import HEADER_LENGTH, create_app
-from visionzoo.serving.repository import load_version
-from visionzoo.serving.service import Inference
+from visionzoo.serving.pipeline import ModelSet, ServedModel
+from visionzoo.serving.repository import load_served
 
 GRPC_LIMIT = 1 << 20
 
 
-class StandInRuntime:
-    def __init__(self, service: StandInService) -> None:
-        self.service = service
-        self.to_async = self
-
-    async def is_ready(self, timeout: float | None = None) -> bool:
-        return True
-
-    async def status(self) -> dict:
-        return {name: {"version": version.version} for name, version in self.service.models.items()}
+def model_set() -> ModelSet:
+    """bloodcell and mars as configured; mura pointed at an export that does not exist."""
+    server = config.server_settings()
+    pool = ThreadPoolExecutor(2)
+    served = config.served_models()
+    models = {name: ServedModel(served[name], server, pool) for name in ("bloodcell", "mars")}
+    models["mura"] = ServedModel(served["mura"].model_copy(update={"export": "no_such_export"}), server, pool)
+    return ModelSet({name: models[name] for name in ("mura", "bloodcell", "mars")}, server, pool)
 
 
-class StandInService:
-    """What the OIP layer uses of VisionZoo: models, refused, runtime, infer."""
+_sessions: dict = {}
 
-    def __init__(self) -> None:
-        self.models = {name: load_version(name) for name in ("bloodcell", "mars")}
-        self.refused = {"mura": "mura: model.onnx does not match metadata.json"}
-        self.runtime = StandInRuntime(self)
-        self.sessions = {name: ort.InferenceSession(str(v.onnx_path), providers=["CPUExecutionProvider"])
-                         for name, v in self.models.items()}
 
-    def reference(self, name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
-        version = self.models[name]
-        names = [o["name"] for o in version.outputs]
-        return dict(zip(names, self.sessions[name].run(names, {version.inputs[0]["name"]: batch.astype(np.float32)})))
-
-    async def infer(self, name: str, batch: np.ndarray) -> Inference:
-        return Inference(self.reference(name, batch), self.models[name].version)
+def reference(name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The exported model run directly with ONNX Runtime."""
+    version = load_served(name)
+    if name not in _sessions:
+        _sessions[name] = ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"])
+    names = [o["name"] for o in version.outputs]
+    return dict(zip(names, _sessions[name].run(names, {version.inputs[0]["name"]: batch.astype(np.float32)})))
 
 
 @pytest.fixture(scope="module")
-def service(models_dir) -> StandInService:
-    return StandInService()
-
-
-@pytest.fixture(scope="module")
-def rest(service):
-    with TestClient(create_app(lambda: service)) as client:
+def rest(models_dir):
+    models = model_set()
+    with TestClient(create_app(lambda: Backend(models))) as client:
+        client.portal.call(models.start)
         yield client
 
 
@@ -86,12 +76,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def grpc_address(service):
+def grpc_address(models_dir):
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     port = free_port()
-    server = GRPCServer(Backend(service), port, GRPC_LIMIT)
+    models = model_set()
+    asyncio.run_coroutine_threadsafe(models.start(), loop).result(120)
+    server = GRPCServer(models, "127.0.0.1", port, GRPC_LIMIT, reuse_port=False)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
     try:
         yield f"127.0.0.1:{port}"
@@ -129,9 +121,11 @@ def parse(response) -> httpclient.InferResult:
 
 
 def test_rest_server_routes(rest):
-    assert rest.get("/v2").json()["extensions"] == ["binary_tensor_data"]
+    assert "binary_tensor_data" in rest.get("/v2").json()["extensions"]
     assert rest.get("/v2/health/live").json() == {"live": True}
-    assert rest.get("/v2/health/ready").json() == {"ready": True}
+    # mura is refused: the server is not ready (a load balancer should prefer replicas that serve
+    # everything), while each model answers for itself.
+    assert rest.get("/v2/health/ready").status_code == 503
     assert rest.get("/v2/models/bloodcell/ready").json() == {"name": "bloodcell", "ready": True}
     assert rest.get("/v2/models/bloodcell/versions/1").json()["name"] == "bloodcell"
 
@@ -141,9 +135,9 @@ def test_rest_server_routes(rest):
     [
         ("GET", "/v2/models/nope", 404, "unknown model 'nope'; served models: mura, bloodcell, mars"),
         ("GET", "/v2/models/nope/ready", 404, "unknown model 'nope'"),
-        ("GET", "/v2/models/bloodcell/versions/9", 404, "has no version '9'; serving version 1"),
-        ("GET", "/v2/models/mura", 503, "model 'mura' is not available: mura: model.onnx does not match"),
-        ("GET", "/v2/models/bloodcell/config", 404, "is not an Open Inference Protocol route served here"),
+        ("GET", "/v2/models/bloodcell/versions/9", 404, "has no version '9' loaded"),
+        ("GET", "/v2/models/mura", 503, "model 'mura' is not available: mura: no exported versions of 'no_such_export'"),
+        ("GET", "/v2/models/bloodcell/trace/setting", 404, "is not an Open Inference Protocol route served here"),
         ("POST", "/v2/models/nope/infer", 404, "unknown model 'nope'"),
     ],
 )
@@ -158,26 +152,26 @@ def test_rest_model_ready_false_for_a_refused_model(rest):
     assert response.status_code == 503 and response.json() == {"name": "mura", "ready": False}
 
 
-def test_rest_binary_infer_matches_onnxruntime(rest, service):
+def test_rest_binary_infer_matches_onnxruntime(rest):
     batch = pixels(3)
     image = httpclient.InferInput("image", list(batch.shape), "FP32").set_data_from_numpy(batch)
     result = parse(http_infer(rest, "bloodcell", [image]))
-    np.testing.assert_allclose(result.as_numpy("probabilities"), service.reference("bloodcell", batch)["probabilities"], atol=1e-5)
-    assert result.get_response()["model_version"] == "1"
+    np.testing.assert_allclose(result.as_numpy("probabilities"), reference("bloodcell", batch)["probabilities"], atol=1e-5)
+    assert result.get_response()["model_version"] == load_served("bloodcell").version
 
 
-def test_rest_json_infer_and_json_outputs(rest, service):
+def test_rest_json_infer_and_json_outputs(rest):
     batch = np.round(pixels(1, (64, 128, 1)))
     image = httpclient.InferInput("image_uint8", list(batch.shape), "UINT8").set_data_from_numpy(batch.astype(np.uint8), binary_data=False)
     wanted = [httpclient.InferRequestedOutput("class_map", binary_data=False)]
     response = http_infer(rest, "mars", [image], outputs=wanted)
     assert response.headers["content-type"] == "application/json"
     result = parse(response)
-    expected = service.reference("mars", batch)["probabilities"].argmax(-1)
+    expected = reference("mars", batch)["probabilities"].argmax(-1)
     np.testing.assert_array_equal(result.as_numpy("class_map").reshape(expected.shape), expected)
 
 
-def test_rest_files_and_gzip(rest, service):
+def test_rest_files_and_gzip(rest):
     rng = np.random.default_rng(5)
     files = []
     for _ in range(2):
@@ -189,12 +183,12 @@ def test_rest_files_and_gzip(rest, service):
     body, json_size = httpclient.InferenceServerClient.generate_request_body([image])
     response = rest.post("/v2/models/bloodcell/infer", content=gzip.compress(body),
                          headers={HEADER_LENGTH: str(json_size), "Content-Encoding": "gzip"})
-    spec = service.models["bloodcell"].spec
-    expected = service.reference("bloodcell", np.stack([prepare_image(f, spec) for f in files]))["probabilities"]
+    spec = load_served("bloodcell").spec
+    expected = reference("bloodcell", np.stack([prepare_image(f, spec) for f in files]))["probabilities"]
     np.testing.assert_allclose(parse(response).as_numpy("probabilities"), expected, atol=1e-5)
 
 
-def test_rest_malformed_bodies(rest, monkeypatch):
+def test_rest_malformed_bodies(rest):
     good = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3],
                                    "parameters": {"binary_data_size": 110592}}]}).encode()
     raw = pixels(1).tobytes()
@@ -204,6 +198,7 @@ def test_rest_malformed_bodies(rest, monkeypatch):
         (good + raw, {HEADER_LENGTH: "12x"}, "must be an integer"),
         (good + raw, {}, "needs the Inference-Header-Content-Length header"),
         (b'{"inputs": []}', {}, "non-empty 'inputs'"),
+        (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
         (json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3], "data": [1]}],
                      "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}).encode(), {},
          "classification extension is not supported"),
@@ -212,35 +207,39 @@ def test_rest_malformed_bodies(rest, monkeypatch):
         response = rest.post("/v2/models/bloodcell/infer", content=body, headers=headers)
         assert response.status_code == 400, (message, response.text)
         assert message in response.json()["error"]
-    monkeypatch.setenv("VISIONZOO_GRPC_MAX_MESSAGE_BYTES", "100000")
-    response = rest.post("/v2/models/bloodcell/infer", content=good + raw, headers={HEADER_LENGTH: str(len(good))})
-    assert response.status_code == 413 and "over the limit of 100000 bytes" in response.json()["error"]
+    limit = config.server_settings().max_request_bytes
+    response = rest.post("/v2/models/bloodcell/infer", content=b"0" * (limit + 1), headers={HEADER_LENGTH: "1"})
+    assert response.status_code == 413 and f"the limit is {limit}" in response.json()["error"]
 
 
 # ---------------------------------------------------------------- gRPC
 
 
 def test_grpc_health_and_metadata(grpc_client):
-    assert grpc_client.is_server_live() and grpc_client.is_server_ready()
+    assert grpc_client.is_server_live() and not grpc_client.is_server_ready()  # mura is refused
     assert grpc_client.is_model_ready("mars") and not grpc_client.is_model_ready("mura")
-    assert grpc_client.get_server_metadata().extensions == ["binary_tensor_data"]
+    assert "binary_tensor_data" in grpc_client.get_server_metadata().extensions
     found = grpc_client.get_model_metadata("mars", as_json=True)
-    assert [(t["name"], t["datatype"]) for t in found["inputs"]] == [("image", "FP32"), ("image_uint8", "UINT8"), ("image_bytes", "BYTES")]
+    assert [(t["name"], t["datatype"]) for t in found["inputs"]] == [("image", "FP32")]  # enough to build a request
     assert [t["name"] for t in found["outputs"]] == ["probabilities", "class_map"]
+    config_found = grpc_client.get_model_config("mars", as_json=True)["config"]
+    inputs = {t["name"]: t for t in config_found["input"]}
+    assert set(inputs) == {"image", "image_uint8", "image_bytes"} and all(t["optional"] for t in inputs.values())
+    assert config_found["parameters"]["labels.probabilities"]["string_value"].startswith("background,soil")
 
 
-def test_grpc_raw_infer_matches_onnxruntime(grpc_client, service):
+def test_grpc_raw_infer_matches_onnxruntime(grpc_client):
     batch = pixels(2, (64, 128, 1))
     image = grpcclient.InferInput("image", list(batch.shape), "FP32")
     image.set_data_from_numpy(batch)
     result = grpc_client.infer("mars", [image], request_id="r-1")
-    expected = service.reference("mars", batch)["probabilities"]
+    expected = reference("mars", batch)["probabilities"]
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
     np.testing.assert_array_equal(result.as_numpy("class_map"), expected.argmax(-1))
     assert result.get_response().id == "r-1"
 
 
-def test_grpc_typed_contents(grpc_address, service):
+def test_grpc_typed_contents(grpc_address):
     batch = np.round(pixels(1))
     request = pb.ModelInferRequest(model_name="bloodcell")
     request.inputs.add(name="image_uint8", datatype="UINT8", shape=list(batch.shape),
@@ -249,7 +248,7 @@ def test_grpc_typed_contents(grpc_address, service):
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
         assert [o.name for o in reply.outputs] == ["probabilities"] and list(reply.outputs[0].shape) == [1, 8]
         found = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").reshape(1, 8)
-        np.testing.assert_allclose(found, service.reference("bloodcell", batch)["probabilities"], atol=1e-5)
+        np.testing.assert_allclose(found, reference("bloodcell", batch)["probabilities"], atol=1e-5)
         request.raw_input_contents.append(batch.astype(np.uint8).tobytes())
         with pytest.raises(grpc.RpcError) as error:
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
@@ -263,7 +262,7 @@ def grpc_error(call) -> InferenceServerException:
     return error.value
 
 
-def test_grpc_errors_then_still_serving(grpc_client, service):
+def test_grpc_errors_then_still_serving(grpc_client):
     x = pixels(1)
     image = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
     image.set_data_from_numpy(x)
@@ -271,7 +270,7 @@ def test_grpc_errors_then_still_serving(grpc_client, service):
         (lambda: grpc_client.infer("nope", [image]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
         (lambda: grpc_client.infer("mura", [image]), "StatusCode.UNAVAILABLE", "model 'mura' is not available"),
         (lambda: grpc_client.get_model_metadata("bloodcell", "3"), "StatusCode.NOT_FOUND", "has no version '3'"),
-        (lambda: grpc_client.get_model_config("bloodcell"), "StatusCode.UNIMPLEMENTED", "ModelConfig is not implemented"),
+        (lambda: grpc_client.get_trace_settings("bloodcell"), "StatusCode.UNIMPLEMENTED", "TraceSetting is not implemented"),
     ]
     short = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
     short.set_data_from_numpy(x)
@@ -284,4 +283,4 @@ def test_grpc_errors_then_still_serving(grpc_client, service):
         error = grpc_error(call)
         assert error.status() == status and message in error.message(), (status, error)
     result = grpc_client.infer("bloodcell", [image])
-    np.testing.assert_allclose(result.as_numpy("probabilities"), service.reference("bloodcell", x)["probabilities"], atol=1e-5)
+    np.testing.assert_allclose(result.as_numpy("probabilities"), reference("bloodcell", x)["probabilities"], atol=1e-5)

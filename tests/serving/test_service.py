@@ -14,15 +14,16 @@ from PIL import Image
 from starlette.testclient import TestClient
 
 from visionzoo.preprocessing import prepare_image, prepare_tiles
-from visionzoo.serving.repository import load_version
-from visionzoo.serving.service import VisionZoo, original_name
+from visionzoo.serving.repository import load_served
+from visionzoo.serving.service import VisionZoo
 
-from .conftest import fresh_asgi
+from .conftest import fresh_asgi, wait_ready
 
 
 @pytest.fixture(scope="module")
 def client(models_dir):
     with TestClient(fresh_asgi(VisionZoo)) as test_client:
+        wait_ready(test_client)
         yield test_client
 
 
@@ -32,7 +33,7 @@ def upload(paths):
 
 def direct(name: str, batch: np.ndarray) -> list[np.ndarray]:
     """The exported ONNX model run directly, outside the service."""
-    version = load_version(name)
+    version = load_served(name)
     session = ort.InferenceSession(str(version.onnx_path), providers=["CPUExecutionProvider"])
     return session.run([o["name"] for o in version.outputs], {"image": batch.astype(np.float32)})
 
@@ -42,7 +43,8 @@ def test_ready_live_and_model_status(client):
     assert client.get("/readyz").status_code == 200
     status = client.post("/models", json={}).json()
     assert set(status) == {"mura", "bloodcell", "mars"}
-    assert all(entry["provider"] == "CPUExecutionProvider" for entry in status.values())
+    assert all(entry["state"] == "ready" and entry["device"] == "cpu" for entry in status.values())
+    assert all(entry["engine"] == "onnxruntime" for entry in status.values())  # VISIONZOO_ENGINE in conftest
 
 
 def test_bloodcell_predict_matches_onnx_runtime(client, golden):
@@ -50,7 +52,7 @@ def test_bloodcell_predict_matches_onnx_runtime(client, golden):
     response = client.post("/bloodcell/predict", files=upload(files), data={"top_k": "3"})
     assert response.status_code == 200, response.text
     body = response.json()
-    version = load_version("bloodcell")
+    version = load_served("bloodcell")
     assert body["model"] == {"name": "bloodcell", "export": version.export_name, "version": version.version}
     batch = np.stack([prepare_image(path, version.spec) for path in files])
     (expected,) = direct("bloodcell", batch)
@@ -63,7 +65,7 @@ def test_bloodcell_predict_matches_onnx_runtime(client, golden):
 
 def test_mura_predict_and_study_match_onnx_runtime(client, golden):
     files = golden["mura"][1][:3]
-    version = load_version("mura")
+    version = load_served("mura")
     abnormal, body_part = direct("mura", np.stack([prepare_image(path, version.spec) for path in files]))
     body = client.post("/mura/predict", files=upload(files)).json()
     for prediction, probability, parts in zip(body["predictions"], abnormal[:, 0], body_part):
@@ -76,7 +78,7 @@ def test_mura_predict_and_study_match_onnx_runtime(client, golden):
 
 def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
     path = golden["mars"][1][0]
-    version = load_version("mars")
+    version = load_served("mars")
     tiles = prepare_tiles(path, version.spec)
     (probabilities,) = direct("mars", tiles)
     response = client.post("/mars/segment", files=upload([path]), data={"overlay": "true", "mask_format": "npy"})
@@ -99,7 +101,7 @@ def test_npy_uploads_are_accepted(client):
     response = client.post("/bloodcell/predict", files=[("images", ("batch.npy", buffer.getvalue(), "application/octet-stream"))])
     assert response.status_code == 200 and [p["file"] for p in response.json()["predictions"]] == ["batch.npy[0]", "batch.npy[1]"]
     (expected,) = direct("bloodcell", batch.astype(np.float32))
-    labels = load_version("bloodcell").labels["probabilities"]
+    labels = load_served("bloodcell").labels["probabilities"]
     got = [[p["probabilities"][label] for label in labels] for p in response.json()["predictions"]]
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
@@ -130,18 +132,35 @@ def test_truncated_real_jpegs_are_rejected_by_name(client, real_data):
     assert response.status_code == 415 and paths[0].name in response.json()["error"] and "truncated" in response.json()["error"]
 
 
-def test_too_many_images_is_413(client, monkeypatch):
-    monkeypatch.setenv("VISIONZOO_MAX_IMAGES", "2")
+def test_too_many_images_is_413(client):
     tiny = io.BytesIO()
     Image.new("RGB", (8, 8)).save(tiny, format="PNG")
-    response = client.post("/bloodcell/predict", files=[("images", (f"{i}.png", tiny.getvalue(), "image/png")) for i in range(3)])
-    assert response.status_code == 413 and "limit is 2" in response.json()["error"]
+    response = client.post("/bloodcell/predict", files=[("images", (f"{i}.png", tiny.getvalue(), "image/png")) for i in range(65)])
+    assert response.status_code == 413 and "64" in response.json()["error"]
 
 
-def test_admin_routes_are_disabled_without_a_token_and_need_it_when_set(client, monkeypatch):
-    monkeypatch.delenv("VISIONZOO_ADMIN_TOKEN", raising=False)
+@pytest.fixture
+def settings(monkeypatch):
+    """Set VISIONZOO_* variables for one test (the service reads settings once, so they are re-read)."""
+    from visionzoo.serving import config
+
+    def set_env(**values):
+        for name, value in values.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        config.reload()
+
+    yield set_env
+    monkeypatch.undo()
+    config.reload()
+
+
+def test_admin_routes_are_disabled_without_a_token_and_need_it_when_set(client, settings):
+    settings(VISIONZOO_ADMIN_TOKEN=None)
     assert client.post("/admin/reload", json={"model": "bloodcell"}).status_code == 403
-    monkeypatch.setenv("VISIONZOO_ADMIN_TOKEN", "s3cret")
+    settings(VISIONZOO_ADMIN_TOKEN="s3cret")
     assert client.post("/admin/reload", json={"model": "bloodcell"}).status_code == 401
     assert client.post("/admin/reload", json={"model": "bloodcell"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert client.post("/admin/reload", json={"model": "nope"}, headers={"Authorization": "Bearer s3cret"}).status_code == 404
@@ -155,17 +174,35 @@ def test_openapi_documents_every_endpoint(client):
         assert route in spec["paths"], route
 
 
-def test_original_upload_names_survive_bentomls_temporary_files():
-    from pathlib import Path
+def test_upload_names_are_shown_as_sent_but_printable_and_bounded(client, golden):
+    data = golden["bloodcell"][1][0].read_bytes()
+    names = ["cell 1.jpg", "x" * 400 + ".jpg", "line\nbreak.jpg", "dir/../../etc/passwd"]
+    response = client.post("/bloodcell/predict", files=[("images", (name, data, "image/jpeg")) for name in names])
+    assert response.status_code == 200, response.text
+    shown = [p["file"] for p in response.json()["predictions"]]
+    assert shown[0] == "cell 1.jpg" and len(shown[1]) == 200 and shown[3] == "passwd"
+    assert all(ch.isprintable() for name in shown for ch in name)
 
-    assert original_name(Path("/tmp/x/tmpab12cd34cell 1.png"), 0) == "cell 1.png"
-    assert original_name(Path("/tmp/x/tmpab12cd34"), 3) == "images[3]"
 
-
-def test_metrics_count_requests_by_endpoint(client, golden):
-    """BentoML's Prometheus metrics see this test's own request (not an earlier test's)."""
-    response = client.post("/bloodcell/predict", files=upload(golden["bloodcell"][1][:1]))
+def test_metrics_count_requests_by_model_version_and_protocol(client, golden):
+    """The service's own Prometheus metrics see this test's request (not an earlier test's)."""
+    version = load_served("bloodcell").version
+    before = metric(client.get("/metrics").text, "visionzoo_inference_request_success_total",
+                    model="bloodcell", version=version, protocol="http")
+    response = client.post("/bloodcell/predict", files=upload(golden["bloodcell"][1][:2]))
     assert response.status_code == 200, response.text
     text = client.get("/metrics").text
-    assert 'bentoml_service_request_total{' in text
-    assert 'endpoint="/bloodcell/predict"' in text
+    after = metric(text, "visionzoo_inference_request_success_total", model="bloodcell", version=version, protocol="http")
+    assert after == before + 1
+    assert metric(text, "visionzoo_inference_count_total", model="bloodcell", version=version) >= 2
+    assert "visionzoo_inference_batch_size_bucket" in text and "visionzoo_inference_queue_duration_seconds_bucket" in text
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one Prometheus sample (0 when absent)."""
+    import re
+
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(re.split(r"\s+", line)[-1])
+    return 0.0

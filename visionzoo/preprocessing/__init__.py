@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ImageDecodeError",
+    "ImageTooLarge",
     "ImageSpec",
     "open_image",
     "prepare_image",
@@ -50,6 +51,10 @@ TILINGS = ("none", "rows")
 
 class ImageDecodeError(ValueError):
     """An input could not be decoded as an image; the message names the input."""
+
+
+class ImageTooLarge(ImageDecodeError):
+    """An image's header declares more pixels than the caller allows (checked before decoding)."""
 
 
 @dataclass(frozen=True)
@@ -113,10 +118,14 @@ def _describe(source: ImageSource, name: str | None) -> str:
     return "uploaded image"
 
 
-def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
+def open_image(source: ImageSource, name: str | None = None, max_pixels: int | None = None) -> Image.Image:
     """Decode an image fully (bytes, a path or a PIL image); EXIF rotation applied.
 
+    Args:
+        max_pixels: refuse images whose header declares more pixels, before decoding them.
+
     Raises:
+        ImageTooLarge: over `max_pixels`.
         ImageDecodeError: naming the input, for anything Pillow cannot decode completely
             (truncated files, non-images, decompression bombs).
     """
@@ -128,9 +137,11 @@ def open_image(source: ImageSource, name: str | None = None) -> Image.Image:
             if isinstance(source, (bytes, bytearray, memoryview)):
                 if len(source) == 0:
                     raise ImageDecodeError(f"{label}: empty file")
-                image = Image.open(io.BytesIO(bytes(source)))
+                image = Image.open(io.BytesIO(source))
             else:
                 image = Image.open(source)
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                raise ImageTooLarge(f"{label}: {image.width}x{image.height} pixels, more than the {max_pixels} allowed")
             image.load()  # force the full decode now: truncated files fail here, not later
         except ImageDecodeError:
             raise

@@ -1,37 +1,42 @@
-"""Pure request and response processing for the service, driven by each model's metadata.json.
+"""Pure request and response processing, driven by each model's metadata.json.
 
-Decoding, resizing and colour conversion go through `preprocessing` (the same functions training
-used), so a served model sees the pixels it was trained on. Nothing here knows a model's size,
-colour mode or classes except through the `ImageSpec` and labels it is given.
+Decoding, resizing and colour conversion go through `visionzoo.preprocessing` (the functions training
+used), so a served model sees the pixels it was trained on. Nothing here knows a model's size, colour
+mode or classes except through the `ImageSpec` and labels it is given.
+
+Every upload is bounded before it costs memory: bytes per file, pixels per image (read from the
+header, before decoding), model tiles per image and per request, and `.npy` arrays by their header.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-from visionzoo.preprocessing import ImageDecodeError, ImageSpec, prepare_image, prepare_tiles, resize_label_map, stitch_tiles
+from visionzoo.preprocessing import (
+    ImageDecodeError,
+    ImageSpec,
+    ImageTooLarge,
+    open_image,
+    prepare_tiles,
+    resize_label_map,
+    stitch_tiles,
+    tile_count,
+)
 
 NPY_MAGIC = b"\x93NUMPY"
-SEGMENTATION_COLORS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]  # class palette of the Mars source
+NPY_DTYPES = "uif"  # unsigned, signed, float
+OVERLAY_OPACITY = 0.5
 
 
-class RequestError(ValueError):
-    """A client mistake; `status` is the HTTP status to answer with."""
-
-    status = 400
-
-
-class PayloadTooLarge(RequestError):
-    status = 413
-
-
-class UnsupportedMediaType(RequestError):
-    status = 415
+from .errors import InvalidInput as RequestError  # noqa: E402  (the client-mistake errors of serving/errors.py)
+from .errors import TooLarge as PayloadTooLarge  # noqa: E402
+from .errors import UnsupportedMedia as UnsupportedMediaType  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,17 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The work one request may cause (serving/config.py: VISIONZOO_MAX_*)."""
+
+    max_images: int = 64
+    max_image_bytes: int = 32 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    max_tiles_per_image: int = 16
+    max_tiles_per_request: int = 128
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """One image after preprocessing: model input tiles (1 unless tiled) and the original size."""
 
@@ -50,19 +66,72 @@ class DecodedImage:
     tiles: np.ndarray  # (tiles, H, W, C) float32 pixels in 0..255
     height: int
     width: int
-    source: Image.Image | None = None  # kept for overlays
+    source: Image.Image | None = None  # the decoded image, kept only when an overlay needs it
 
 
-def check_count(count: int, limit: int) -> None:
+def check_count(count: int, limits: Limits, field: str = "images") -> None:
     if count == 0:
-        raise RequestError("no images: send one or more files in the multipart field 'images'")
-    if count > limit:
-        raise PayloadTooLarge(f"too many images: {count} in one request, the limit is {limit} (VISIONZOO_MAX_IMAGES)")
+        raise RequestError(f"no images: send one or more files in the multipart field '{field}'")
+    if count > limits.max_images:
+        raise PayloadTooLarge(f"too many images: {count} in one request, the limit is {limits.max_images} (VISIONZOO_MAX_IMAGES)")
 
 
-def check_size(upload: Upload, limit: int) -> None:
-    if len(upload.data) > limit:
-        raise PayloadTooLarge(f"{upload.name}: {len(upload.data)} bytes, the limit per file is {limit} (VISIONZOO_MAX_IMAGE_BYTES)")
+def check_size(upload: Upload, limits: Limits) -> None:
+    if len(upload.data) > limits.max_image_bytes:
+        raise PayloadTooLarge(
+            f"{upload.name}: {len(upload.data)} bytes, the limit per file is {limits.max_image_bytes} (VISIONZOO_MAX_IMAGE_BYTES)")
+
+
+def check_tiles(name: str, tiles: int, limits: Limits) -> None:
+    if tiles > limits.max_tiles_per_image:
+        raise PayloadTooLarge(
+            f"{name}: this image would be cut into {tiles} model tiles, the limit is {limits.max_tiles_per_image} "
+            "(VISIONZOO_MAX_TILES_PER_IMAGE); send frames closer to the model's aspect ratio or crop them")
+
+
+def read_npy_header(upload: Upload) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of a .npy file, from its header alone."""
+    stream = io.BytesIO(upload.data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f".npy format version {version[0]}.{version[1]} is not supported; save with numpy.save")
+        shape, fortran, dtype = readers[version](stream, max_header_size=10_000)
+    except (ValueError, OSError, EOFError, SyntaxError) as error:
+        raise RequestError(f"{upload.name}: not a readable .npy array ({error})") from None
+    if dtype.hasobject or dtype.kind not in NPY_DTYPES:
+        raise UnsupportedMediaType(f"{upload.name}: array dtype {dtype} is not numeric; send uint8 or float pixels 0..255")
+    if fortran:
+        raise RequestError(f"{upload.name}: Fortran-ordered arrays are not accepted; save a C-ordered array")
+    return tuple(int(d) for d in shape), dtype, stream.tell()
+
+
+def read_npy(upload: Upload, limits: Limits) -> list[tuple[str, np.ndarray]]:
+    """A .npy file holding one image (H, W[, C]) or a batch (N, H, W, C); pixels 0..255."""
+    shape, dtype, offset = read_npy_header(upload)
+    if len(shape) not in (2, 3, 4):
+        raise RequestError(f"{upload.name}: expected an image (H, W[, C]) or a batch (N, H, W, C), got shape {shape}")
+    count = math.prod(shape)
+    if count == 0:
+        raise RequestError(f"{upload.name}: the array is empty {shape}")
+    images = shape[0] if len(shape) == 4 else 1
+    if images > limits.max_images:
+        raise PayloadTooLarge(f"{upload.name}: {images} images in one array, the limit is {limits.max_images} (VISIONZOO_MAX_IMAGES)")
+    pixels = math.prod(shape[-3:-1] if len(shape) == 4 else shape[:2])
+    if pixels > limits.max_image_pixels:
+        raise PayloadTooLarge(f"{upload.name}: {pixels} pixels per image, more than the {limits.max_image_pixels} allowed "
+                              "(VISIONZOO_MAX_IMAGE_PIXELS)")
+    expected = count * dtype.itemsize
+    if len(upload.data) - offset != expected:
+        raise RequestError(f"{upload.name}: the header declares {shape} {dtype} ({expected} bytes), "
+                           f"the file holds {len(upload.data) - offset} bytes of data")
+    array = np.frombuffer(upload.data, dtype=dtype, count=count, offset=offset).reshape(shape)
+    if dtype.kind == "f" and not np.isfinite(array).all():
+        raise RequestError(f"{upload.name}: the array contains NaN or infinity")
+    if len(shape) == 4:
+        return [(f"{upload.name}[{i}]", item) for i, item in enumerate(array)]
+    return [(upload.name, array)]
 
 
 def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
@@ -71,86 +140,76 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
         raise RequestError(f"{name}: an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}")
     if array.dtype != np.uint8:
-        array = np.clip(np.round(array), 0, 255).astype(np.uint8)
+        if array.size and (float(array.min()) < 0 or float(array.max()) > 255):
+            raise RequestError(f"{name}: pixel values must lie in 0..255, got {float(array.min()):g}..{float(array.max()):g}")
+        array = np.round(array).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def read_npy(upload: Upload) -> list[tuple[str, np.ndarray]]:
-    """A .npy file holding one image (H, W[, C]) or a batch (N, H, W, C); pixels 0..255."""
-    try:
-        array = np.load(io.BytesIO(upload.data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise RequestError(f"{upload.name}: not a readable .npy array ({error})") from error
-    if array.dtype.kind not in "uif":
-        raise UnsupportedMediaType(f"{upload.name}: array dtype {array.dtype} is not numeric; send uint8 or float pixels 0..255")
-    if array.size == 0:
-        raise RequestError(f"{upload.name}: the array is empty {array.shape}")
-    if not np.isfinite(array).all():
-        raise RequestError(f"{upload.name}: the array contains NaN or infinity")
-    if array.ndim == 4:
-        return [(f"{upload.name}[{i}]", item) for i, item in enumerate(array)]
-    if array.ndim in (2, 3):
-        return [(upload.name, array)]
-    raise RequestError(f"{upload.name}: expected an image (H, W[, C]) or a batch (N, H, W, C), got shape {array.shape}")
-
-
-def _from_array(name: str, array: np.ndarray, spec: ImageSpec) -> DecodedImage:
+def _from_array(name: str, array: np.ndarray, spec: ImageSpec, limits: Limits, keep_source: bool) -> DecodedImage:
     if array.ndim == 2:
         array = array[..., None]
     if array.shape == spec.shape:
         # Already one model-size input: use the values as they are (float inputs keep their precision).
-        return DecodedImage(name, array[None].astype(np.float32), spec.height, spec.width)
-    return _from_image(name, _array_to_image(array, name), spec)
+        pixels = array.astype(np.float32)
+        if pixels.size and (float(pixels.min()) < 0 or float(pixels.max()) > 255):
+            raise RequestError(f"{name}: pixel values must lie in 0..255, got {float(pixels.min()):g}..{float(pixels.max()):g}")
+        return DecodedImage(name, pixels[None], spec.height, spec.width)
+    return _from_image(name, _array_to_image(array, name), spec, limits, keep_source)
 
 
-def _from_image(name: str, image: Image.Image, spec: ImageSpec) -> DecodedImage:
+def _from_image(name: str, image: Image.Image, spec: ImageSpec, limits: Limits, keep_source: bool) -> DecodedImage:
+    check_tiles(name, tile_count(image.height, image.width, spec), limits)
     try:
-        tiles = prepare_tiles(image, spec, name) if spec.tiling != "none" else prepare_image(image, spec, name)[None]
+        tiles = prepare_tiles(image, spec, name)
     except ImageDecodeError as error:
         raise UnsupportedMediaType(str(error)) from error
-    return DecodedImage(name, tiles.astype(np.float32), image.height, image.width, image)
+    return DecodedImage(name, tiles.astype(np.float32), image.height, image.width, image if keep_source else None)
 
 
-def decode_upload(upload: Upload, spec: ImageSpec, max_bytes: int) -> list[DecodedImage]:
+def decode_upload(upload: Upload, spec: ImageSpec, limits: Limits, keep_source: bool = False) -> list[DecodedImage]:
     """Turn one uploaded file (PNG, JPEG, any Pillow format, or .npy) into model inputs."""
-    check_size(upload, max_bytes)
+    check_size(upload, limits)
     if upload.data.startswith(NPY_MAGIC):
-        return [_from_array(name, array, spec) for name, array in read_npy(upload)]
-    from visionzoo.preprocessing import open_image
-
+        return [_from_array(name, array, spec, limits, keep_source) for name, array in read_npy(upload, limits)]
     try:
-        image = open_image(upload.data, upload.name)
+        image = open_image(upload.data, upload.name, max_pixels=limits.max_image_pixels)
+    except ImageTooLarge as error:
+        raise PayloadTooLarge(f"{error} (VISIONZOO_MAX_IMAGE_PIXELS)") from error
     except ImageDecodeError as error:
         status = RequestError if "empty file" in str(error) else UnsupportedMediaType
         raise status(f"{error}; send PNG or JPEG files (or .npy arrays)") from error
-    return [_from_image(upload.name, image, spec)]
+    return [_from_image(upload.name, image, spec, limits, keep_source)]
 
 
-def decode_uploads(uploads: list[Upload], spec: ImageSpec, max_images: int, max_bytes: int) -> list[DecodedImage]:
-    check_count(len(uploads), max_images)
-    images = [image for upload in uploads for image in decode_upload(upload, spec, max_bytes)]
-    check_count(len(images), max_images)
+def decode_uploads(uploads: list[Upload], spec: ImageSpec, limits: Limits, keep_source: bool = False) -> list[DecodedImage]:
+    check_count(len(uploads), limits)
+    images: list[DecodedImage] = []
+    tiles = 0
+    for upload in uploads:
+        for image in decode_upload(upload, spec, limits, keep_source):
+            images.append(image)
+            tiles += len(image.tiles)
+            check_count(len(images), limits)
+            if tiles > limits.max_tiles_per_request:
+                raise PayloadTooLarge(f"this request becomes more than {limits.max_tiles_per_request} model inputs "
+                                      f"({len(images)} images so far); the limit is VISIONZOO_MAX_TILES_PER_REQUEST: "
+                                      "send fewer images per request")
     return images
 
 
 def stack_tiles(images: list[DecodedImage]) -> np.ndarray:
-    return np.concatenate([image.tiles for image in images]).astype(np.float32)
+    return np.concatenate([image.tiles for image in images]).astype(np.float32, copy=False)
 
 
-def split_outputs(flat: np.ndarray, outputs: list[dict]) -> dict[str, np.ndarray]:
-    """Undo the runtime's packing of several outputs into one array (last axis, metadata order)."""
-    widths = [int(np.prod(o["shape"][1:])) for o in outputs]
-    flat = flat.reshape(len(flat), -1)
-    if flat.shape[1] != sum(widths):
-        raise ValueError(f"runtime returned {flat.shape[1]} values per item, metadata expects {sum(widths)}")
-    parts = np.split(flat, np.cumsum(widths)[:-1], axis=1)
-    return {o["name"]: part.reshape(len(part), *o["shape"][1:]) for o, part in zip(outputs, parts)}
+def check_finite(name: str, outputs: dict[str, np.ndarray]) -> None:
+    """A model that answers NaN or infinity is refused rather than sent (JSON has no NaN)."""
+    for output, values in outputs.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            raise ValueError(f"model {name!r} produced non-finite values in {output!r}")
 
 
-def pack_outputs(results: dict[str, np.ndarray], outputs: list[dict]) -> np.ndarray:
-    """Several named outputs -> one (N, total) float32 array (what a batchable API can return)."""
-    return np.concatenate([results[o["name"]].reshape(len(results[o["name"]]), -1) for o in outputs], axis=1).astype(np.float32)
-
+# ---- results ----------------------------------------------------------------------------------
 
 def ranked(probabilities: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
     order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
@@ -168,13 +227,16 @@ def classification_result(name: str, probabilities: np.ndarray, labels: list[str
     }
 
 
-def mura_result(name: str, abnormal: float, body_part: np.ndarray, labels: dict, threshold: float) -> dict:
+def binary_label(probability: float, names: list[str], threshold: float) -> str:
+    return names[int(probability >= threshold)]
+
+
+def multitask_result(name: str, abnormal: float, body_part: np.ndarray, labels: dict, threshold: float) -> dict:
     part = int(np.argmax(body_part))
-    abnormal_names = labels.get("abnormal", ["normal", "abnormal"])
     return {
         "file": name,
         "abnormal_probability": float(abnormal),
-        "label": abnormal_names[int(abnormal >= threshold)],
+        "label": binary_label(abnormal, labels["abnormal"], threshold),
         "body_part": labels["body_part"][part],
         "body_part_probability": float(body_part[part]),
         "body_part_probabilities": {label: float(p) for label, p in zip(labels["body_part"], body_part)},
@@ -185,18 +247,39 @@ def study_result(views: list[dict], labels: dict, threshold: float) -> dict:
     """MURA paper: the study's abnormality probability is the mean over its views."""
     probability = float(np.mean([view["abnormal_probability"] for view in views]))
     parts = [view["body_part"] for view in views]
-    abnormal_names = labels.get("abnormal", ["normal", "abnormal"])
     return {
         "abnormal_probability": probability,
-        "label": abnormal_names[int(probability >= threshold)],
+        "label": binary_label(probability, labels["abnormal"], threshold),
         "body_part": max(set(parts), key=parts.count),
         "views": views,
     }
 
 
-def _palette_png(class_map: np.ndarray, colors: list[str]) -> bytes:
-    image = Image.fromarray(class_map.astype(np.uint8))
-    image = image.convert("P")
+# ---- segmentation -------------------------------------------------------------------------------
+
+# Okabe-Ito colours: distinct for colour-blind readers and bright enough over dark terrain.
+SEGMENTATION_COLORS = ["#000000", "#E69F00", "#56B4E9", "#F0E442", "#D55E00", "#CC79A7", "#009E73", "#0072B2"]
+
+
+def class_colors(count: int) -> list[str]:
+    return (SEGMENTATION_COLORS * (count // len(SEGMENTATION_COLORS) + 1))[:count]
+
+
+def argmax_classes(probabilities: np.ndarray, learnable: list[int] | None) -> np.ndarray:
+    """Per-pixel class over the last axis, restricted to `learnable` classes (None: all)."""
+    if learnable is None or len(learnable) == probabilities.shape[-1]:
+        return probabilities.argmax(axis=-1).astype(np.uint8)
+    index = np.asarray(learnable)
+    return index[probabilities[..., index].argmax(axis=-1)].astype(np.uint8)
+
+
+def class_map_from_tiles(probabilities: np.ndarray, height: int, width: int, learnable: list[int] | None = None) -> np.ndarray:
+    """(tiles, h, w, classes) probabilities of one image -> (height, width) class indices."""
+    return resize_label_map(stitch_tiles(argmax_classes(probabilities, learnable)), height, width)
+
+
+def palette_png(class_map: np.ndarray, colors: list[str]) -> bytes:
+    image = Image.fromarray(class_map.astype(np.uint8), mode="L").convert("P")
     palette = []
     for color in colors:
         palette += [int(color[i : i + 2], 16) for i in (1, 3, 5)]
@@ -206,41 +289,43 @@ def _palette_png(class_map: np.ndarray, colors: list[str]) -> bytes:
     return buffer.getvalue()
 
 
-def overlay_png(source: Image.Image, class_map: np.ndarray, colors: list[str], alpha: float = 0.45) -> bytes:
+def overlay_png(source: Image.Image, class_map: np.ndarray, colors: list[str], labels: list[str],
+                opacity: float = OVERLAY_OPACITY, shown: list[int] | None = None) -> bytes:
+    """The image with each pixel tinted by its class, and a legend of the classes shown."""
+    from PIL import ImageDraw
+
     base = np.asarray(source.convert("RGB"), dtype=np.float32)
     table = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=np.float32)
-    blended = (1 - alpha) * base + alpha * table[class_map]
+    tint = table[class_map]
+    weight = np.full(class_map.shape + (1,), opacity, dtype=np.float32)
+    if shown is not None:  # classes outside `shown` (e.g. unlabelled) are left untinted
+        weight[~np.isin(class_map, shown)] = 0.0
+    blended = Image.fromarray(np.clip((1 - weight) * base + weight * tint, 0, 255).astype(np.uint8))
+    classes = shown if shown is not None else list(range(len(labels)))
+    row = max(12, min(blended.height // 16, 24))
+    legend_height = row * len(classes) + 6
+    legend_width = min(blended.width, max(80, row * 7))
+    draw = ImageDraw.Draw(blended, "RGBA")
+    draw.rectangle([0, 0, legend_width, legend_height], fill=(0, 0, 0, 170))
+    for i, k in enumerate(classes):
+        top = 3 + i * row
+        draw.rectangle([4, top + 2, 4 + row - 4, top + row - 2], fill=tuple(int(v) for v in table[k]))
+        draw.text((row + 4, top + max(0, (row - 11) // 2)), labels[k], fill=(255, 255, 255, 255))
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8)).save(buffer, format="PNG")
+    blended.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def class_map_from_tiles(probabilities: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(tiles, h, w, classes) probabilities of one image -> (height, width) class indices."""
-    return resize_label_map(stitch_tiles(probabilities.argmax(axis=-1)), height, width)
-
-
-def segmentation_result(image: DecodedImage, probabilities: np.ndarray, labels: list[str], mask_format: str, overlay: bool) -> dict:
-    class_map = class_map_from_tiles(probabilities, image.height, image.width)
-    counts = np.bincount(class_map.reshape(-1), minlength=len(labels))
-    colors = (SEGMENTATION_COLORS * (len(labels) // len(SEGMENTATION_COLORS) + 1))[: len(labels)]
-    result = {
-        "file": image.name,
-        "height": image.height,
-        "width": image.width,
-        "tiles": int(len(probabilities)),
-        "class_fractions": {label: float(c) / class_map.size for label, c in zip(labels, counts)},
-        "classes": labels,
-    }
+def encode_class_map(class_map: np.ndarray, mask_format: str, colors: list[str]) -> dict:
     if mask_format == "png":
-        result["mask_png"] = base64.b64encode(_palette_png(class_map, colors)).decode()
-    elif mask_format == "npy":
+        return {"mask_png": base64.b64encode(palette_png(class_map, colors)).decode()}
+    if mask_format == "npy":
         buffer = io.BytesIO()
         np.save(buffer, class_map)
-        result["mask_npy"] = base64.b64encode(buffer.getvalue()).decode()
-    else:
-        raise RequestError(f"mask_format must be 'png' or 'npy', got {mask_format!r}")
-    if overlay:
-        source = image.source if image.source is not None else Image.fromarray(stitch_tiles(image.tiles).squeeze(-1).astype(np.uint8))
-        result["overlay_png"] = base64.b64encode(overlay_png(source, class_map, colors)).decode()
-    return result
+        return {"mask_npy": base64.b64encode(buffer.getvalue()).decode()}
+    raise RequestError(f"mask_format must be 'png' or 'npy', got {mask_format!r}")
+
+
+def class_fractions(class_map: np.ndarray, labels: list[str]) -> dict[str, float]:
+    counts = np.bincount(class_map.reshape(-1), minlength=len(labels))
+    return {label: float(c) / class_map.size for label, c in zip(labels, counts)}

@@ -1,6 +1,10 @@
 """The exported-model repository: `<models_dir>/<export name>/<version>/` folders written by
 `visionzoo export`. Picks the version to serve (newest, or pinned), reads metadata.json, and
-verifies the served files against the sha256 recorded at export time."""
+verifies the files it serves against the sha256 recorded at export time.
+
+A version may carry precision variants beside `model.onnx` (metadata.json `variants`, e.g. the INT8
+file `visionzoo quantize` writes); each is verified the same way when it is served.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +15,12 @@ from pathlib import Path
 
 from visionzoo.preprocessing import ImageSpec
 
-from . import config
-
-SERVED_FILES = ("model.onnx",)  # what serving reads besides metadata.json (a Bento ships only these)
+MODEL_FILE = "model.onnx"
 
 
 class ModelUnavailable(RuntimeError):
-    """A served model cannot be used; the message says why and what to do."""
+    """A served model cannot be used; the message says why and what to do (and never shows the
+    server's file system, since it may reach anonymous callers)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,20 @@ class ModelVersion:
 
     @property
     def onnx_path(self) -> Path:
-        return self.folder / "model.onnx"
+        return self.folder / MODEL_FILE
+
+    def model_file(self, precision: str = "fp32") -> Path:
+        """The ONNX file for `precision`: model.onnx, or a variant listed in metadata.json."""
+        if precision in ("fp32", "fp16"):  # fp16 is converted from the fp32 file at load (CUDA)
+            return self.onnx_path
+        variant = self.metadata.get("variants", {}).get(precision)
+        if variant is None:
+            known = ", ".join(["fp32", *self.metadata.get("variants", {})])
+            raise ModelUnavailable(f"{self.served_as}: version {self.version} has no {precision} variant (it has {known}); "
+                                   f"write one with `visionzoo quantize` or serve fp32")
+        path = self.folder / variant["file"]
+        verify_file(self.served_as, self.version, path, self.metadata)
+        return path
 
     @property
     def spec(self) -> ImageSpec:
@@ -58,64 +74,68 @@ class ModelVersion:
     def signature(self) -> tuple:
         """What a hot swap must not change: tensor names, types and shapes, preprocessing, labels."""
         return (json.dumps(self.inputs, sort_keys=True), json.dumps(self.outputs, sort_keys=True),
-                json.dumps(self.metadata["preprocessing"], sort_keys=True), json.dumps(self.labels, sort_keys=True))
+                json.dumps(self.metadata["preprocessing"], sort_keys=True), json.dumps(self.labels, sort_keys=True),
+                self.task)
 
     def describe(self) -> dict:
         return {"name": self.served_as, "export": self.export_name, "version": self.version, "task": self.task}
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def available_versions(served_as: str, models_dir: Path | None = None) -> list[str]:
-    """Complete versions (folders holding metadata.json), oldest first; staging folders are ignored.
-    `models_dir` defaults to the configured one (VISIONZOO_MODELS_DIR)."""
-    root = (models_dir or config.models_dir()) / config.export_name(served_as)
+def available_versions(models_dir: Path, export: str) -> list[str]:
+    """Complete versions of an export (folders holding metadata.json), oldest first; staging folders
+    and anything not named by a number are ignored."""
+    root = Path(models_dir) / export
     if not root.is_dir():
         return []
     versions = [p.name for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / "metadata.json").is_file()]
     return sorted(versions, key=int)
 
 
-def load_version(served_as: str, version: str | None = None, models_dir: Path | None = None) -> ModelVersion:
-    """Resolve, read and verify a version (the pinned one, else the newest) under `models_dir`
-    (default: the configured one).
+def load_version(served_as: str, export: str, models_dir: Path, version: str | None = None) -> ModelVersion:
+    """Resolve, read and verify `version` (None: the newest) of `export` under `models_dir`.
 
     Raises:
         ModelUnavailable: with the reason (no export, unknown version, missing or altered file).
     """
-    export = config.export_name(served_as)
-    root = (models_dir or config.models_dir()) / export
-    versions = available_versions(served_as, models_dir)
-    wanted = version or config.pinned_version(served_as)
+    versions = available_versions(models_dir, export)
     if not versions:
-        raise ModelUnavailable(f"{served_as}: no exported versions under {root}; run `visionzoo export RUN` or set VISIONZOO_MODELS_DIR")
-    if wanted is None:
-        wanted = versions[-1]
-    elif wanted not in versions:
-        raise ModelUnavailable(f"{served_as}: version {wanted} not found under {root} (available: {', '.join(versions)})")
-    folder = root / wanted
+        raise ModelUnavailable(f"{served_as}: no exported versions of {export!r} in the models folder; "
+                               "run `visionzoo export RUN` or set VISIONZOO_MODELS_DIR")
+    wanted = version or versions[-1]
+    if wanted not in versions:
+        raise ModelUnavailable(f"{served_as}: version {wanted} not found (available: {', '.join(versions)})")
+    folder = Path(models_dir) / export / wanted
     try:
         metadata = json.loads((folder / "metadata.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ModelUnavailable(f"{served_as}: cannot read {folder / 'metadata.json'} ({error})") from error
-    verify_files(served_as, folder, metadata)
+        raise ModelUnavailable(f"{served_as}: version {wanted}: cannot read metadata.json ({type(error).__name__})") from error
+    verify_file(served_as, wanted, folder / MODEL_FILE, metadata)
     return ModelVersion(served_as, export, wanted, folder, metadata)
 
 
-def verify_files(served_as: str, folder: Path, metadata: dict) -> None:
-    recorded = metadata.get("files", {})
-    for name in SERVED_FILES:
-        path = folder / name
-        if name not in recorded:
-            raise ModelUnavailable(f"{served_as}: metadata.json in {folder} records no sha256 for {name}; re-export the model")
-        if not path.is_file():
-            raise ModelUnavailable(f"{served_as}: {path} is missing; restore it or re-export the model")
-        actual = _sha256(path)
-        if actual != recorded[name]:
-            raise ModelUnavailable(
-                f"{served_as}: {path} does not match metadata.json (sha256 {actual[:12]}... instead of {recorded[name][:12]}...); "
-                "the file was altered or replaced: restore it or re-export the model"
-            )
+def verify_file(served_as: str, version: str, path: Path, metadata: dict) -> None:
+    recorded = metadata.get("files", {}).get(path.name)
+    if recorded is None:
+        raise ModelUnavailable(f"{served_as}: version {version}: metadata.json records no sha256 for {path.name}; re-export the model")
+    if not path.is_file():
+        raise ModelUnavailable(f"{served_as}: version {version}: {path.name} is missing; restore it or re-export the model")
+    actual = sha256(path)
+    if actual != recorded:
+        raise ModelUnavailable(
+            f"{served_as}: version {version}: {path.name} does not match metadata.json (sha256 {actual[:12]}... instead of "
+            f"{recorded[:12]}...); the file was altered or replaced: restore it or re-export the model")
+
+
+def load_served(served_as: str, version: str | None = None, models_dir: Path | None = None) -> ModelVersion:
+    """A served model's version as the service picks it (manifest, environment, newest or pinned);
+    `models_dir` overrides VISIONZOO_MODELS_DIR."""
+    from . import config
+
+    settings = config.served_models()[served_as]
+    return load_version(served_as, settings.export, models_dir or config.server_settings().models_dir,
+                        version or settings.version)

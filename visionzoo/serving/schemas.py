@@ -1,68 +1,81 @@
-"""Response bodies of the BentoML endpoints (they also document the API in /docs)."""
+"""Response bodies of the BentoML endpoints; they document the API in /docs (with real examples)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelInfo(BaseModel):
-    name: str = Field(description="served name (mura, bloodcell, mars)")
-    export: str = Field(description="export folder under exported_models/")
-    version: str
+    name: str = Field(description="served name", examples=["bloodcell"])
+    export: str = Field(description="export folder under exported_models/", examples=["bloodcell_mobilenetv3"])
+    version: str = Field(description="the exported version that computed this answer", examples=["2"])
 
 
 class RankedLabel(BaseModel):
-    label: str
-    probability: float
+    label: str = Field(examples=["neutrophil"])
+    probability: float = Field(ge=0, le=1, examples=[0.93])
 
 
-class BloodCellPrediction(BaseModel):
-    file: str
-    label: str = Field(description="most likely class")
-    probability: float
-    top_k: list[RankedLabel]
-    probabilities: dict[str, float]
+class ClassPrediction(BaseModel):
+    file: str = Field(description="the uploaded file's name (name[i] for the i-th image of a .npy batch)",
+                      examples=["BA_126424.jpg"])
+    label: str = Field(description="most likely class", examples=["basophil"])
+    probability: float = Field(ge=0, le=1, examples=[0.97])
+    top_k: list[RankedLabel] = Field(description="the top_k most likely classes, most likely first")
+    probabilities: dict[str, float] = Field(description="every class's probability",
+                                            examples=[{"basophil": 0.97, "ig": 0.02, "monocyte": 0.01}])
 
 
-class BloodCellResponse(BaseModel):
+class ClassificationResponse(BaseModel):
     model: ModelInfo
-    predictions: list[BloodCellPrediction]
+    predictions: list[ClassPrediction] = Field(description="one per image, in upload order")
 
 
-class MuraPrediction(BaseModel):
-    file: str
-    abnormal_probability: float
-    label: str = Field(description="'abnormal' when abnormal_probability >= the model's threshold (0.5)")
-    body_part: str
-    body_part_probability: float
-    body_part_probabilities: dict[str, float]
+class MultitaskPrediction(BaseModel):
+    file: str = Field(examples=["IMG0000319.jpg"])
+    abnormal_probability: float = Field(ge=0, le=1, examples=[0.71])
+    label: str = Field(description="'abnormal' when abnormal_probability >= the model's threshold (metadata.json)",
+                       examples=["abnormal"])
+    body_part: str = Field(description="most likely body part", examples=["hand"])
+    body_part_probability: float = Field(ge=0, le=1, examples=[0.88])
+    body_part_probabilities: dict[str, float] = Field(examples=[{"hand": 0.88, "leg": 0.07, "hip": 0.01, "shoulder": 0.02, "mixed": 0.02}])
 
 
-class MuraResponse(BaseModel):
+class MultitaskResponse(BaseModel):
     model: ModelInfo
-    predictions: list[MuraPrediction]
+    predictions: list[MultitaskPrediction] = Field(description="one per image, in upload order")
 
 
-class MuraStudyResponse(BaseModel):
+class StudyResponse(BaseModel):
     model: ModelInfo
-    abnormal_probability: float = Field(description="mean of the views' abnormal probabilities (MURA paper)")
-    label: str
-    body_part: str = Field(description="most frequent body part among the views")
-    views: list[MuraPrediction]
+    abnormal_probability: float = Field(ge=0, le=1, description="mean of the views' abnormal probabilities (MURA paper)",
+                                        examples=[0.64])
+    label: str = Field(examples=["abnormal"])
+    body_part: str = Field(description="most frequent body part among the views", examples=["hand"])
+    views: list[MultitaskPrediction]
 
 
 class Segmentation(BaseModel):
-    file: str
-    height: int
-    width: int
-    tiles: int = Field(description="64x128 model tiles the image was cut into")
-    classes: list[str]
-    class_fractions: dict[str, float] = Field(description="share of the image's pixels per class")
-    mask_png: str | None = Field(None, description="base64 palette PNG, pixel value = class index, original size")
-    mask_npy: str | None = Field(None, description="base64 .npy uint8 (height, width) class map, when mask_format=npy")
-    overlay_png: str | None = Field(None, description="base64 PNG of the image with classes coloured, when overlay=true")
+    model_config = ConfigDict(json_schema_extra={"description": "one segmented image"})
+
+    file: str = Field(examples=["NLB_459291220EDR_F0391552NCAM00252M1.jpg"])
+    height: int = Field(description="the image's height in pixels (the class map's too)", examples=[256])
+    width: int = Field(examples=[256])
+    tiles: int = Field(description="model tiles the image was cut into", examples=[2])
+    classes: list[str] = Field(description="class names; a class map's pixel value indexes this list",
+                               examples=[["background", "soil", "bedrock", "sand", "big_rock"]])
+    class_fractions: dict[str, float] = Field(description="share of the image's pixels per class",
+                                              examples=[{"background": 0.0, "soil": 0.41, "bedrock": 0.39, "sand": 0.18, "big_rock": 0.02}])
+    mask_png: str | None = Field(None, description="base64 palette PNG, pixel value = class index, original size (mask_format=png)")
+    mask_npy: str | None = Field(None, description="base64 .npy uint8 (height, width) class map (mask_format=npy)")
+    overlay_png: str | None = Field(None, description="base64 PNG of the image tinted by class, with a legend (overlay=true)")
 
 
-class MarsResponse(BaseModel):
+class SegmentationResponse(BaseModel):
     model: ModelInfo
-    segmentations: list[Segmentation]
+    segmentations: list[Segmentation] = Field(description="one per image, in upload order")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="what was wrong and, where it helps, what to do",
+                       examples=["broken.jpg: cannot decode image (image file is truncated); send PNG or JPEG files (or .npy arrays)"])

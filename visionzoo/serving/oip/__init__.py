@@ -2,11 +2,12 @@
 
 - `tensors`: codecs between raw bytes / typed gRPC contents / JSON data and numpy arrays.
 - `models`: each served model as OIP clients see it (inputs, outputs, preprocessing of files).
-- `backend`: health, metadata and inference over the live `VisionZoo` (shared by both transports;
-  inference goes through `VisionZoo.infer`, hence the runtime's adaptive batching).
+- `backend`: health, metadata, configuration, statistics, repository and inference over the served
+  models (shared by both transports; inference goes through `ServedModel.infer`, hence the same
+  queues and batches as the BentoML endpoints).
 - `rest`: the `/v2/...` routes (mounted on BentoML's HTTP port) with binary tensor data.
 - `grpc_service`: `inference.GRPCInferenceService` on a grpc.aio server in the BentoML worker.
-- `errors`: one exception per status; each transport maps them to its codes.
+- `errors`: the protocol's names for serving/errors.py (which maps every error to HTTP and gRPC).
 
 Only `rest.app`, `start_grpc` and `stop_grpc` are wired into `visionzoo/serving/service.py`.
 """

@@ -1,42 +1,51 @@
-"""Open Inference Protocol v2 over gRPC: `inference.GRPCInferenceService`, served by a `grpc.aio`
-server inside the BentoML worker (started and stopped by VisionZoo's lifecycle hooks).
+"""Open Inference Protocol v2 over gRPC: `inference.GRPCInferenceService`, on a `grpc.aio` server in
+the BentoML worker (started and stopped by the service's lifecycle hooks), beside the standard
+`grpc.health.v1.Health` service and server reflection.
 
 Bindings: `tritonclient.grpc.service_pb2(_grpc)`, generated and maintained by NVIDIA from Triton's
 `grpc_service.proto`, which is package `inference` and a superset of the OIP proto (same messages
 and field numbers). Using them keeps server and client on one definition; nothing is hand-written.
 
-Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer.
-The Triton-only RPCs (streaming, model config and statistics, repository, shared memory, trace,
-logging) answer UNIMPLEMENTED with a message.
+Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig,
+ModelStatistics, RepositoryIndex, RepositoryModelLoad / Unload (admin token), ModelInfer. The other
+Triton RPCs (streaming, shared memory, trace, logging) answer UNIMPLEMENTED with a message.
 
 Inputs arrive either all in `raw_input_contents` (what tritonclient sends) or each in its typed
 `contents`; outputs always go back in `raw_output_contents`, which is what `InferResult.as_numpy`
-decodes. The server runs on the worker's event loop, so inference awaits the same
-`VisionZoo.infer` as the HTTP endpoints and shares their adaptive batching.
+decodes. The server runs on the worker's event loop; inference awaits the same `ServedModel.infer`
+as the HTTP endpoints and joins the same batches.
 
-Settings (visionzoo/serving/config.py): VISIONZOO_GRPC_PORT (8001; 0 disables gRPC) and
-VISIONZOO_GRPC_MAX_MESSAGE_BYTES (64 MiB; both directions; a larger request is refused with
-RESOURCE_EXHAUSTED by gRPC itself, -1 lifts the limit). SO_REUSEPORT is on, so several workers
-can share the port.
+Binding: the interface `bentoml serve --host` gave (or VISIONZOO_GRPC_HOST), port VISIONZOO_GRPC_PORT
+(0 disables gRPC). The port is not shared (SO_REUSEPORT off), so a second server on the same port
+fails to start instead of silently taking half the traffic; VISIONZOO_GRPC_REUSE_PORT=on shares it.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from .. import config
+from .. import config, launcher
+from ..errors import Forbidden, ServingError, Unauthenticated
+from ..pipeline import ModelSet
 from .backend import Backend, InferRequest, InferResponse, check_output_parameters
-from .errors import InvalidArgument, NotFound, OIPError
+from .errors import InvalidArgument, NotFound
 from .models import RequestTensor
-from .tensors import check_shape, from_contents, from_raw, to_raw
+from .tensors import check_shape, element_count, from_contents, from_raw, to_raw
 
 logger = logging.getLogger("visionzoo.oip")
+
+SERVICE_NAME = "inference.GRPCInferenceService"
+OPEN_METHODS = {"ServerLive", "ServerReady", "ModelReady"}  # health stays open, like /livez and /readyz
+ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
@@ -54,9 +63,11 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
                 raise InvalidArgument(
                     f"input {tensor.name!r} has typed contents while the request uses raw_input_contents; use one or the other")
             decode = functools.partial(from_raw, tensor.name, tensor.datatype, shape, raw[index])
+            nbytes = len(raw[index])
         else:
             decode = functools.partial(from_contents, tensor.name, tensor.datatype, shape, tensor.contents)
-        tensors.append(RequestTensor(tensor.name, tensor.datatype, shape, decode))
+            nbytes = 8 * element_count(shape)
+        tensors.append(RequestTensor(tensor.name, tensor.datatype, shape, decode, nbytes))
     for output in request.outputs:
         check_output_parameters(output.name, output.parameters)
     requested = [output.name for output in request.outputs] or None
@@ -75,42 +86,74 @@ def tensor_metadata(tensors: list[dict]) -> list[pb.ModelMetadataResponse.Tensor
     return [pb.ModelMetadataResponse.TensorMetadata(**t) for t in tensors]
 
 
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def _bearer(context: grpc.aio.ServicerContext) -> str:
+    metadata = dict(context.invocation_metadata() or ())
+    given = metadata.get("authorization", "")
+    if given.lower().startswith("bearer "):
+        return given[7:]
+    return metadata.get("x-api-key", "")
+
+
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """OIP RPCs over a Backend; OIPErrors become status codes with their messages."""
+    """OIP RPCs over a Backend; ServingErrors become status codes with their messages."""
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
 
-    async def _answer(self, context: grpc.aio.ServicerContext, call, *args: Any) -> Any:
+    async def _answer(self, context: grpc.aio.ServicerContext, method: str, call, *args: Any) -> Any:
         try:
+            self._authorize(context, method)
             return await call(*args)
-        except OIPError as error:
+        except ServingError as error:
             code, message = grpc.StatusCode[error.grpc_code], str(error)
+            if code == grpc.StatusCode.INTERNAL:
+                logger.error("OIP gRPC %s: %s", method, error, exc_info=error.__cause__)
         except Exception as error:
-            logger.exception("OIP gRPC call failed")
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}: {error}"
+            logger.exception("OIP gRPC %s failed", method)
+            code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
         await context.abort(code, message)  # raises: the RPC ends here
+
+    @staticmethod
+    def _authorize(context: grpc.aio.ServicerContext, method: str) -> None:
+        settings = config.server_settings()
+        if method in ADMIN_METHODS:
+            token = _secret(settings.admin_token)
+            if token is None:
+                raise Forbidden("the repository API is disabled; set VISIONZOO_ADMIN_TOKEN to enable it")
+            if not hmac.compare_digest(_bearer(context).encode(), token.encode()):
+                raise Unauthenticated("missing or wrong admin token (metadata authorization: Bearer <token>)")
+            return
+        key = _secret(settings.api_key)
+        if key is not None and method not in OPEN_METHODS and not hmac.compare_digest(_bearer(context).encode(), key.encode()):
+            raise Unauthenticated("missing or wrong API key (metadata authorization: Bearer <key>, or x-api-key)")
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request, context):
-        return pb.ServerReadyResponse(ready=await self.backend.ready())
+        return pb.ServerReadyResponse(ready=self.backend.ready())
 
     async def ModelReady(self, request, context):
         """ready=false (not NOT_FOUND) for unknown models and versions: a probe wants a yes or no."""
 
         async def call():
             try:
-                return pb.ModelReadyResponse(ready=await self.backend.model_ready(request.name, request.version))
+                return pb.ModelReadyResponse(ready=self.backend.model_ready(request.name, request.version))
             except NotFound:
                 return pb.ModelReadyResponse(ready=False)
 
-        return await self._answer(context, call)
+        return await self._answer(context, "ModelReady", call)
 
     async def ServerMetadata(self, request, context):
-        found = self.backend.server_metadata()
-        return pb.ServerMetadataResponse(name=found["name"], version=found["version"], extensions=found["extensions"])
+        async def call():
+            found = self.backend.server_metadata()
+            return pb.ServerMetadataResponse(name=found["name"], version=found["version"], extensions=found["extensions"])
+
+        return await self._answer(context, "ServerMetadata", call)
 
     async def ModelMetadata(self, request, context):
         async def call():
@@ -119,16 +162,51 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 name=found["name"], versions=found["versions"], platform=found["platform"],
                 inputs=tensor_metadata(found["inputs"]), outputs=tensor_metadata(found["outputs"]))
 
-        return await self._answer(context, call)
+        return await self._answer(context, "ModelMetadata", call)
+
+    async def ModelConfig(self, request, context):
+        async def call():
+            found = self.backend.model_config(request.name, request.version)
+            return pb.ModelConfigResponse(config=json_format.ParseDict(found, model_config_pb2.ModelConfig()))
+
+        return await self._answer(context, "ModelConfig", call)
+
+    async def ModelStatistics(self, request, context):
+        async def call():
+            found = self.backend.statistics(request.name, request.version)
+            return json_format.ParseDict({"model_stats": found}, pb.ModelStatisticsResponse())
+
+        return await self._answer(context, "ModelStatistics", call)
+
+    async def RepositoryIndex(self, request, context):
+        async def call():
+            return json_format.ParseDict({"models": self.backend.repository_index()}, pb.RepositoryIndexResponse())
+
+        return await self._answer(context, "RepositoryIndex", call)
+
+    async def RepositoryModelLoad(self, request, context):
+        async def call():
+            await self.backend.models[request.model_name].swap()
+            return pb.RepositoryModelLoadResponse()
+
+        return await self._answer(context, "RepositoryModelLoad", call)
+
+    async def RepositoryModelUnload(self, request, context):
+        async def call():
+            await self.backend.models[request.model_name].unload()
+            return pb.RepositoryModelUnloadResponse()
+
+        return await self._answer(context, "RepositoryModelUnload", call)
 
     async def ModelInfer(self, request, context):
         async def call():
-            return encode_infer_response(await self.backend.infer(decode_infer_request(request)))
+            return encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
 
-        return await self._answer(context, call)
+        return await self._answer(context, "ModelInfer", call)
 
 
-IMPLEMENTED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
+IMPLEMENTED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
+               "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "ModelInfer")
 
 
 def _unimplemented(method: str):
@@ -140,7 +218,7 @@ def _unimplemented(method: str):
     return handler
 
 
-# The Triton-only RPCs answer UNIMPLEMENTED with a message (the generated base class raises
+# The other Triton RPCs answer UNIMPLEMENTED with a message (the generated base class raises
 # NotImplementedError, which gRPC reports as an unexpected exception and logs as an error).
 for _method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
     if _method.name not in IMPLEMENTED:
@@ -148,55 +226,82 @@ for _method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
 
 
 class GRPCServer:
-    """A grpc.aio server for one Backend on `port` (all interfaces)."""
+    """A grpc.aio server for one ModelSet on host:port, with grpc.health.v1 and reflection."""
 
-    def __init__(self, backend: Backend, port: int, max_message_bytes: int) -> None:
-        self.backend = backend
-        self.port = port
+    def __init__(self, models: ModelSet, host: str, port: int, max_message_bytes: int, reuse_port: bool) -> None:
+        self.backend = Backend(models)
+        self.host, self.port = host, port
         self.max_message_bytes = max_message_bytes
+        self.reuse_port = reuse_port
         self.server: grpc.aio.Server | None = None
+        self.health = None
 
     async def start(self) -> None:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
         options = [
             ("grpc.max_receive_message_length", self.max_message_bytes),
             ("grpc.max_send_message_length", self.max_message_bytes),
-            ("grpc.so_reuseport", 1),
+            ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ]
         server = grpc.aio.server(options=options)
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.backend), server)
-        for address in (f"[::]:{self.port}", f"0.0.0.0:{self.port}"):  # IPv4 only where IPv6 is off
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        if self.host in ("0.0.0.0", "::", ""):  # every interface: dual-stack where IPv6 is on
+            addresses = [f"[::]:{self.port}", f"0.0.0.0:{self.port}"]
+        else:
+            addresses = [f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"]
+        for address in addresses:
             try:
-                server.add_insecure_port(address)
-                break
+                if server.add_insecure_port(address):
+                    break
             except RuntimeError:
                 continue
         else:
-            raise RuntimeError(f"cannot bind the OIP gRPC server to port {self.port} (VISIONZOO_GRPC_PORT)")
+            raise RuntimeError(f"cannot bind the OIP gRPC server to {addresses[-1]}: the port is in use or not allowed; "
+                               "stop the other server or choose another VISIONZOO_GRPC_PORT (VISIONZOO_GRPC_HOST)")
         await server.start()
         self.server = server
-        logger.info("Open Inference Protocol gRPC on port %d (max message %d bytes)", self.port, self.max_message_bytes)
+        await self.update_health()
+        logger.info("Open Inference Protocol gRPC on %s (max message %d bytes)", address, self.max_message_bytes)
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def update_health(self) -> None:
+        """grpc.health.v1: SERVING once every model serves (the overall service "" and the OIP one)."""
+        if self.health is None:
+            return
+        from grpc_health.v1 import health_pb2
+
+        status = health_pb2.HealthCheckResponse.SERVING if self.backend.ready() else health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def stop(self, grace: float) -> None:
         """Refuse new calls, let calls in flight finish for `grace` seconds, then cancel them."""
         if self.server is not None:
+            if self.health is not None:
+                await self.health.enter_graceful_shutdown()
             await self.server.stop(grace)
             self.server = None
             logger.info("Open Inference Protocol gRPC on port %d stopped", self.port)
 
 
-async def start_grpc(service: Any) -> GRPCServer | None:
-    """Start gRPC for a VisionZoo instance on VISIONZOO_GRPC_PORT; None when the port is 0."""
+async def start_grpc(models: ModelSet) -> GRPCServer | None:
+    """Start gRPC for the served models; None when VISIONZOO_GRPC_PORT is 0."""
     if logger.getEffectiveLevel() > logging.INFO and logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)  # bentoml serve leaves the root logger at WARNING: say where gRPC listens
-    port = config.grpc_port()
-    if port == 0:
+    settings = config.server_settings()
+    if settings.grpc_port == 0:
         logger.info("OIP gRPC disabled (VISIONZOO_GRPC_PORT=0)")
         return None
-    server = GRPCServer(Backend(service), port, config.grpc_max_message_bytes())
+    host = settings.grpc_host or launcher.http_socket_host() or "0.0.0.0"
+    server = GRPCServer(models, host, settings.grpc_port, settings.grpc_max_message_bytes, settings.grpc_reuse_port)
     await server.start()
     return server
 
 
-async def stop_grpc(server: GRPCServer | None) -> None:
+async def stop_grpc(server: GRPCServer | None, grace: float = 5.0) -> None:
     if server is not None:
-        await server.stop()
+        await server.stop(grace)

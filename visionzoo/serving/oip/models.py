@@ -1,7 +1,9 @@
 """What Open Inference Protocol clients see of a served model, and how their tensors become the
 runtime's float32 batch (and its outputs become response tensors).
 
-Every model accepts one input per request, in one of three forms (ModelMetadata lists all three):
+Every model accepts one input per request, in one of three forms. ModelMetadata lists the model's
+own input (`image`), which is always enough to build a request; ModelConfig lists all three, each
+`optional`, since a request sends exactly one of them:
 
 | input | datatype | shape | holds |
 |---|---|---|---|
@@ -30,15 +32,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from ..processing import (
-    DecodedImage,
-    PayloadTooLarge,
-    RequestError,
-    Upload,
-    class_map_from_tiles,
-    decode_upload,
-    stack_tiles,
-)
+from ..processing import DecodedImage, Limits, Upload, argmax_classes, class_map_from_tiles, decode_upload, stack_tiles
 from ..repository import ModelVersion
 from .errors import InvalidArgument, ResourceExhausted
 from .tensors import BYTES, format_shape
@@ -79,6 +73,7 @@ class RequestTensor:
     datatype: str
     shape: tuple[int, ...]
     decode: Callable[[], np.ndarray]
+    nbytes: int = 0  # the size on the wire, to decide whether decoding leaves the event loop
 
 
 @dataclass
@@ -103,6 +98,8 @@ class ModelSignature:
     model_input: TensorSpec
     model_outputs: tuple[TensorSpec, ...]
     tiled: bool = field(default=False)
+    labels: dict = field(default_factory=dict, compare=False)
+    learnable: tuple[int, ...] | None = None
 
     @classmethod
     def from_version(cls, version: ModelVersion) -> ModelSignature:
@@ -110,7 +107,9 @@ class ModelSignature:
         model_input = TensorSpec(source["name"], source["datatype"], tuple(source["shape"]))
         outputs = tuple(TensorSpec(o["name"], o["datatype"], tuple(o["shape"])) for o in version.outputs)
         spec = version.spec
-        return cls(version.served_as, version.version, spec, model_input, outputs, spec.tiling != "none")
+        learnable = version.metadata.get("learnable_classes")
+        return cls(version.served_as, version.version, spec, model_input, outputs, spec.tiling != "none",
+                   dict(version.labels), tuple(learnable) if learnable is not None else None)
 
     @property
     def pixels_input(self) -> TensorSpec:
@@ -133,12 +132,12 @@ class ModelSignature:
         return self.model_outputs + ((self.class_map,) if self.tiled else ())
 
     def metadata(self) -> dict:
-        """ModelMetadata: the exact names, datatypes and shapes accepted and returned."""
+        """ModelMetadata: the model's own input (enough to build a request) and every output."""
         return {
             "name": self.name,
             "versions": [self.version],
             "platform": PLATFORM,
-            "inputs": [t.describe() for t in self.inputs],
+            "inputs": [self.model_input.describe()],
             "outputs": [t.describe() for t in self.outputs],
         }
 
@@ -187,21 +186,75 @@ class ModelSignature:
                 chosen.append(known[name])
         return chosen
 
-    def prepare(self, spec: TensorSpec, data: np.ndarray, max_images: int, max_image_bytes: int) -> PreparedBatch:
-        """A checked input array -> the runtime's float32 batch (decoding files for `image_bytes`)."""
+    def engine_outputs(self, selected: Sequence[TensorSpec]) -> tuple[str, ...]:
+        """The exported outputs the engine must compute for `selected` (class_map needs the probabilities)."""
+        names = {self.model_outputs[0].name if spec.name == CLASS_MAP else spec.name for spec in selected}
+        return tuple(spec.name for spec in self.model_outputs if spec.name in names)
+
+    def config(self, batcher, slot) -> dict:
+        """Triton's ModelConfig (JSON form): batching, inputs (each optional: a request sends one of
+        them), outputs with their labels, preprocessing as parameters."""
+
+        def tensor(spec: TensorSpec, optional: bool | None = None) -> dict:
+            dims = [int(d) for d in spec.shape[1:]] if spec.shape[0] == -1 else [int(d) for d in spec.shape]
+            found = {"name": spec.name, "data_type": "TYPE_STRING" if spec.datatype == BYTES else f"TYPE_{spec.datatype}",
+                     "dims": dims or [1]}
+            if optional is not None:
+                found["optional"] = optional
+            return found
+
+        outputs = []
+        for spec in self.outputs:
+            entry = tensor(spec)
+            if spec.name in self.labels:
+                entry["label_filename"] = f"labels/{spec.name}.txt"
+            outputs.append(entry)
+        parameters = {f"labels.{name}": {"string_value": ",".join(values)} for name, values in self.labels.items()}
+        parameters.update({f"preprocessing.{key}": {"string_value": str(value)} for key, value in self.spec.to_dict().items()})
+        parameters["input_forms"] = {"string_value": f"send exactly one of {', '.join(t.name for t in self.inputs)}"}
+        if self.learnable is not None:
+            parameters["learnable_classes"] = {"string_value": ",".join(str(k) for k in self.learnable)}
+        kind = "KIND_GPU" if slot.engine.device == "cuda" else "KIND_CPU"
+        return {
+            "name": self.name,
+            "platform": PLATFORM,
+            "backend": slot.engine.kind,
+            "version_policy": {"latest": {"num_versions": 1}},
+            "max_batch_size": batcher.max_batch_size,
+            "input": [tensor(spec, optional=True) for spec in self.inputs],
+            "output": outputs,
+            "dynamic_batching": {
+                "preferred_batch_size": list(batcher.preferred_batch_sizes),
+                "max_queue_delay_microseconds": batcher.max_queue_delay_us,
+                "default_queue_policy": {"timeout_action": "REJECT", "default_timeout_microseconds": batcher.queue_timeout_us,
+                                         "max_queue_size": batcher.max_queue_size},
+            },
+            "instance_group": [{"name": f"{self.name}_0", "kind": kind, "count": batcher.instances}],
+            "parameters": parameters,
+        }
+
+    def prepare(self, spec: TensorSpec, data: np.ndarray, limits: Limits) -> PreparedBatch:
+        """A checked input array -> the engine's float32 batch (decoding files for `image_bytes`)."""
         count = data.shape[0]
         if count == 0:
             raise InvalidArgument(f"input {spec.name!r} holds no images (shape {format_shape(data.shape)})")
-        if count > max_images:
+        if count > limits.max_images:
             raise ResourceExhausted(
-                f"input {spec.name!r} holds {count} images, the limit per request is {max_images} (VISIONZOO_MAX_IMAGES)")
+                f"input {spec.name!r} holds {count} images, the limit per request is {limits.max_images} (VISIONZOO_MAX_IMAGES)")
         if spec == self.model_input:
             if not np.isfinite(data).all():
                 raise InvalidArgument(f"input {spec.name!r} contains NaN or infinity")
+            if data.size and (float(data.min()) < 0 or float(data.max()) > 255):
+                raise InvalidArgument(f"input {spec.name!r}: pixel values must lie in 0..255, "
+                                      f"got {float(data.min()):g}..{float(data.max()):g}")
             return PreparedBatch(np.ascontiguousarray(data, dtype=np.float32))
         if spec == self.pixels_input:
             return PreparedBatch(data.astype(np.float32))
-        images = [self._decode_file(f"{spec.name}[{i}]", element, max_image_bytes) for i, element in enumerate(data)]
+        images = [self._decode_file(f"{spec.name}[{i}]", element, limits) for i, element in enumerate(data)]
+        tiles = sum(len(image.tiles) for image in images)
+        if tiles > limits.max_tiles_per_request:
+            raise ResourceExhausted(f"input {spec.name!r} becomes {tiles} model inputs, the limit is "
+                                    f"{limits.max_tiles_per_request} (VISIONZOO_MAX_TILES_PER_REQUEST)")
         if self.tiled:
             sizes = sorted({(image.height, image.width) for image in images})
             if len(sizes) > 1:
@@ -211,13 +264,8 @@ class ModelSignature:
                     f"returns them as one [N, H, W] tensor; got {shown}: send them in separate requests")
         return PreparedBatch(stack_tiles(images), images)
 
-    def _decode_file(self, label: str, element: bytes, max_image_bytes: int) -> DecodedImage:
-        try:
-            decoded = decode_upload(Upload(label, bytes(element)), self.spec, max_image_bytes)
-        except PayloadTooLarge as error:
-            raise ResourceExhausted(str(error)) from None
-        except RequestError as error:
-            raise InvalidArgument(str(error)) from None
+    def _decode_file(self, label: str, element: bytes, limits: Limits) -> DecodedImage:
+        decoded = decode_upload(Upload(label, bytes(element)), self.spec, limits)
         if len(decoded) != 1:
             raise InvalidArgument(f"{label}: holds {len(decoded)} images (a .npy batch); send one image per element")
         return decoded[0]
@@ -232,16 +280,15 @@ class ModelSignature:
                 if prepared.from_files:
                     arrays.append((spec, self._class_maps(prepared.images, probabilities)))
                 else:
-                    arrays.append((spec, probabilities.argmax(axis=-1).astype(np.uint8)))
+                    arrays.append((spec, argmax_classes(probabilities, self.learnable)))
             else:
                 arrays.append((spec, np.ascontiguousarray(results[spec.name], dtype=np.float32)))
         return arrays
 
-    @staticmethod
-    def _class_maps(images: list[DecodedImage], probabilities: np.ndarray) -> np.ndarray:
+    def _class_maps(self, images: list[DecodedImage], probabilities: np.ndarray) -> np.ndarray:
         maps, start = [], 0
         for image in images:
             stop = start + len(image.tiles)
-            maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width))
+            maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width, self.learnable))
             start = stop
         return np.stack(maps).astype(np.uint8)

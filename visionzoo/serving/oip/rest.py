@@ -5,7 +5,12 @@ extension that `tritonclient.http` uses by default.
     GET  /v2/health/live, /v2/health/ready            200, or 503 when not ready
     GET  /v2/models/{model}[/versions/{version}]      model metadata
     GET  /v2/models/{model}[/versions/{version}]/ready
+    GET  /v2/models/{model}[/versions/{version}]/config   model configuration (Triton's ModelConfig)
+    GET  /v2/models[/{model}[/versions/{version}]]/stats  statistics (Triton's ModelStatistics)
     POST /v2/models/{model}[/versions/{version}]/infer
+    POST /v2/repository/index                         every model and its state
+    POST /v2/repository/models/{model}/load, /unload  (admin token, as /admin/reload)
+    GET  /docs                                        the API documentation (Swagger UI)
 
 Binary tensor data: the JSON header comes first and `Inference-Header-Content-Length` gives its
 length; each input with `parameters.binary_data_size` takes that many bytes of what follows, in
@@ -26,47 +31,36 @@ import json
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import bentoml
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .. import config
+from ..errors import Forbidden, ServingError, Unauthenticated, http_headers
+from ..http_inputs import read_limited
 from .backend import Backend, InferRequest, InferResponse, check_output_parameters
-from .errors import InvalidArgument, NotFound, OIPError, ResourceExhausted
+from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import RequestTensor
-from .tensors import check_shape, from_json, from_raw, to_json, to_raw
+from .tensors import check_shape, element_count, from_json, from_raw, to_json, to_raw
 
 logger = logging.getLogger("visionzoo.oip")
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-DRAIN_LIMIT = 1 << 30  # read (and drop) at most this much of an oversized body before answering 413
 
 
-def error_response(error: OIPError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.http_status == 503 else None
-    return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=headers)
+def error_response(error: ServingError) -> JSONResponse:
+    return JSONResponse({"error": str(error)}, status_code=error.http_status, headers=http_headers(error))
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, inflated when compressed; over `limit` bytes is RESOURCE_EXHAUSTED (413)."""
-    too_large = ResourceExhausted(
-        f"request body over the limit of {limit} bytes (VISIONZOO_GRPC_MAX_MESSAGE_BYTES bounds both OIP transports)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            # Keep reading so the client gets the 413 instead of a reset connection mid-upload.
-            if size > DRAIN_LIMIT:
-                break
-            continue
-        chunks.append(chunk)
-    if size > limit:
-        raise too_large
-    body = b"".join(chunks)
+    too_large = ResourceExhausted(f"request body over the limit of {limit} bytes (VISIONZOO_MAX_REQUEST_BYTES)")
+    body = await read_limited(request, limit)
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
         return body
@@ -96,6 +90,8 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
         json_part, binary = body[:length], memoryview(body)[length:]
     try:
         return json.loads(json_part), binary
+    except RecursionError:
+        raise InvalidArgument("the request's JSON is nested too deeply; tensor data is a flat or shallow list") from None
     except (ValueError, UnicodeDecodeError) as error:
         hint = f" (binary tensor data needs the {HEADER_LENGTH} header)" if header_length is None else ""
         raise InvalidArgument(f"the request's JSON header is not valid JSON: {error}{hint}") from None
@@ -133,11 +129,13 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
                     f"input {name!r}: binary_data_size is {size}, only {len(binary) - offset} bytes of binary data remain")
             decode = functools.partial(from_raw, name, datatype, shape, binary[offset:offset + size])
             offset += size
+            nbytes = size
         elif "data" in item:
             decode = functools.partial(from_json, name, datatype, shape, item["data"], parameters)
+            nbytes = 8 * element_count(shape)
         else:
             raise InvalidArgument(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
-        tensors.append(RequestTensor(name, datatype, shape, decode))
+        tensors.append(RequestTensor(name, datatype, shape, decode, nbytes))
     if offset != len(binary):
         raise InvalidArgument(
             f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input's binary_data_size")
@@ -174,7 +172,7 @@ def encode_infer_response(response: InferResponse, binary_outputs: dict[str, boo
         else:
             entry["data"] = to_json(output.data)
         header["outputs"].append(entry)
-    text = json.dumps(header, separators=(",", ":")).encode()
+    text = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return Response(text, media_type="application/json")
     return Response(text + b"".join(blobs), media_type="application/octet-stream",
@@ -184,18 +182,42 @@ def encode_infer_response(response: InferResponse, binary_outputs: dict[str, boo
 Handler = Callable[[Request, Backend], Awaitable[Response]]
 
 
-def create_app(get_service: Callable[[], Any] = bentoml.get_current_service) -> Starlette:
-    """The OIP REST app over the service `get_service()` returns (the live VisionZoo when served)."""
+def admin_check(request: Request) -> None:
+    """The repository's load and unload need the admin token (the one /admin/reload takes)."""
+    import hmac
+
+    token = config.server_settings().admin_token
+    if token is None:
+        raise Forbidden("the repository API is disabled; set VISIONZOO_ADMIN_TOKEN to enable it")
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token.get_secret_value()}".encode()):
+        raise Unauthenticated("missing or wrong admin token (Authorization: Bearer $VISIONZOO_ADMIN_TOKEN)")
+
+
+def docs_page() -> Path:
+    """BentoML's Swagger UI page (the one it serves at "/")."""
+    import _bentoml_impl.server as server
+
+    return Path(server.__file__).parent / "main-openapi.html"
+
+
+def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
+    """The OIP REST app over the served models (by default those of the live VisionZoo service)."""
+    if get_backend is None:
+        def get_backend() -> Backend:
+            return Backend(bentoml.get_current_service().models)
 
     def route(path: str, handler: Handler, methods: tuple[str, ...] = ("GET",)) -> Route:
         async def endpoint(request: Request) -> Response:
             try:
-                return await handler(request, Backend(get_service()))
-            except OIPError as error:
+                return await handler(request, get_backend())
+            except ServingError as error:
+                if error.http_status >= 500 and not error.retry_after:
+                    logger.error("OIP REST %s %s: %s", request.method, request.url.path, error, exc_info=error.__cause__)
                 return error_response(error)
             except Exception as error:
                 logger.exception("OIP REST %s %s failed", request.method, request.url.path)
-                return JSONResponse({"error": f"internal error: {type(error).__name__}: {error}"}, status_code=500)
+                return JSONResponse({"error": f"internal error ({type(error).__name__}); see the server log"}, status_code=500)
 
         return Route(path, endpoint, methods=list(methods))
 
@@ -206,25 +228,52 @@ def create_app(get_service: Callable[[], Any] = bentoml.get_current_service) -> 
         return JSONResponse({"live": True})
 
     async def ready(request: Request, backend: Backend) -> Response:
-        is_ready = await backend.ready()
+        is_ready = backend.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
+    def params(request: Request) -> tuple[str, str]:
+        return request.path_params.get("model", ""), request.path_params.get("version", "")
+
     async def model_metadata(request: Request, backend: Backend) -> Response:
-        params = request.path_params
-        return JSONResponse(backend.model_metadata(params["model"], params.get("version", "")))
+        metadata = backend.model_metadata(*params(request))
+        signature = backend.signature(*params(request))
+        return JSONResponse({**metadata, "parameters": {"labels": signature.labels,
+                                                        "preprocessing": signature.spec.to_dict()}})
 
     async def model_ready(request: Request, backend: Backend) -> Response:
-        params = request.path_params
-        is_ready = await backend.model_ready(params["model"], params.get("version", ""))
-        return JSONResponse({"name": params["model"], "ready": is_ready}, status_code=200 if is_ready else 503)
+        name, version = params(request)
+        is_ready = backend.model_ready(name, version)
+        return JSONResponse({"name": name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+    async def model_config(request: Request, backend: Backend) -> Response:
+        return JSONResponse(backend.model_config(*params(request)))
+
+    async def statistics(request: Request, backend: Backend) -> Response:
+        return JSONResponse({"model_stats": backend.statistics(*params(request))})
 
     async def infer(request: Request, backend: Backend) -> Response:
-        params = request.path_params
-        backend.signature(params["model"], params.get("version", ""))  # 404 before reading a large body
-        body = await read_body(request, config.grpc_max_message_bytes())
+        name, version = params(request)
+        backend.served(name, version)  # 404 / 503 before reading a large body
+        body = await read_body(request, config.server_settings().max_request_bytes)
         document, binary = split_body(body, request.headers.get(HEADER_LENGTH))
-        parsed, binary_outputs, default_binary = parse_infer_request(params["model"], params.get("version", ""), document, binary)
-        return encode_infer_response(await backend.infer(parsed), binary_outputs, default_binary)
+        parsed, binary_outputs, default_binary = parse_infer_request(name, version, document, binary)
+        return encode_infer_response(await backend.infer(parsed, "oip_rest"), binary_outputs, default_binary)
+
+    async def repository_index(request: Request, backend: Backend) -> Response:
+        return JSONResponse(backend.repository_index())
+
+    async def repository_load(request: Request, backend: Backend) -> Response:
+        admin_check(request)
+        await backend.models[request.path_params["model"]].swap()
+        return JSONResponse({})
+
+    async def repository_unload(request: Request, backend: Backend) -> Response:
+        admin_check(request)
+        await backend.models[request.path_params["model"]].unload()
+        return JSONResponse({})
+
+    async def docs(request: Request, backend: Backend) -> Response:
+        return FileResponse(docs_page(), media_type="text/html")
 
     async def not_served(request: Request, backend: Backend) -> Response:
         raise NotFound(f"{request.method} {request.url.path} is not an Open Inference Protocol route served here")
@@ -235,13 +284,22 @@ def create_app(get_service: Callable[[], Any] = bentoml.get_current_service) -> 
         route("/v2", server_metadata),
         route("/v2/health/live", live),
         route("/v2/health/ready", ready),
+        route("/v2/models/stats", statistics),
+        route("/v2/repository/index", repository_index, ("POST",)),
+        route("/v2/repository/models/{model}/load", repository_load, ("POST",)),
+        route("/v2/repository/models/{model}/unload", repository_unload, ("POST",)),
         route(model, model_metadata),
         route(versioned, model_metadata),
         route(model + "/ready", model_ready),
         route(versioned + "/ready", model_ready),
+        route(model + "/config", model_config),
+        route(versioned + "/config", model_config),
+        route(model + "/stats", statistics),
+        route(versioned + "/stats", statistics),
         route(model + "/infer", infer, ("POST",)),
         route(versioned + "/infer", infer, ("POST",)),
-        # Everything else under /v2 (Triton extensions such as /config or /stats): JSON 404.
+        route("/docs", docs),
+        # Everything else under /v2 (other Triton extensions): JSON 404.
         route("/v2/{path:path}", not_served, ("GET", "POST", "PUT", "DELETE")),
     ]
     return Starlette(routes=routes)

@@ -1,0 +1,72 @@
+"""What `bentoml serve` opens besides the service, made private (bentoml 1.4.39).
+
+`bentoml serve` imports the service module in its supervisor process (BentoML's circus arbiter)
+before it starts anything; `harden_supervisor()`, called from that import, changes two things:
+
+1. **No control port.** BentoML starts circus with its control and pub/sub endpoints on loopback
+   TCP ports, where any local user can send `quit` or `signal` commands without credentials. They
+   are moved to Unix sockets in a private (0700) folder of this server.
+2. **Metrics of its own.** Every `bentoml serve` empties `~/bentoml/prometheus_multiproc_dir`
+   when it starts, so a second server on the same host erased the first one's metrics. This
+   server keeps its multi-process metrics in the same private folder instead.
+
+The folder is removed when the supervisor exits. Worker processes (which inherit
+PROMETHEUS_MULTIPROC_DIR) and in-process uses (tests, `visionzoo.load`) are left alone.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("visionzoo.serving")
+
+_private: Path | None = None
+
+
+def harden_supervisor() -> Path | None:
+    """Called at import of the service module; a no-op except in a `bentoml serve` supervisor."""
+    global _private
+    if _private is not None or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        return _private
+    try:
+        import bentoml._internal.utils.circus as circus_utils
+        from bentoml._internal.configuration.containers import BentoMLContainer
+    except ImportError:  # another BentoML layout: keep its defaults rather than break start-up
+        logger.warning("cannot secure BentoML's supervisor (unknown BentoML version); its control port stays open")
+        return None
+    private = Path(tempfile.mkdtemp(prefix="visionzoo-serve-"))  # mode 0700
+    metrics = private / "metrics"
+    metrics.mkdir()
+    BentoMLContainer.prometheus_multiproc_dir.set(str(metrics))
+
+    def create_standalone_arbiter(watchers, *, threaded: bool = False, **kwargs):
+        arbiter_class = circus_utils.ThreadedArbiter if threaded else circus_utils.Arbiter
+        return arbiter_class(watchers, endpoint=f"ipc://{private}/control", pubsub_endpoint=f"ipc://{private}/pubsub",
+                             check_delay=kwargs.pop("check_delay", 10), **kwargs)
+
+    circus_utils.create_standalone_arbiter = create_standalone_arbiter
+    atexit.register(shutil.rmtree, private, ignore_errors=True)
+    _private = private
+    return private
+
+
+def http_socket_host() -> str | None:
+    """In a BentoML worker: the address its HTTP socket is bound to (`bentoml serve --host`), read
+    from the socket circus passed with `--fd` (so gRPC can bind the same interface)."""
+    import socket
+    import sys
+
+    argv = sys.argv
+    if "--fd" not in argv:
+        return None
+    try:
+        fd = int(argv[argv.index("--fd") + 1])
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            return sock.getsockname()[0]
+    except (ValueError, IndexError, OSError):
+        return None
