@@ -354,7 +354,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         "training": read("training.json"),
     }
     return export_model(
-        model, name or recipe.name, out_root, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
+        model, name or recipe.name, out_root, image_spec=config.image_spec(recipe), task_kind=recipe.task.kind,
         output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
         savedmodel=savedmodel,
     )

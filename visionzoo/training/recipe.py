@@ -85,6 +85,8 @@ class TrainConfig:
     augmentation: str | None = None
     class_weight: str | None = None
     loss: str = "default"
+    label_smoothing: float = 0.0
+    image_size: list[int] | None = None
     ignore_background: bool = False
     balance_classes: bool = False
     strategy: str = "auto"
@@ -139,6 +141,13 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls(**json.loads(text))
+
+    def image_spec(self, recipe: Recipe) -> ImageSpec:
+        """The recipe's preprocessing at this run's input size (`image_size = [height, width]`)."""
+        if not self.image_size:
+            return recipe.image_spec
+        height, width = (int(v) for v in self.image_size)
+        return replace(recipe.image_spec, height=height, width=width)
 
 
 def parse_value(text: str) -> Any:

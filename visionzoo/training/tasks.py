@@ -73,6 +73,10 @@ class Classification(Task):
         return {self.output: balanced_weights(examples.targets[self.target])}
 
     def losses(self, config):
+        if getattr(config, "label_smoothing", 0.0):
+            from .models.objectives import SmoothedSparseCategoricalCrossentropy
+
+            return {self.output: SmoothedSparseCategoricalCrossentropy(config.label_smoothing)}
         return {self.output: "sparse_categorical_crossentropy"}
 
     def keras_metrics(self, config):

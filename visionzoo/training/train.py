@@ -167,7 +167,7 @@ def prepare(config: TrainConfig) -> Prepared:
 
     recipe = get_recipe(config.model)
     data = load_data(
-        Path(config.data_dir), recipe.image_spec, recipe.data_formats, explicit=config.data_format,
+        Path(config.data_dir), config.image_spec(recipe), recipe.data_formats, explicit=config.data_format,
         seed=config.seed, skip_bad=config.skip_bad, **config.data_options,
     )
     if "train" not in data.splits or "val" not in data.splits:
@@ -187,7 +187,7 @@ def build_for_data(prepared: Prepared):
     if recipe.num_classes_option:
         option, target = recipe.num_classes_option
         options[option] = len(prepared.data.class_names[target])
-    return recipe.builder(input_shape=recipe.image_spec.shape, **options)
+    return recipe.builder(input_shape=config.image_spec(recipe).shape, **options)
 
 
 def steps_per_epoch(prepared: Prepared) -> int:

@@ -79,6 +79,21 @@ def bloodcell(image_key: str = "image") -> Augment:
     return apply
 
 
+def bloodcell_stain(image_key: str = "image") -> Augment:
+    zoom = keras.layers.RandomZoom(0.1, fill_mode="reflect")
+
+    def apply(x: dict, y: dict):
+        x = dict(x)
+        images = _quarter_turns(_flip(x[image_key]))
+        images = zoom(images, training=True) / 255.0
+        images = tf.image.random_saturation(images, 0.7, 1.3)
+        images = tf.image.random_hue(images, 0.03)
+        x[image_key] = _brightness_contrast(tf.clip_by_value(images, 0.0, 1.0) * 255.0, 0.1, (0.8, 1.2))
+        return x, y
+
+    return apply
+
+
 def bloodcell_source(image_key: str = "image") -> Augment:
     layers = keras.Sequential(
         [
@@ -123,5 +138,6 @@ AUGMENTATIONS: dict[str, Callable[..., Augment]] = {
     "xray": xray,
     "bloodcell": bloodcell,
     "bloodcell_source": bloodcell_source,
+    "bloodcell_stain": bloodcell_stain,
     "mars": mars,
 }

@@ -54,3 +54,26 @@ class SparseCategoricalFocalLoss(keras.losses.Loss):
 
     def get_config(self):
         return {**super().get_config(), "gamma": self.gamma}
+
+
+@keras.utils.register_keras_serializable(package="visionzoo")
+class SmoothedSparseCategoricalCrossentropy(keras.losses.Loss):
+    """Cross-entropy for integer labels with label smoothing (Szegedy et al. 2016): the target puts
+    1 - smoothing on the true class and smoothing / K on every class. tf-keras's sparse loss has no
+    smoothing option, its categorical one needs one-hot targets."""
+
+    def __init__(self, smoothing: float = 0.1, name: str = "smoothed_sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        y_true = tf.cast(y_true, tf.int32)
+        if y_true.shape.rank == y_pred.shape.rank:
+            y_true = tf.squeeze(y_true, axis=-1)
+        classes = tf.shape(y_pred)[-1]
+        target = tf.one_hot(y_true, classes, dtype=tf.float32) * (1.0 - self.smoothing) + self.smoothing / tf.cast(classes, tf.float32)
+        probabilities = tf.clip_by_value(tf.cast(y_pred, tf.float32), 1e-7, 1.0)
+        return -tf.reduce_sum(target * tf.math.log(probabilities), axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
