@@ -107,3 +107,38 @@ def test_mask_tiles_use_nearest_neighbour_and_stitch_back():
     assert stitched.shape == (128, 128)
     restored = resize_label_map(stitched, 256, 256)
     assert restored.shape == (256, 256) and set(np.unique(restored)) <= set(range(5))
+
+
+def _jpeg(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_draft_decodes_large_jpegs_at_a_reduced_scale_still_covering_the_model_size():
+    from visionzoo.preprocessing import load_image
+
+    smooth = np.linspace(0, 255, 2000, dtype=np.float32)
+    large = _jpeg(np.add.outer(smooth, smooth[::-1]).clip(0, 255).astype(np.uint8))  # 2000x2000 grey
+    assert load_image(large, ImageSpec(224, 224, "grayscale")).size == (2000, 2000)
+    assert load_image(large, ImageSpec(224, 224, "grayscale", draft=True)).size == (250, 250)  # 1/8 >= 224
+    assert load_image(large, ImageSpec(300, 300, "grayscale", draft=True)).size == (500, 500)  # 1/4: 1/8 would be too small
+    tiles = prepare_tiles(large, ImageSpec(64, 128, "grayscale", tiling="rows", draft=True))
+    assert tiles.shape == (2, 64, 128, 1)
+
+
+def test_draft_makes_the_model_input_nearly_independent_of_the_file_size():
+    """The same picture saved at its own size and four times larger gives nearly the same model input
+    with draft decoding (what the X-ray model needs from radiographs of any resolution)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    base = np.asarray(Image.fromarray(rng.integers(0, 255, (60, 50), dtype=np.uint8)).resize((400, 480), Image.Resampling.BICUBIC))
+    spec = ImageSpec(224, 224, "grayscale", draft=True)
+    small = prepare_image(_jpeg(base), spec).astype(np.float32)
+    big = prepare_image(_jpeg(np.asarray(Image.fromarray(base).resize((1600, 1920), Image.Resampling.BICUBIC))), spec)
+    assert np.abs(small - big.astype(np.float32)).mean() < 3.0

@@ -86,7 +86,7 @@ def test_health_metrics_and_docs(http):
     assert http.get("/livez").status_code == 200
     assert http.get("/readyz").status_code == 200
     metrics = http.get("/metrics")
-    assert metrics.status_code == 200 and "bentoml_service_request" in metrics.text
+    assert metrics.status_code == 200 and "visionzoo_inference_request_success_total" in metrics.text
     assert "swagger" in http.get("/").text.lower()  # BentoML's OpenAPI UI, over /docs.json
     paths = http.get("/docs.json").json()["paths"]
     assert {"/mura/predict", "/mura/predict_study", "/bloodcell/predict", "/mars/segment"} <= set(paths)

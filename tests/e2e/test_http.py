@@ -34,7 +34,11 @@ def test_readiness_liveness_metrics_and_docs(served):
     with httpx.Client(base_url=served.url, timeout=30) as client:
         assert client.get("/readyz").status_code == 200 and client.get("/livez").status_code == 200
         assert client.get("/docs.json").json()["paths"].keys() >= {"/mura/predict", "/bloodcell/predict", "/mars/segment"}
-        assert "bentoml_service_request_total" in client.get("/metrics").text
+        client.post("/bloodcell/predict", files=[("images", ("x.png", b"not an image", "image/png"))])  # counted as a failure
+        metrics = client.get("/metrics").text
+        assert 'visionzoo_inference_request_failure_total{model="bloodcell"' in metrics and 'reason="unsupported_media"' in metrics
+        assert "bentoml_service_request_total" not in metrics  # BentoML's per-request instruments are off (cost)
+        assert "swagger" in client.get("/docs").text.lower()
 
 
 def test_sync_http_client_calls_every_endpoint(served):

@@ -35,6 +35,7 @@ models' manifest (`models.yaml`). Read when the service starts; a bad value stop
 | VISIONZOO_ADMIN_TOKEN | unset | bearer token for /admin routes and the OIP repository API; unset disables them |
 | VISIONZOO_ADMIN_TOKEN_FILE | unset | read the admin token from this file |
 | VISIONZOO_ACCESS_LOG | off | on: one log line per HTTP request (BentoML's access log) |
+| VISIONZOO_TRACING | off | on: an OpenTelemetry span per HTTP request (configure the exporter in BentoML's tracing settings) |
 | VISIONZOO_SHUTDOWN_GRACE_SECONDS | 20 | on SIGTERM, how long requests in flight may take to finish |
 """
 
@@ -107,9 +108,10 @@ class ServerSettings(BaseSettings):
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
     access_log: bool = False
+    tracing: bool = False
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
-    _flags = field_validator("batching", "grpc_reuse_port", "access_log", mode="before")(_flag)
+    _flags = field_validator("batching", "grpc_reuse_port", "access_log", "tracing", mode="before")(_flag)
     _sizes = field_validator("warmup_batch_sizes", mode="before")(_sizes)
 
     @field_validator("api_key", "admin_token", mode="before")

@@ -66,17 +66,45 @@ class Metrics:
                                    multiprocess_mode="livesum", **kwargs),
         )
 
+    def __post_init__(self) -> None:
+        self._children: dict[tuple, object] = {}
+
+    def _child(self, metric, *labels):
+        """metric.labels(*labels), looked up once (prometheus_client's lookup costs ~7 us a call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def request(self, model: str, version: str, protocol: str, seconds: float, failure: str | None = None) -> None:
         if failure is None:
-            self.success.labels(model, version, protocol).inc()
+            self._child(self.success, model, version, protocol).inc()
         else:
-            self.failure.labels(model, version, protocol, failure).inc()
-        self.request_duration.labels(model, version, protocol).observe(seconds)
+            self._child(self.failure, model, version, protocol, failure).inc()
+        self._child(self.request_duration, model, version, protocol).observe(seconds)
 
     def batch(self, model: str, version: str, size: int, queue_seconds: float, compute_seconds: float, queued: int) -> None:
-        self.inference_count.labels(model, version).inc(size)
-        self.exec_count.labels(model, version).inc()
-        self.batch_size.labels(model, version).observe(size)
-        self.queue_duration.labels(model, version).observe(queue_seconds)
-        self.compute_duration.labels(model, version).observe(compute_seconds)
-        self.queue_items.labels(model).set(queued)
+        self._child(self.inference_count, model, version).inc(size)
+        self._child(self.exec_count, model, version).inc()
+        self._child(self.batch_size, model, version).observe(size)
+        self._child(self.queue_duration, model, version).observe(queue_seconds)
+        self._child(self.compute_duration, model, version).observe(compute_seconds)
+        self._child(self.queue_items, model).set(queued)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The Prometheus text for GET /metrics: every process's samples when running under `bentoml
+    serve` (multi-process directory), this process's otherwise."""
+    import os
+
+    import prometheus_client as prom
+    from prometheus_client import multiprocess
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        registry = prom.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)
+    else:
+        registry = prom.REGISTRY
+    return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST

@@ -22,7 +22,8 @@ from visionzoo.preprocessing import (
     ImageDecodeError,
     ImageSpec,
     ImageTooLarge,
-    open_image,
+    load_image,
+    peek_size,
     prepare_tiles,
     resize_label_map,
     stitch_tiles,
@@ -172,8 +173,14 @@ def decode_upload(upload: Upload, spec: ImageSpec, limits: Limits, keep_source: 
     check_size(upload, limits)
     if upload.data.startswith(NPY_MAGIC):
         return [_from_array(name, array, spec, limits, keep_source) for name, array in read_npy(upload, limits)]
+    size = peek_size(upload.data)
+    if size is not None:  # bound the work from the header, before decoding anything
+        if size[0] * size[1] > limits.max_image_pixels:
+            raise PayloadTooLarge(f"{upload.name}: {size[0]}x{size[1]} pixels, more than the {limits.max_image_pixels} "
+                                  "allowed (VISIONZOO_MAX_IMAGE_PIXELS)")
+        check_tiles(upload.name, tile_count(size[1], size[0], spec), limits)
     try:
-        image = open_image(upload.data, upload.name, max_pixels=limits.max_image_pixels)
+        image = load_image(upload.data, spec, upload.name, max_pixels=limits.max_image_pixels)
     except ImageTooLarge as error:
         raise PayloadTooLarge(f"{error} (VISIONZOO_MAX_IMAGE_PIXELS)") from error
     except ImageDecodeError as error:
@@ -211,19 +218,15 @@ def check_finite(name: str, outputs: dict[str, np.ndarray]) -> None:
 
 # ---- results ----------------------------------------------------------------------------------
 
-def ranked(probabilities: np.ndarray, labels: list[str], top_k: int) -> list[dict]:
-    order = np.argsort(-probabilities, kind="stable")[: max(1, top_k)]
-    return [{"label": labels[k], "probability": float(probabilities[k])} for k in order]
-
-
 def classification_result(name: str, probabilities: np.ndarray, labels: list[str], top_k: int) -> dict:
-    best = int(np.argmax(probabilities))
+    values = probabilities.tolist()  # a few classes: plain Python is faster than numpy calls here
+    order = sorted(range(len(values)), key=lambda k: -values[k])  # stable: ties keep label order
     return {
         "file": name,
-        "label": labels[best],
-        "probability": float(probabilities[best]),
-        "top_k": ranked(probabilities, labels, top_k),
-        "probabilities": {label: float(p) for label, p in zip(labels, probabilities)},
+        "label": labels[order[0]],
+        "probability": values[order[0]],
+        "top_k": [{"label": labels[k], "probability": values[k]} for k in order[: max(1, top_k)]],
+        "probabilities": dict(zip(labels, values)),
     }
 
 

@@ -8,9 +8,10 @@ file `visionzoo quantize` writes); each is verified the same way when it is serv
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from visionzoo.preprocessing import ImageSpec
@@ -50,10 +51,10 @@ class ModelVersion:
         verify_file(self.served_as, self.version, path, self.metadata)
         return path
 
-    @property
+    @functools.cached_property
     def spec(self) -> ImageSpec:
-        keys = ("height", "width", "color_mode", "resize_method", "tiling")
-        return ImageSpec(**{k: self.metadata["preprocessing"][k] for k in keys})
+        known = {f.name for f in fields(ImageSpec)}  # the rest (value range, layout ...) describes, not decides
+        return ImageSpec(**{k: v for k, v in self.metadata["preprocessing"].items() if k in known})
 
     @property
     def inputs(self) -> list[dict]:

@@ -196,9 +196,14 @@ def build_service():
             method = endpoint_method(name, endpoint)
             namespace[method.func.__name__ if hasattr(method, "func") else f"{name}_{endpoint.verb}"] = method
     cls = type("VisionZoo", (ServiceBase,), namespace)
-    access_log = config.server_settings().access_log
+    settings = config.server_settings()
+    # BentoML's own per-request instruments (its HTTP metrics and an OpenTelemetry span per request)
+    # cost more than the model on a small model; the service counts requests itself (metrics.py,
+    # served at /metrics by the OIP app) and traces only when asked (VISIONZOO_TRACING=on).
     service = bentoml.service(name="visionzoo", workers=1, traffic={"timeout": 60},
-                              logging={"access": {"enabled": access_log}})(cls)
+                              logging={"access": {"enabled": settings.access_log}},
+                              metrics={"enabled": False},
+                              tracing={} if settings.tracing else {"excluded_urls": ".*"})(cls)
     service.add_asgi_middleware(ApiKeyMiddleware)
     return bentoml.asgi_app(rest_app, path="/")(service)  # OIP REST: /v2/... (serving/oip/rest.py)
 

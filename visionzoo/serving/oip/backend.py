@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,17 @@ class InferResponse:
     outputs: list[OutputTensor]
 
 
+_signatures: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def signature_of(slot: Slot) -> ModelSignature:
+    """The OIP view of a loaded version, built once per slot."""
+    found = _signatures.get(slot)
+    if found is None:
+        found = _signatures[slot] = ModelSignature.from_version(slot.version)
+    return found
+
+
 def check_output_parameters(name: str, parameters: Mapping[str, Any]) -> None:
     for key, reason in UNSUPPORTED_OUTPUT_PARAMETERS.items():
         if key in parameters:
@@ -85,7 +97,7 @@ class Backend:
         return model, slot
 
     def signature(self, name: str, version: str = "") -> ModelSignature:
-        return ModelSignature.from_version(self.served(name, version)[1].version)
+        return signature_of(self.served(name, version)[1])
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """NOT_FOUND for unknown models; otherwise whether this version serves now."""
@@ -99,7 +111,7 @@ class Backend:
 
     def model_config(self, name: str, version: str = "") -> dict:
         model, slot = self.served(name, version)
-        return ModelSignature.from_version(slot.version).config(model.settings.batcher, slot)
+        return signature_of(slot).config(model.settings.batcher, slot)
 
     def statistics(self, name: str = "", version: str = "") -> list[dict]:
         names = [name] if name else list(self.models.models)
@@ -129,14 +141,14 @@ class Backend:
         return response
 
     async def _infer(self, model: ServedModel, slot: Slot, request: InferRequest) -> InferResponse:
-        signature = ModelSignature.from_version(slot.version)
+        signature = signature_of(slot)
         spec, tensor = signature.select_input(request.inputs)
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
         prepared: PreparedBatch = await self._maybe_offload(heavy, self._prepare, model, signature, spec, tensor)
         inference = await model.infer(prepared.batch, signature.engine_outputs(selected), slot=slot)
-        done = ModelSignature.from_version(inference.slot.version) if inference.slot is not slot else signature
+        done = signature_of(inference.slot)
         arrays = await self._maybe_offload(from_files and done.tiled, done.output_arrays, prepared, inference.outputs, selected)
         outputs = [OutputTensor(s.name, s.datatype, array) for s, array in arrays]
         return InferResponse(signature.name, inference.slot.number, request.id, outputs)

@@ -49,28 +49,32 @@ ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
+    raw = list(request.raw_input_contents)
+    inputs = list(request.inputs)
+    if raw and len(raw) != len(inputs):
         raise InvalidArgument(
-            f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs; send one per input, in the order of 'inputs'")
+            f"{len(raw)} raw_input_contents for {len(inputs)} inputs; send one per input, in the order of 'inputs'")
     tensors = []
-    for index, tensor in enumerate(request.inputs):
-        shape = check_shape(tensor.name, list(tensor.shape))
-        if "shared_memory_region" in tensor.parameters:
-            raise InvalidArgument(f"input {tensor.name!r}: shared memory is not supported; send the data in the request")
+    for index, tensor in enumerate(inputs):
+        name, datatype = tensor.name, tensor.datatype
+        shape = check_shape(name, list(tensor.shape))
+        if tensor.parameters and "shared_memory_region" in tensor.parameters:
+            raise InvalidArgument(f"input {name!r}: shared memory is not supported; send the data in the request")
         if raw:
             if tensor.HasField("contents") and tensor.contents.ListFields():
                 raise InvalidArgument(
-                    f"input {tensor.name!r} has typed contents while the request uses raw_input_contents; use one or the other")
-            decode = functools.partial(from_raw, tensor.name, tensor.datatype, shape, raw[index])
+                    f"input {name!r} has typed contents while the request uses raw_input_contents; use one or the other")
+            decode = functools.partial(from_raw, name, datatype, shape, raw[index])
             nbytes = len(raw[index])
         else:
-            decode = functools.partial(from_contents, tensor.name, tensor.datatype, shape, tensor.contents)
+            decode = functools.partial(from_contents, name, datatype, shape, tensor.contents)
             nbytes = 8 * element_count(shape)
-        tensors.append(RequestTensor(tensor.name, tensor.datatype, shape, decode, nbytes))
-    for output in request.outputs:
-        check_output_parameters(output.name, output.parameters)
-    requested = [output.name for output in request.outputs] or None
+        tensors.append(RequestTensor(name, datatype, shape, decode, nbytes))
+    requested = None
+    if request.outputs:
+        for output in request.outputs:
+            check_output_parameters(output.name, output.parameters)
+        requested = [output.name for output in request.outputs]
     return InferRequest(request.model_name, request.model_version, request.id, tensors, requested)
 
 

@@ -25,6 +25,7 @@ tensor); send differently sized images in separate requests.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -111,17 +112,21 @@ class ModelSignature:
         return cls(version.served_as, version.version, spec, model_input, outputs, spec.tiling != "none",
                    dict(version.labels), tuple(learnable) if learnable is not None else None)
 
-    @property
+    @functools.cached_property
     def pixels_input(self) -> TensorSpec:
         return TensorSpec(self.model_input.name + PIXELS_SUFFIX, "UINT8", self.model_input.shape)
 
-    @property
+    @functools.cached_property
     def files_input(self) -> TensorSpec:
         return TensorSpec(self.model_input.name + FILES_SUFFIX, BYTES, (-1,))
 
-    @property
+    @functools.cached_property
     def inputs(self) -> tuple[TensorSpec, ...]:
         return (self.model_input, self.pixels_input, self.files_input)
+
+    @functools.cached_property
+    def _inputs_by_name(self) -> dict[str, TensorSpec]:
+        return {t.name: t for t in self.inputs}
 
     @property
     def class_map(self) -> TensorSpec | None:
@@ -150,7 +155,7 @@ class ModelSignature:
             names = ", ".join(repr(t.name) for t in tensors) or "none"
             raise InvalidArgument(f"model {self.name!r} takes exactly one input, one of {self._choices()}; got {names}")
         (tensor,) = tensors
-        known = {t.name: t for t in self.inputs}
+        known = self._inputs_by_name
         if tensor.name not in known:
             raise InvalidArgument(f"model {self.name!r} has no input {tensor.name!r}; inputs: {self._choices()}")
         spec = known[tensor.name]
@@ -241,14 +246,14 @@ class ModelSignature:
         if count > limits.max_images:
             raise ResourceExhausted(
                 f"input {spec.name!r} holds {count} images, the limit per request is {limits.max_images} (VISIONZOO_MAX_IMAGES)")
-        if spec == self.model_input:
-            if not np.isfinite(data).all():
-                raise InvalidArgument(f"input {spec.name!r} contains NaN or infinity")
-            if data.size and (float(data.min()) < 0 or float(data.max()) > 255):
-                raise InvalidArgument(f"input {spec.name!r}: pixel values must lie in 0..255, "
-                                      f"got {float(data.min()):g}..{float(data.max()):g}")
+        if spec is self.model_input:
+            low, high = float(data.min()), float(data.max())  # NaN makes both comparisons false
+            if not (0.0 <= low and high <= 255.0):
+                problem = "contains NaN or infinity" if not (np.isfinite(low) and np.isfinite(high)) else \
+                    f"pixel values must lie in 0..255, got {low:g}..{high:g}"
+                raise InvalidArgument(f"input {spec.name!r}: {problem}")
             return PreparedBatch(np.ascontiguousarray(data, dtype=np.float32))
-        if spec == self.pixels_input:
+        if spec is self.pixels_input:
             return PreparedBatch(data.astype(np.float32))
         images = [self._decode_file(f"{spec.name}[{i}]", element, limits) for i, element in enumerate(data)]
         tiles = sum(len(image.tiles) for image in images)

@@ -275,6 +275,12 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
     async def docs(request: Request, backend: Backend) -> Response:
         return FileResponse(docs_page(), media_type="text/html")
 
+    async def metrics(request: Request, backend: Backend) -> Response:
+        from ..metrics import exposition
+
+        body, media_type = exposition()
+        return Response(body, media_type=media_type)
+
     async def not_served(request: Request, backend: Backend) -> Response:
         raise NotFound(f"{request.method} {request.url.path} is not an Open Inference Protocol route served here")
 
@@ -299,6 +305,7 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
         route(model + "/infer", infer, ("POST",)),
         route(versioned + "/infer", infer, ("POST",)),
         route("/docs", docs),
+        route("/metrics", metrics),
         # Everything else under /v2 (other Triton extensions): JSON 404.
         route("/v2/{path:path}", not_served, ("GET", "POST", "PUT", "DELETE")),
     ]
