@@ -67,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="ship saved_model/ always (default), only when small (auto, <= 20 MiB), or never; "
                              "it is written and parity-checked either way")
 
+    quantize = commands.add_parser(
+        "quantize", help="write an INT8 variant of an export, calibrated on real training images, scored on the test split",
+        description="Static INT8 quantization (ONNX Runtime, QDQ) of an exported version: calibrated on training images "
+                    "of the export's own dataset, scored against FP32 on its test split, written beside model.onnx and "
+                    "recorded in metadata.json (serve it with VISIONZOO_<MODEL>_PRECISION=int8).")
+    quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/2")
+    quantize.add_argument("--data-dir", help="where the export's dataset is now, if not where it was trained")
+    quantize.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default 256)")
+
     reproduce = commands.add_parser("reproduce", help="train recipes on real data and tabulate ours vs the sources' results")
     reproduce.add_argument("--models", nargs="+", metavar="MODEL",
                            help="models to reproduce (default: the CPU-affordable set; see visionzoo/training/reproduce.py)")
@@ -141,6 +150,14 @@ def command_export(args) -> None:
     print(f"exported: {folder}")
 
 
+def command_quantize(args) -> None:
+    from .quantize import headline, quantize_export
+
+    entry = quantize_export(args.export, args.data_dir, args.calibration_images)
+    print(f"INT8 variant: {args.export / entry['file']}")
+    print(f"test split: {headline(entry['test'])}")
+
+
 def command_reproduce(args) -> None:
     from .reproduce import reproduce
 
@@ -156,7 +173,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
-                "reproduce": command_reproduce}
+                "quantize": command_quantize, "reproduce": command_reproduce}
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:

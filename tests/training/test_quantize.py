@@ -1,0 +1,70 @@
+"""`visionzoo quantize`: an INT8 variant calibrated on training images, scored against FP32 on the
+test split, recorded in metadata.json, and served when the model's precision is int8."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from tests.training.test_cli import visionzoo
+from visionzoo.serving import config
+from visionzoo.serving.pipeline import ServedModel
+from visionzoo.training.export import sha256
+
+
+def test_quantize_writes_a_scored_int8_variant_that_serves(synthetic, tmp_path, monkeypatch):
+    run_output = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]),
+                           "--out", str(tmp_path / "runs")).stdout
+    run = next(line.split(": ", 1)[1] for line in run_output.splitlines() if line.startswith("run folder: "))
+    visionzoo("export", run, "--out", str(tmp_path / "exported"), "--savedmodel", "never")
+    folder = tmp_path / "exported" / "mars_dual_unet" / "1"
+
+    output = visionzoo("quantize", str(folder), "--calibration-images", "16").stdout
+    assert "INT8 variant:" in output and "mean_iou" in output
+    metadata = json.loads((folder / "metadata.json").read_text())
+    entry = metadata["variants"]["int8"]
+    assert entry["file"] == "model.int8.onnx" and entry["calibration"]["images"] == 16
+    assert {"fp32", "int8", "agreement"} <= set(entry["test"]) and entry["test"]["examples"] > 0
+    assert 0 <= entry["test"]["agreement"]["probabilities"] <= 1
+    assert metadata["files"]["model.int8.onnx"] == sha256(folder / "model.int8.onnx")
+    assert not any(p.name.startswith(".staging") for p in folder.iterdir())
+
+    import onnx
+
+    operators = {node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # QDQ: really INT8, not a copy
+
+    # The service serves it when asked (and says so), with answers close to FP32's.
+    monkeypatch.setenv("VISIONZOO_MODELS_DIR", str(tmp_path / "exported"))
+    monkeypatch.setenv("VISIONZOO_ENGINE", "onnxruntime")
+    monkeypatch.setenv("VISIONZOO_WARMUP_BATCH_SIZES", "1")
+    config.reload()
+    try:
+        settings = config.served_models()["mars"]
+        server = config.server_settings()
+        pool = ThreadPoolExecutor(1)
+        images = np.random.default_rng(0).uniform(0, 255, (4, 64, 128, 1)).astype(np.float32)
+
+        async def infer(precision: str):
+            model = ServedModel(settings.model_copy(update={"precision": precision}), server, pool)
+            await model.start()
+            assert model.state == "ready", model.reason
+            result = await model.infer(images)
+            await model.batcher.stop()
+            return model.status(), result.outputs["probabilities"]
+
+        (status_fp32, fp32), (status_int8, int8) = asyncio.run(infer("fp32")), asyncio.run(infer("int8"))
+        assert status_int8["precision"] == "int8" and status_fp32["precision"] == "fp32"
+        assert not np.array_equal(fp32, int8) and np.abs(fp32 - int8).mean() < 0.05
+    finally:
+        monkeypatch.undo()
+        config.reload()
+
+
+def test_quantize_refuses_a_folder_that_is_not_an_export(tmp_path):
+    result = visionzoo("quantize", str(tmp_path), check=False)
+    assert result.returncode == 2 and "metadata.json" in result.stderr and "Traceback" not in result.stderr
