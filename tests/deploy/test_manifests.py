@@ -183,7 +183,15 @@ def test_services_route_to_the_deployments(project):
 def test_probes_use_the_services_health_routes():
     from visionzoo.serving.service import VisionZoo
 
-    routes = {getattr(route, "path", None) for route in VisionZoo.to_asgi().routes}
+    def paths(routes, prefix=""):
+        for route in routes:
+            path = prefix + (getattr(route, "path", None) or "")
+            yield path
+            mounted = getattr(route, "app", None)
+            if hasattr(mounted, "routes"):  # /metrics is served by the mounted OIP app (serving/oip/rest.py)
+                yield from paths(mounted.routes, path)
+
+    routes = set(paths(VisionZoo.to_asgi().routes))
     assert {"/livez", "/readyz", "/metrics"} <= routes
     for where, container in serving_containers():
         named = {p.get("name"): p["containerPort"] for p in container["ports"]}
