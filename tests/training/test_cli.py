@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from visionzoo.training import catalog
 from visionzoo.training.registry import RECIPES, families
 
 
-def visionzoo(*args, cwd=None, check=True):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def visionzoo(*args, cwd=None, check=True, env=None):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     result = subprocess.run([sys.executable, "-m", "visionzoo.training", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
     if check and result.returncode != 0:
         raise AssertionError(f"visionzoo {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -29,10 +30,42 @@ def test_list_shows_every_model_grouped_by_family():
     assert len(RECIPES) == sum(1 for line in output.splitlines() if line.startswith((" * ", "   ")))
 
 
+def test_the_tf_free_catalog_is_the_registry():
+    assert catalog.MODELS == catalog.rows(RECIPES.values()), "run `python -m visionzoo.training.catalog`"
+    assert {f: [e.name for e in es] for f, es in catalog.families().items()} == {
+        f: [r.name for r in rs] for f, rs in families().items()}
+
+
+def test_list_does_not_import_tensorflow():
+    code = ("import sys; from visionzoo.training.__main__ import main; assert main(['list']) == 0; "
+            "loaded = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]; "
+            "assert not loaded, loaded; print('tf-free')")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "tf-free" in result.stdout and "bloodcell_mobilenetv3" in result.stdout
+
+
 def test_help_explains_every_train_flag():
     output = visionzoo("train", "--help").stdout
-    for flag in ("--data-dir", "--epochs", "--batch-size", "--smoke", "--out", "--set", "--strategy", "--precision", "--skip-bad", "--weights"):
+    for flag in ("--data-dir", "--epochs", "--batch-size", "--smoke", "--out", "--set", "--strategy", "--precision", "--skip-bad", "--weights",
+                 "--resume"):
         assert flag in output
+    assert "recipe defaults" not in output
+
+
+def test_model_help_shows_the_recipes_defaults():
+    output = visionzoo("train", "bloodcell_mobilenetv3", "--help").stdout
+    assert "--data-dir" in output and "--resume" in output  # the generic options stay
+    section = output.split("recipe defaults for bloodcell_mobilenetv3", 1)[1]
+    recipe = RECIPES["bloodcell_mobilenetv3"]
+    expected = {"epochs": str(recipe.epochs), "batch size": str(recipe.batch_size), "optimizer": "adam",
+                "learning rate": "0.001", "weights": "imagenet", "data formats": "blood_pbc, blood_npz",
+                "augmentation": "bloodcell_source", "callbacks": "early_stopping"}
+    lines = {line.split("  ")[1].strip(): line for line in section.splitlines() if line.startswith("  ")}
+    for label, value in expected.items():
+        assert value in lines[label], (label, lines.get(label))
+    other = visionzoo("train", "mnist_lenet", "--help").stdout
+    assert "recipe defaults for mnist_lenet" in other and "bloodcell" not in other.split("recipe defaults", 1)[1]
 
 
 def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
@@ -44,10 +77,22 @@ def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
         assert (run / name).is_file(), name
     assert any((run / "logs").rglob("events.out.tfevents.*"))
     assert json.loads((run / "config.json").read_text())["smoke"] is True
+    assert json.loads((run / "status.json").read_text())["state"] == "smoke"
 
-    result = visionzoo("export", str(run), "--out", str(tmp_path / "exported"))
+    result = visionzoo("evaluate", str(run), "--split", "val")
+    assert "evaluate [1/1] val split: predicting" in result.stderr
+
+    refused = visionzoo("export", str(run), "--out", str(tmp_path / "exported"), check=False)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert [line for line in refused.stderr.splitlines() if "error:" in line] == [(
+        f"visionzoo export: error: {run} is a smoke run (a few batches at toy size), not a trained model; "
+        "train without --smoke, or pass --force to export it anyway")]
+    assert not (tmp_path / "exported").exists()
+
+    result = visionzoo("export", str(run), "--out", str(tmp_path / "exported"), "--force")
     folder = tmp_path / "exported" / "mars_dual_unet" / "1"
     assert f"exported: {folder}" in result.stdout
+    assert all(f"export [{step}/5]" in result.stderr for step in range(1, 6))
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["parity"]["passed"] and metadata["parity"]["outputs"]["probabilities"]["max_abs_diff_onnx"] < 1e-4
     assert metadata["metrics"]["val"]["mean_iou"] >= 0
@@ -63,6 +108,8 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
     assert result.returncode == 2 and "visionzoo list" in result.stderr
     result = visionzoo("evaluate", str(tmp_path), check=False)
     assert result.returncode == 2 and "not a run folder" in result.stderr
+    result = visionzoo("train", "--data-dir", str(tmp_path), check=False)
+    assert result.returncode == 2 and "MODEL and --data-dir" in result.stderr
 
 
 @pytest.mark.parametrize("bad, message", [("epochs", "KEY=VALUE"), ("learning_rate=1e-3", "unknown setting"),

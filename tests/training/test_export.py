@@ -102,3 +102,34 @@ def test_golden_files_hold_real_inputs_and_their_outputs(tmp_path, synthetic):
     assert len(files) == 4 and all(name.endswith(".jpg") for name in files)  # original frames, not tiles
     expected = np.load(folder / "golden" / "expected.npz")
     assert expected["0/probabilities"].shape == (2, 64, 128, 5)  # a 256x256 frame is two tiles
+
+
+def _nearly_constant_model(stddev: float):
+    inputs = keras.Input((8, 8, 1), name="image")
+    flat = keras.layers.Flatten()(inputs)
+    weights = keras.initializers.RandomNormal(stddev=stddev, seed=0)
+    outputs = keras.layers.Dense(3, activation="softmax", kernel_initializer=weights, name="probabilities")(flat)
+    return keras.Model(inputs, outputs)
+
+
+def test_export_refuses_outputs_nearly_constant_on_real_inputs(tmp_path):
+    """A 1-epoch run whose outputs spread by 7e-6 once passed parity: real inputs must move them."""
+    from visionzoo.training.data.common import Examples
+
+    rng = np.random.default_rng(0)
+    real = Examples(images=rng.integers(0, 256, size=(8, 8, 8, 1), dtype=np.uint8), targets={},
+                    ids=np.array([f"real#{i}" for i in range(8)]))
+    model = _nearly_constant_model(1e-7)
+    outputs = model(real.images.astype(np.float32)).numpy()
+    assert export.MIN_SPREAD < outputs.std(axis=0).mean() and outputs.std(axis=0).max() < export.MIN_REAL_STD
+    spec = get_recipe("mars_dual_unet").image_spec.__class__(8, 8, "grayscale")
+    options = {"image_spec": spec, "task_kind": "classification", "output_labels": {"probabilities": ["a", "b", "c"]},
+               "real_examples": real}
+    with pytest.raises(export.ExportError, match=r"outputs are \(nearly\) constant on real inputs"):
+        export.export_model(model, "flat", tmp_path, **options)
+    assert not (tmp_path / "flat").exists()  # refused before anything was written
+    folder = export.export_model(model, "flat", tmp_path, force=True, **options)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["parity"]["passed"] and metadata["parity"]["real_inputs_max_std"] < export.MIN_REAL_STD
+    varied = export.export_model(_nearly_constant_model(0.05), "varied", tmp_path, **options)
+    assert json.loads((varied / "metadata.json").read_text())["parity"]["real_inputs_max_std"] >= export.MIN_REAL_STD

@@ -20,7 +20,7 @@ def test_quantize_writes_a_scored_int8_variant_that_serves(synthetic, tmp_path, 
     run_output = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]),
                            "--out", str(tmp_path / "runs")).stdout
     run = next(line.split(": ", 1)[1] for line in run_output.splitlines() if line.startswith("run folder: "))
-    visionzoo("export", run, "--out", str(tmp_path / "exported"), "--savedmodel", "never")
+    visionzoo("export", run, "--out", str(tmp_path / "exported"), "--savedmodel", "never", "--force")  # a smoke run
     folder = tmp_path / "exported" / "mars_dual_unet" / "1"
 
     output = visionzoo("quantize", str(folder), "--calibration-images", "16").stdout

@@ -2,6 +2,8 @@
 
     visionzoo list
     visionzoo train bloodcell_mobilenetv3 --data-dir ../shared/data/blood_pbc --weights none
+    visionzoo train bloodcell_mobilenetv3 --help          (the recipe's defaults)
+    visionzoo train --resume runs/bloodcell_mobilenetv3-20261122-101500
     visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
     visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
 
@@ -24,7 +26,7 @@ EPILOG = """Settings resolve in this order: the recipe (the source project's val
 """
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionzoo", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -34,17 +36,23 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--served", action="store_true", help="only the families the BentoML service serves")
     listing.add_argument("--formats", action="store_true", help="list the data formats the loaders read instead")
 
-    train = commands.add_parser("train", help="train a model on a dataset folder or file", epilog=EPILOG,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument("model", help="model name from `visionzoo list`")
-    train.add_argument("--data-dir", required=True, help="dataset folder or .npz file, in any format the model reads")
+    train = commands.add_parser("train", help="train a model on a dataset folder or file", epilog=EPILOG + train_epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                usage="visionzoo train [-h] MODEL --data-dir DATA_DIR [options]\n"
+                                      "       visionzoo train --resume RUN")
+    train.add_argument("model", nargs="?", help="model name from `visionzoo list` (`visionzoo train MODEL --help` "
+                                                "shows its recipe's defaults)")
+    train.add_argument("--data-dir", help="dataset folder or .npz file, in any format the model reads (required unless --resume)")
+    train.add_argument("--resume", type=Path, metavar="RUN",
+                       help="continue an unfinished (killed) run from its last completed epoch, with its recorded "
+                            "config and optimizer state")
     train.add_argument("--data-format", help="force a data format instead of detecting it (see `visionzoo list --formats`)")
     train.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner); default: the recipe's")
     train.add_argument("--batch-size", type=int, help="global batch size; default: the recipe's")
     train.add_argument("--seed", type=int, help="seed for splits, shuffles and initialisation (default 42)")
     train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
     train.add_argument("--smoke", action="store_true", help="a few batches on a few dozen examples, to check the setup")
-    train.add_argument("--out", default="runs", help="parent folder for the run folder (default: runs)")
+    train.add_argument("--out", help="parent folder for the run folder (default: runs)")
     train.add_argument("--config", type=Path, help="TOML file of setting overrides (see visionzoo/training/configs/)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting (repeatable)")
     train.add_argument("--strategy", choices=["auto", "one_device", "mirrored", "multiworker"],
@@ -66,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--savedmodel", choices=["always", "auto", "never"], default="always",
                         help="ship saved_model/ always (default), only when small (auto, <= 20 MiB), or never; "
                              "it is written and parity-checked either way")
+    export.add_argument("--force", action="store_true",
+                        help="export even a smoke or unfinished run, or a model whose outputs are (nearly) constant on real inputs")
 
     quantize = commands.add_parser(
         "quantize", help="write an INT8 variant of an export, calibrated on real training images, scored on the test split",
@@ -104,6 +114,51 @@ def _train_overrides(args) -> dict:
     return overrides
 
 
+def recipe_defaults(name: str) -> str:
+    """The "recipe defaults" section of `visionzoo train MODEL --help`, read from the registry."""
+    from .registry import RECIPES
+
+    recipe = RECIPES.get(name)
+    if recipe is None:
+        return f"\nno model named {name!r}: see `visionzoo list`\n"
+
+    def listing(options: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in options.items()) or "-"
+
+    optimizer = dict(recipe.optimizer)
+    spec = recipe.image_spec
+    model_options = {k: v for k, v in recipe.model_options.items() if k != "weights"}
+    rows = [
+        ("epochs", recipe.epochs),
+        ("batch size", recipe.batch_size),
+        ("optimizer", f"{optimizer.pop('name', 'adam')} ({listing(optimizer)})"),
+        ("learning rate", recipe.optimizer.get("learning_rate", "the optimizer's default")),
+        ("weights", recipe.model_options.get("weights", "- (no pretrained backbone)")),
+        ("data formats", ", ".join(recipe.data_formats) + "  (detected in this order; --data-format forces one)"),
+        ("input", f"{spec.height}x{spec.width} {spec.color_mode}"),
+        ("model options", listing(model_options)),
+        ("callbacks", "; ".join(f"{c['type']}({listing({k: v for k, v in c.items() if k != 'type'})})"
+                                for c in recipe.callbacks) or "-"),
+        ("augmentation", recipe.augmentation or "-"),
+        ("class weight", recipe.class_weight or "-"),
+        ("loss", recipe.loss),
+        ("data options", listing(recipe.data_options)),
+    ]
+    lines = [f"\nrecipe defaults for {recipe.name} ({recipe.source}; {recipe.family}):"]
+    lines += [f"  {label:<14} {value}" for label, value in rows]
+    if recipe.reported:
+        lines.append(f"  {'source result':<14} {recipe.reported}")
+    return "\n".join(lines) + "\n"
+
+
+def _train_help_model(argv: list[str]) -> str | None:
+    """MODEL in `visionzoo [-v] train MODEL ... --help`, else None."""
+    words = [w for w in argv if w not in ("-v", "--verbose")]
+    if len(words) < 3 or words[0] != "train" or not ({"-h", "--help"} & set(words)) or words[1].startswith("-"):
+        return None
+    return words[1]
+
+
 def command_list(args) -> None:
     if args.formats:
         from .data import FORMATS
@@ -111,7 +166,7 @@ def command_list(args) -> None:
         for name, data_format in sorted(FORMATS.items()):
             print(f"  {name:<22} {data_format.description}")
         return
-    from .registry import families
+    from .catalog import families  # plain data: listing models must not import TensorFlow
 
     for family, recipes in families().items():
         if args.served and not any(r.served for r in recipes):
@@ -125,10 +180,21 @@ def command_list(args) -> None:
 
 
 def command_train(args) -> None:
-    from .train import resolve_config, run_training
+    if args.resume:
+        overrides = _train_overrides(args)
+        if args.model or args.data_dir or overrides:
+            given = ([args.model] if args.model else []) + (["--data-dir"] if args.data_dir else []) + sorted(overrides)
+            raise ValueError(f"--resume continues {args.resume} with its recorded settings ({args.resume}/config.json); "
+                             f"drop {', '.join(given)}")
+        from .train import resume_run
 
-    config = resolve_config(args.model, args.data_dir, _train_overrides(args))
-    run_dir = run_training(config)
+        run_dir = resume_run(args.resume)
+    else:
+        if not args.model or not args.data_dir:
+            raise ValueError("train needs MODEL and --data-dir DATA_DIR (or --resume RUN); see `visionzoo train --help`")
+        from .train import resolve_config, run_training
+
+        run_dir = run_training(resolve_config(args.model, args.data_dir, _train_overrides(args)))
     print(f"run folder: {run_dir}")
     print(f"next: visionzoo export {run_dir}")
 
@@ -146,7 +212,7 @@ def command_evaluate(args) -> None:
 def command_export(args) -> None:
     from .export import export_run
 
-    folder = export_run(args.run, args.out, args.name, args.savedmodel)
+    folder = export_run(args.run, args.out, args.name, args.savedmodel, force=args.force)
     print(f"exported: {folder}")
 
 
@@ -170,7 +236,9 @@ def command_reproduce(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    help_model = _train_help_model(argv)
+    args = _parser(recipe_defaults(help_model) if help_model else "").parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
                 "quantize": command_quantize, "reproduce": command_reproduce}

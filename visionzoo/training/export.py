@@ -30,7 +30,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import train
+from . import runs, train
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ PARITY_BATCH = 8
 PARITY_TOLERANCE = 1e-4  # max |difference| between Keras and SavedModel / ONNX outputs
 SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship saved_model/ only when this small
 MIN_SPREAD = 1e-6  # outputs must vary across inputs by more than this, or parity proves nothing
+# On real test images a trained model's outputs must vary: the largest standard deviation across the
+# images of any output value must reach this, or the model has (nearly) collapsed to a constant (a
+# 1-epoch run once passed parity with a spread of 7e-6, a useless model proven equal in three formats).
+MIN_REAL_STD = 1e-4
+EXPORT_STEPS = 5
 GOLDEN_COUNT = 4
 SUPPORTED_INPUTS = (["image"], ["image", "body_part"])
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -138,6 +143,29 @@ def _keras_outputs(model, feed) -> dict[str, np.ndarray]:
     outputs = model(inputs, training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     return {name: np.asarray(value, dtype=np.float32) for name, value in zip(model.output_names, outputs)}
+
+
+def real_output_spread(model, real_images: np.ndarray | None, seed: int = 0) -> float | None:
+    """How much the outputs move on real inputs: the max over outputs and output values of the std
+    across the parity images (None without real images)."""
+    candidates = [feed for description, feed in _candidate_inputs(model, real_images, seed) if description == "real images"]
+    if not candidates:
+        return None
+    return max(float(values.std(axis=0).max()) for values in _keras_outputs(model, candidates[0]).values())
+
+
+def check_outputs_vary(model, real_images: np.ndarray | None, seed: int = 0, force: bool = False) -> float | None:
+    """Refuse (ExportError) a model whose outputs are (nearly) constant on real inputs, unless
+    `force`; returns real_output_spread."""
+    spread = real_output_spread(model, real_images, seed)
+    if spread is not None and spread < MIN_REAL_STD:
+        message = (f"the model's outputs are (nearly) constant on real inputs (largest std across "
+                   f"{min(len(real_images), PARITY_BATCH)} test images {spread:.1e} < {MIN_REAL_STD:.0e}): it has not "
+                   "learned to tell inputs apart; train longer, or pass --force to export it anyway")
+        if not force:
+            raise ExportError(message)
+        logger.warning("exporting anyway (--force): %s", message)
+    return spread
 
 
 def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None, seed: int = 0) -> dict:
@@ -267,8 +295,12 @@ def export_model(
     real_examples=None,
     seed: int = 0,
     savedmodel: str = "always",
+    force: bool = False,
 ) -> Path:
     """Write, check and atomically publish one export; returns the version folder.
+
+    Refuses (ExportError) a model whose outputs are (nearly) constant on `real_examples`, unless
+    `force`.
 
     `savedmodel`: "always" ships saved_model/; "auto" ships it only when it is at most
     SAVEDMODEL_SHIP_LIMIT bytes (it is always written and parity-checked first); "never" drops it
@@ -278,16 +310,24 @@ def export_model(
         raise ValueError(f"savedmodel must be always, auto or never, got {savedmodel!r}")
     import tensorflow as tf
 
+    real_images = None if real_examples is None else real_examples.images
+    _step(1, f"checking that {name}'s outputs vary on real inputs")
+    real_spread = check_outputs_vary(model, real_images, seed, force)
     model_root = Path(out_root) / name
     model_root.mkdir(parents=True, exist_ok=True)
     staging = model_root / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         serve, specs = serving_function(model)
+        _step(2, "writing the SavedModel")
         tf.saved_model.save(model, str(staging / "saved_model"), signatures={"serving_default": serve})
+        _step(3, f"converting to ONNX (opset {OPSET})")
         write_onnx(serve, specs, staging / "model.onnx")
-        real_images = None if real_examples is None else real_examples.images
+        _step(4, "checking Keras / SavedModel / ONNX parity")
         parity = check_parity(model, staging / "saved_model", staging / "model.onnx", real_images, seed)
+        if real_spread is not None:
+            parity["real_inputs_max_std"] = real_spread
+        _step(5, "writing golden files, metadata.json and hashes")
         golden = {} if real_examples is None else write_golden(staging, staging / "model.onnx", image_spec, real_examples, output_labels)
         saved_bytes = sum(p.stat().st_size for p in (staging / "saved_model").rglob("*") if p.is_file())
         ship_saved = savedmodel == "always" or (savedmodel == "auto" and saved_bytes <= SAVEDMODEL_SHIP_LIMIT)
@@ -323,14 +363,28 @@ def export_model(
     return final
 
 
-def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always") -> Path:
-    """Export a run's best checkpoint with its metrics, data description and recipe."""
+def _step(number: int, text: str) -> None:
+    logger.info("export [%d/%d] %s", number, EXPORT_STEPS, text)
+
+
+def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always",
+               force: bool = False) -> Path:
+    """Export a run's best checkpoint with its metrics, data description and recipe.
+
+    Refuses smoke and unfinished runs (runs.export_refusal) and (nearly) constant models unless `force`.
+    """
     import tf_keras as keras
 
     from .models import objectives  # noqa: F401  (registers custom objects)
 
     run_dir = Path(run_dir)
     config, checkpoint = train.load_run(run_dir)
+    refusal = runs.export_refusal(run_dir)
+    if refusal and not force:
+        raise ExportError(refusal)
+    if refusal:
+        logger.warning("exporting anyway (--force): %s", refusal)
+    logger.info("export: loading %s and re-reading its data", checkpoint)
     recipe = get_recipe(config.model)
     model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
     read = lambda file: json.loads((run_dir / file).read_text()) if (run_dir / file).is_file() else {}  # noqa: E731
@@ -352,9 +406,10 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         "recipe": {"name": recipe.name, "family": recipe.family, "source": recipe.source, "source_reported": recipe.reported,
                    "config": json.loads(config.to_json())},
         "training": read("training.json"),
+        "run_state": runs.read_state(run_dir),
     }
     return export_model(
         model, name or recipe.name, out_root, image_spec=config.image_spec(recipe), task_kind=recipe.task.kind,
         output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
-        savedmodel=savedmodel,
+        savedmodel=savedmodel, force=force,
     )

@@ -39,9 +39,10 @@ def learning_curves(history_csv: Path, path: Path) -> Path | None:
     epochs = [int(r["epoch"]) + 1 for r in rows]
     figure, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4), squeeze=False)
     for axis, column in zip(axes[0], columns):
-        axis.plot(epochs, [float(r[column]) for r in rows], label="train")
+        # markers: a one-epoch run is a single point, which a line alone does not draw
+        axis.plot(epochs, [float(r[column]) for r in rows], marker="o", markersize=4, label="train")
         if f"val_{column}" in rows[0]:
-            axis.plot(epochs, [float(r[f"val_{column}"]) for r in rows], label="validation")
+            axis.plot(epochs, [float(r[f"val_{column}"]) for r in rows], marker="o", markersize=4, label="validation")
         axis.set_title(column.replace("_", " "))
         axis.set_xlabel("epoch")
         axis.legend()

@@ -1,8 +1,15 @@
 """Train one registered model: config -> data -> model -> fit -> evaluate -> run folder.
 
 A run folder holds: config.json (resolved settings), data.json (what was read, split sizes,
-skipped files), history.csv, logs/ (TensorBoard), best_model.keras, metrics.json and plots/.
+skipped files), status.json (unfinished / finished / smoke: see runs.py), history.csv, logs/
+(TensorBoard), best_model.keras, backup/ (model + optimizer + epoch while training runs, for
+`--resume`), metrics.json, plots/ and training.json (written last).
 Each step is an importable function; `run_training` strings them together.
+
+The folder appears only once the model is built, and is removed again when training fails before
+its first epoch ends, so a failed start (no data, no network for ImageNet weights) leaves nothing.
+After that a failure or a kill leaves it `unfinished`, and `visionzoo train --resume RUN` continues
+it from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots
+from . import plots, runs
 from .data import SplitData, load_data
 from .data.common import Examples
 from .recipe import Recipe, TrainConfig
@@ -29,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 SMOKE_EXAMPLES = 48
 SMOKE_BATCH = 8
+BACKUP_DIR = "backup"  # BackupAndRestore's checkpoint of model, optimizer and epoch, inside the run folder
+
+
+class WeightsUnavailable(RuntimeError):
+    """The recipe's pretrained (ImageNet) weights could not be downloaded."""
 
 
 @dataclass
@@ -115,7 +127,75 @@ def make_optimizer(spec: dict, total_steps: int | None = None):
     return optimizers[name](**options)
 
 
-def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoint: Path) -> list:
+def read_history(path: Path) -> list[dict]:
+    """history.csv as a list of rows (strings), oldest epoch first; [] when absent."""
+    import csv
+
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_history(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    columns = ["epoch"] + sorted({key for row in rows for key in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(buffer.getvalue())
+    os.replace(temporary, path)
+
+
+def _best_so_far(rows: list[dict], monitor: str, mode: str) -> float | None:
+    """The best `monitor` value in earlier epochs (so a resumed ModelCheckpoint keeps the real best)."""
+    values = [float(row[monitor]) for row in rows if row.get(monitor) not in (None, "")]
+    if not values:
+        return None
+    if mode == "auto":  # ModelCheckpoint's own rule
+        mode = "max" if "acc" in monitor or monitor.startswith("fmeasure") else "min"
+    return max(values) if mode == "max" else min(values)
+
+
+def _run_callbacks(run_dir: Path, backup_dir: Path | None, chief: bool) -> list:
+    """history.csv and status.json per epoch, and the backup for --resume, in that order: a kill
+    between them at worst repeats the last epoch, whose history row is then replaced, never doubled."""
+    import tf_keras as keras
+
+    history_path = run_dir / "history.csv"
+
+    class EpochHistory(keras.callbacks.Callback):
+        """CSVLogger's columns, rewritten atomically each epoch and keyed by epoch, so a resumed run
+        keeps its earlier rows."""
+
+        def on_train_begin(self, logs=None):
+            self.rows, self.first = read_history(history_path), True
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self.first:  # fit starts at the restored epoch: drop rows from any later, lost attempt
+                self.rows, self.first = [r for r in self.rows if int(r["epoch"]) < epoch], False
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
+            _write_history(history_path, self.rows)
+
+    class EpochStatus(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=epoch + 1)
+
+    backup = [] if backup_dir is None else [
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False)]
+    return [EpochHistory(), *backup] + ([EpochStatus()] if chief else [])
+
+
+def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoint: Path, chief: bool = True,
+                   backup_dir: Path | None = None) -> list:
+    """The recipe's callbacks, then best checkpoint, history, status, backup (when `backup_dir`)
+    and TensorBoard. `run_dir` is this process's folder (a worker's own one off the chief)."""
     import tf_keras as keras
 
     callbacks = []
@@ -136,9 +216,11 @@ def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoin
             monitor, mode = options.get("monitor", "val_loss"), options.get("mode", "auto")
         else:
             raise ValueError(f"unknown callback type {kind!r}; expected early_stopping, reduce_lr or checkpoint")
+    best = _best_so_far(read_history(run_dir / "history.csv"), monitor, mode)  # None unless resuming
     callbacks += [
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True,
+                                        initial_value_threshold=best),
+        *_run_callbacks(run_dir, backup_dir, chief),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=0),
     ]
     return callbacks
@@ -187,7 +269,36 @@ def build_for_data(prepared: Prepared):
     if recipe.num_classes_option:
         option, target = recipe.num_classes_option
         options[option] = len(prepared.data.class_names[target])
-    return recipe.builder(input_shape=config.image_spec(recipe).shape, **options)
+    if options.get("weights") != "imagenet":
+        return recipe.builder(input_shape=config.image_spec(recipe).shape, **options)
+    try:
+        return recipe.builder(input_shape=config.image_spec(recipe).shape, **options)
+    except Exception as error:  # keras' get_file raises a bare Exception("URL fetch failure on ...")
+        if "URL fetch failure" not in str(error) and not isinstance(error, OSError):
+            raise
+        raise WeightsUnavailable(_weights_advice(recipe.name, error)) from None
+
+
+def _weights_advice(model: str, error: Exception) -> str:
+    reason = str(error).split(" -- ")[-1].strip() or type(error).__name__
+    fixes = ["--weights none (random initialisation)", "--weights PATH (a local weights .h5 file)"]
+    from .ship import CONFIGS, SHIPPED  # the shipped models' from-scratch settings
+
+    if model in SHIPPED:
+        config_file = (CONFIGS / SHIPPED[model][1]).resolve()
+        try:
+            config_file = config_file.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        if runs_without_imagenet(config_file):
+            fixes.append(f"--config {config_file} (the from-scratch recipe)")
+    return f"cannot download the ImageNet weights for {model} ({reason}; no network?); use " + ", or ".join(fixes)
+
+
+def runs_without_imagenet(config_file: Path) -> bool:
+    from .recipe import read_config_file
+
+    return read_config_file(config_file).get("model_options.weights", "imagenet") != "imagenet"
 
 
 def steps_per_epoch(prepared: Prepared) -> int:
@@ -227,25 +338,27 @@ def make_datasets(prepared: Prepared):
     return dataset("train", True), dataset("val", False)
 
 
-def predict(model, prepared: Prepared, split: str) -> dict[str, np.ndarray]:
-    """Model outputs for a whole split, keyed by output name."""
+def predict(model, prepared: Prepared, split: str, progress: bool = False) -> dict[str, np.ndarray]:
+    """Model outputs for a whole split, keyed by output name (`progress`: Keras' progress bar, one
+    final line when stdout is not a terminal)."""
     from .data.pipeline import make_dataset
 
     examples = prepared.data.splits[split]
     features = prepared.recipe.task.features(examples, prepared.data.class_names)
     dataset = make_dataset(features, {}, prepared.config.batch_size, shuffle=False, seed=0).map(lambda x, y: x)
-    outputs = model.predict(dataset, verbose=0)
+    outputs = model.predict(dataset, verbose=1 if progress else 0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     return {name: np.asarray(value) for name, value in zip(model.output_names, outputs)}
 
 
-def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "test")) -> dict:
+def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "test"), progress: bool = True) -> dict:
     """Score `splits`, write metrics.json and the task's plots; returns the metrics."""
     results = {}
-    for split in splits:
-        if split not in prepared.data.splits:
-            continue
-        predictions = predict(model, prepared, split)
+    present = [split for split in splits if split in prepared.data.splits]
+    for number, split in enumerate(present, 1):
+        examples = len(prepared.data.splits[split])
+        logger.info("evaluate [%d/%d] %s split: predicting %d examples", number, len(present), split, examples)
+        predictions = predict(model, prepared, split, progress)
         results[split] = prepared.recipe.task.score(predictions, prepared.data.splits[split], prepared.data.class_names)
         results[split]["examples"] = len(prepared.data.splits[split])
         plots.task_plots(prepared.recipe.task, results[split], predictions, prepared.data.splits[split], run_dir / "plots", split)
@@ -280,8 +393,11 @@ def new_run_dir(config: TrainConfig) -> Path:
     return run_dir
 
 
-def run_training(config: TrainConfig, run_dir: Path | None = None) -> Path:
-    """Train, keep the best checkpoint, evaluate it on val and test; returns the run folder."""
+def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
+    """Train, keep the best checkpoint, evaluate it on val and test; returns the run folder.
+
+    `resume`: continue the unfinished run in `run_dir` (its config) from its last completed epoch.
+    """
     import tf_keras as keras
 
     seed_everything(config.seed)
@@ -290,21 +406,43 @@ def run_training(config: TrainConfig, run_dir: Path | None = None) -> Path:
     chief = is_chief()
     prepared = prepare(config)
     run_dir = Path(run_dir) if run_dir else new_run_dir(config)
-    work_dir = run_dir if chief else run_dir.parent / f".{run_dir.name}-worker-{os.getpid()}"
-    (work_dir / "plots").mkdir(parents=True, exist_ok=True)
-    (work_dir / "config.json").write_text(config.to_json())
-    write_json(work_dir / "data.json", {**prepared.data.describe(), "class_names": prepared.data.class_names,
-                                        "skipped": prepared.data.skipped})
-    with strategy.scope():
+    status = runs.read_status(run_dir) if resume else {}
+    backup_exists = resume and (run_dir / BACKUP_DIR).is_dir()
+    if backup_exists and prepared.config.model_options.get("weights") == "imagenet":
+        # the backup restores every weight: no need to download ImageNet weights again
+        prepared = Prepared(prepared.recipe, config.updated({"model_options.weights": None}), prepared.data)
+    with strategy.scope():  # before any folder exists: a model that cannot be built leaves nothing behind
         model = build_for_data(prepared)
         compile_model(model, prepared)
-    train_data, val_data = make_datasets(prepared)
+    work_dir = run_dir if chief else run_dir.parent / f".{run_dir.name}-worker-{os.getpid()}"
     checkpoint = work_dir / "best_model.keras"
+    # BackupAndRestore does not support OneDeviceStrategy; every worker names the chief's folder
+    backup_dir = None if config.strategy == "one_device" else run_dir / BACKUP_DIR
+    created = not work_dir.exists()  # only a folder this call made may be removed on failure
     started = time.perf_counter()
-    model.fit(
-        train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
-        callbacks=make_callbacks(prepared.recipe, config, work_dir, checkpoint), verbose=1 if sys.stdout.isatty() else 2,
-    )
+    try:
+        if not resume:
+            (work_dir / "plots").mkdir(parents=True, exist_ok=True)
+            (work_dir / "config.json").write_text(config.to_json())
+            write_json(work_dir / "data.json", {**prepared.data.describe(), "class_names": prepared.data.class_names,
+                                                "skipped": prepared.data.skipped})
+            if chief:
+                runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=0)
+        if not status.get("fitted"):
+            train_data, val_data = make_datasets(prepared)
+            model.fit(
+                train_data, validation_data=val_data, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch,
+                callbacks=make_callbacks(prepared.recipe, config, work_dir, checkpoint, chief, backup_dir),
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+            if chief:
+                runs.write_status(run_dir, runs.UNFINISHED, fitted=True)
+    except BaseException:
+        if chief and created and runs.read_status(run_dir).get("epochs_completed", 0) == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing worth resuming
+        elif chief:
+            logger.error("training stopped; continue it with `visionzoo train --resume %s`", run_dir)
+        raise
     seconds = time.perf_counter() - started
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -313,9 +451,26 @@ def run_training(config: TrainConfig, run_dir: Path | None = None) -> Path:
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     metrics = evaluate_splits(best, prepared, run_dir)
     write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
-                                           "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name})
+                                           "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
+                                           **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
+    runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     logger.info("run %s finished in %.0f s; metrics: %s", run_dir, seconds, _headline(metrics))
     return run_dir
+
+
+def resume_run(run_dir: Path) -> Path:
+    """Continue an unfinished run with its recorded config (<run>/config.json)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the folder `visionzoo train` printed")
+    state = runs.read_state(run_dir)
+    if state != runs.UNFINISHED:
+        raise ValueError(f"{run_dir} is already {state}; nothing to resume")
+    if not (run_dir / BACKUP_DIR).is_dir():
+        logger.warning("%s has no backup/ (killed before its first epoch ended): training starts from epoch 1", run_dir)
+    return run_training(TrainConfig.from_json(config_path.read_text()), run_dir, resume=True)
 
 
 def _headline(metrics: dict) -> str:
