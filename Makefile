@@ -2,6 +2,7 @@
 #   make serve   install the serving extra, then serve the shipped models (HTTP :3000, gRPC :8001)
 #   make test    install everything, then run the test suite (what CI runs)
 #   make bench   serving benchmarks (batching on/off, OIP gRPC vs REST) -> benchmarks/RESULTS.md
+#   make fuzz    schemathesis against the served OpenAPI document, >= 10,000 cases (FUZZ_EXAMPLES per operation)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -11,10 +12,10 @@ PYTEST_ARGS ?=
 export BENTOML_DO_NOT_TRACK := True
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-serving serve test test-slow bench reproduce ship build container container-test clean help container-gpu
+.PHONY: install install-serving serve test test-slow fuzz bench reproduce ship build container container-test clean help container-gpu
 
 help:
-	@sed -n '1,6p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +40,10 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+
+FUZZ_EXAMPLES ?= 2000
+fuzz: install
+	VISIONZOO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz tests/e2e/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks.run

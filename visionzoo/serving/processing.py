@@ -184,6 +184,9 @@ def decode_upload(upload: Upload, spec: ImageSpec, limits: Limits, keep_source: 
     except ImageTooLarge as error:
         raise PayloadTooLarge(f"{error} (VISIONZOO_MAX_IMAGE_PIXELS)") from error
     except ImageDecodeError as error:
+        if isinstance(error.__cause__, Image.DecompressionBombError):  # too large for Pillow even to read its header
+            raise PayloadTooLarge(f"{upload.name}: more pixels than Pillow decodes safely, and more than the "
+                                  f"{limits.max_image_pixels} allowed (VISIONZOO_MAX_IMAGE_PIXELS)") from error
         status = RequestError if "empty file" in str(error) else UnsupportedMediaType
         raise status(f"{error}; send PNG or JPEG files (or .npy arrays)") from error
     return [_from_image(upload.name, image, spec, limits, keep_source)]

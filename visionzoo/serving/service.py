@@ -184,6 +184,70 @@ def process_metrics() -> Metrics:
     return _metrics
 
 
+# What the endpoints answer besides BentoML's own 200/400/404/500 (serving/errors.py), for the OpenAPI document.
+ERROR_STATUSES = {
+    401: "missing or wrong API key (VISIONZOO_API_KEY)",
+    403: "admin routes disabled (no VISIONZOO_ADMIN_TOKEN)",
+    409: "a reload the live model cannot take (changed signature) or nothing to roll back to",
+    413: "more images, bytes, pixels or tiles than allowed (VISIONZOO_MAX_*)",
+    415: "not multipart/form-data, or a file that is not a decodable image",
+    503: "model loading, refused or overloaded (with Retry-After)",
+    504: "the request's deadline passed",
+}
+ADMIN_ONLY = (403, 409)
+
+
+class MultipartBoundaryMiddleware:
+    """400 for a multipart body without a boundary, on every route: BentoML's own JSON routes (/models,
+    /admin/*) accept multipart bodies too, and answer a missing boundary with a 500."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST":
+            content_type = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            media_type, _, parameters = content_type.partition(";")
+            if media_type.strip().lower().startswith("multipart/") and "boundary=" not in parameters.lower():
+                error = InvalidInput(f"{media_type.strip()} without a boundary parameter: let the client library "
+                                     "write the Content-Type of a multipart body (curl -F, requests files=...)")
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _required_fields(media) -> list:
+    schema = media.get("schema") if isinstance(media, dict) else getattr(media, "schema", None)
+    found = schema.get("required") if isinstance(schema, dict) else getattr(schema, "required", None)
+    return list(found or [])
+
+
+def document_errors(spec):
+    """BentoML's OpenAPI document plus the error answers the service gives: every error is `ErrorBody`,
+    and the 400 of BentoML's own JSON routes (/models, /admin/*) carries pydantic's `detail` list."""
+    from .schemas import ErrorBody
+
+    schemas = spec.components["schemas"]
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    schemas["InvalidArgument"] = {"type": "object", "title": "InvalidArgument", "description": "Bad Request",
+                                  "required": ["error"], "properties": {"error": {"type": "string", "title": "Message"},
+                                                                        "detail": {"title": "Error Detail"}}}
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for route, item in spec.paths.items():
+        operation = item.post if isinstance(item.post, dict) else None
+        if operation is None or "responses" not in operation:
+            continue
+        body = operation.get("requestBody")
+        if isinstance(body, dict) and any(_required_fields(media) for media in body.get("content", {}).values()):
+            body["required"] = True  # a request without a body is refused (no images / no model name)
+        admin = route.startswith("/admin/")
+        for status, description in ERROR_STATUSES.items():
+            if status in ADMIN_ONLY and not admin:
+                continue
+            operation["responses"].setdefault(status, {"description": description, "content": reference})
+    return spec
+
+
 def build_service():
     namespace: dict[str, Any] = {"__module__": __name__, "__doc__": "X-ray abnormality and body part, blood-cell type, "
                                  "Mars terrain segmentation (visionzoo)."}
@@ -205,6 +269,16 @@ def build_service():
                               metrics={"enabled": False},
                               tracing={} if settings.tracing else {"excluded_urls": ".*"})(cls)
     service.add_asgi_middleware(ApiKeyMiddleware)
+    service.add_asgi_middleware(MultipartBoundaryMiddleware)
+
+    class DocumentedService(type(service)):  # the same service; /docs.json also lists the error answers
+        __slots__ = ()
+
+        @property
+        def openapi_spec(self):
+            return document_errors(super().openapi_spec)
+
+    service.__class__ = DocumentedService
     return bentoml.asgi_app(rest_app, path="/")(service)  # OIP REST: /v2/... (serving/oip/rest.py)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import inspect
 import logging
 from typing import Any
 
@@ -229,6 +230,48 @@ for _method in pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].methods:
         setattr(InferenceServicer, _method.name, _unimplemented(_method.name))
 
 
+class _Malformed:
+    """Stands in for a request whose bytes are not the method's protobuf message."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _tolerant(deserialize):
+    kind = getattr(getattr(getattr(deserialize, "__self__", None), "DESCRIPTOR", None), "full_name", "request")
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as error:  # protobuf's DecodeError (and friends, by implementation)
+            return _Malformed(f"the request is not a valid {kind} message ({type(error).__name__}: {error})")
+
+    return parse
+
+
+class MalformedRequests(grpc.aio.ServerInterceptor):
+    """Bytes that do not parse as the method's request message answer INVALID_ARGUMENT with a message.
+
+    grpc.aio itself reports a failed request deserialization as UNKNOWN and logs it at ERROR with a
+    traceback: a client's mistake would look like a server fault."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if (handler is None or handler.request_streaming or handler.response_streaming
+                or handler.unary_unary is None or handler.request_deserializer is None):
+            return handler
+        behaviour = handler.unary_unary
+
+        async def guarded(request, context):
+            if isinstance(request, _Malformed):
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+            answer = behaviour(request, context)
+            return await answer if inspect.isawaitable(answer) else answer
+
+        return grpc.unary_unary_rpc_method_handler(guarded, request_deserializer=_tolerant(handler.request_deserializer),
+                                                   response_serializer=handler.response_serializer)
+
+
 class GRPCServer:
     """A grpc.aio server for one ModelSet on host:port, with grpc.health.v1 and reflection."""
 
@@ -249,7 +292,7 @@ class GRPCServer:
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.so_reuseport", 1 if self.reuse_port else 0),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(options=options, interceptors=[MalformedRequests()])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.backend), server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -73,6 +73,8 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise InvalidArgument(f"the {encoding} request body cannot be decompressed ({error})") from None
     if len(inflated) > limit or inflater.unconsumed_tail:
         raise too_large
+    if not inflater.eof:
+        raise InvalidArgument(f"the {encoding} request body cannot be decompressed (the stream is truncated)")
     return inflated
 
 
