@@ -1,7 +1,7 @@
 # visionzoo: every target creates .venv and installs what it needs first.
 #   make serve   install the serving extra, then serve the shipped models (HTTP :3000, gRPC :8001)
 #   make test    install everything, then run the test suite (what CI runs)
-#   make bench   serving benchmarks (batching on/off, OIP gRPC vs REST) -> benchmarks/RESULTS.md
+#   make bench   engines, the service on every protocol, batching, overload, MLServer -> benchmarks/RESULTS.md
 #   make fuzz    schemathesis against the served OpenAPI document, >= 10,000 cases (FUZZ_EXAMPLES per operation)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)

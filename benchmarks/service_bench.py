@@ -1,0 +1,240 @@
+"""The service under load, side by side in one run: every protocol, client count and request size,
+batching on and off, latency before and after a burst, overload shedding, memory and cold start,
+and Seldon MLServer 1.7.1 serving the same ONNX file driven by the same load generator.
+
+    python -m benchmarks.service_bench [--duration 8] [--warmup 2] [--skip-mlserver]
+
+Starts `bentoml serve` on the shipped models (exported_models/) and measures, for the blood-cell
+model (the smallest, so the serving path is what shows), with real golden JPEGs:
+
+- cold start (process start to /readyz 200, all three models) and RSS after warm-up (every process);
+- the 1-client p50 on every protocol, fresh;
+- closed-loop images/s and p50/p99 over OIP gRPC, OIP REST (binary tensors) and the multipart
+  endpoint at 1/8/32/64 clients, with 1- and 8-image requests;
+- the 1-client p50 right after 8 s of 64 clients, and again after 20 s idle;
+- overload: an open loop at 4x the measured capacity; how fast the excess is refused, the p99 of
+  what is accepted against the p99 at capacity, and how long until 1-client latency is back;
+- a second server with VISIONZOO_BATCHING=off at 64 clients (batching on / off);
+- MLServer (benchmarks/mlserver_peer.py, its own venv) over gRPC at the same points.
+
+Writes benchmarks/out/service_bench.json. Client and server share the machine's cores: compare rows
+of one run with each other, not with other machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+from benchmarks.loadgen import GrpcTarget, LoadResult, MultipartTarget, RestTarget, closed_loop, open_loop
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "benchmarks" / "out"
+MODEL, EXPORT = "bloodcell", "bloodcell_mobilenetv3"
+CLIENTS = (1, 8, 32, 64)
+IMAGES = (1, 8)
+PROTOCOLS = ("grpc", "rest", "multipart")
+
+
+def golden_requests() -> tuple[list[tuple[str, bytes]], np.ndarray, str]:
+    """The newest blood-cell export's golden JPEGs (bytes) and the same images as the model's FP32
+    input, decoded exactly as the service decodes them; and the model's input name."""
+    from visionzoo.serving.repository import load_version
+
+    version = load_version(MODEL, EXPORT, REPO / "exported_models")
+    from visionzoo.preprocessing import prepare_image
+
+    files = [(name, (version.folder / "golden" / name).read_bytes()) for name in version.metadata["golden"]["files"]]
+    pixels = np.stack([prepare_image(data, version.spec, name) for name, data in files]).astype(np.float32)
+    return files, pixels, version.inputs[0]["name"]
+
+
+def tree_rss_mib(pid: int) -> float:
+    """Resident memory of a process and all its children, MiB."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return float("nan")
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def sized(files: list[tuple[str, bytes]], pixels: np.ndarray, count: int) -> tuple[list, np.ndarray]:
+    """`count` images, cycling through the golden ones."""
+    index = [i % len(files) for i in range(count)]
+    return [files[i] for i in index], pixels[index]
+
+
+class Endpoints:
+    """Targets for one running server."""
+
+    def __init__(self, url: str, grpc_address: str, files, pixels, input_name: str) -> None:
+        self.url, self.grpc_address, self.files, self.pixels, self.input_name = url, grpc_address, files, pixels, input_name
+
+    def target(self, protocol: str, images: int):
+        files, pixels = sized(self.files, self.pixels, images)
+        if protocol == "grpc":
+            return GrpcTarget(self.grpc_address, MODEL, self.input_name, pixels)
+        if protocol == "rest":
+            return RestTarget(self.url, MODEL, self.input_name, pixels)
+        return MultipartTarget(self.url, f"/{MODEL}/predict", files)
+
+
+def point(result: LoadResult, **labels) -> dict:
+    row = {**labels, **result.summary()}
+    print(json.dumps({k: v for k, v in row.items() if k not in ("error_kinds",)}), flush=True)
+    return row
+
+
+async def probe_p50(endpoints: Endpoints, protocol: str, seconds: float) -> float:
+    result = await closed_loop(endpoints.target(protocol, 1), 1, 0.3, seconds)
+    return result.percentile(50)
+
+
+async def service_runs(endpoints: Endpoints, warmup: float, duration: float, pid: int) -> dict:
+    found: dict = {"fresh_p50_ms": {}, "grid": [], "hangover": {}, "overload": {}}
+    for protocol in PROTOCOLS:
+        found["fresh_p50_ms"][protocol] = round(await probe_p50(endpoints, protocol, 3.0), 2)
+    found["rss_mib_after_warmup"] = round(tree_rss_mib(pid), 1)
+    for protocol in PROTOCOLS:
+        for images in IMAGES:
+            for clients in CLIENTS:
+                result = await closed_loop(endpoints.target(protocol, images), clients, warmup, duration, images)
+                found["grid"].append(point(result, protocol=protocol, images_per_request=images))
+    # Latency hangover: fresh, right after a burst, after idle (gRPC, 1 image).
+    fresh = await probe_p50(endpoints, "grpc", 3.0)
+    burst = await closed_loop(endpoints.target("grpc", 1), 64, 1.0, 8.0)
+    after = await probe_p50(endpoints, "grpc", 3.0)
+    await asyncio.sleep(20)
+    idle = await probe_p50(endpoints, "grpc", 3.0)
+    found["hangover"] = {"fresh_p50_ms": round(fresh, 2), "burst_images_per_s": round(burst.images_per_s, 1),
+                         "after_burst_p50_ms": round(after, 2), "after_idle_p50_ms": round(idle, 2)}
+    found["overload"] = await overload(endpoints, fresh, warmup, duration)
+    found["rss_mib_after_load"] = round(tree_rss_mib(pid), 1)
+    return found
+
+
+async def overload(endpoints: Endpoints, baseline_p50: float, warmup: float, duration: float) -> dict:
+    """Open loop at the capacity the closed loop found, then at 4x; then time to 1-client baseline."""
+    capacity = await closed_loop(endpoints.target("grpc", 1), 64, warmup, duration)
+    rate = capacity.requests_per_s
+    at_capacity = await open_loop(endpoints.target("grpc", 1), rate, warmup, duration)
+    flood = await open_loop(endpoints.target("grpc", 1), 4 * rate, warmup, duration)
+    stopped = time.perf_counter()
+    recovered_after = None
+    while time.perf_counter() - stopped < 30:
+        p50 = (await closed_loop(endpoints.target("grpc", 1), 1, 0.0, 0.5)).percentile(50)
+        if p50 <= 1.2 * baseline_p50 + 0.5:
+            recovered_after = time.perf_counter() - stopped
+            break
+    shed = np.array(flood.error_latencies_ms) if flood.error_latencies_ms else np.array([np.nan])
+    return {
+        "capacity_requests_per_s": round(rate, 1),
+        "at_capacity": at_capacity.summary(),
+        "at_4x": flood.summary(),
+        "offered_per_s": round(4 * rate, 1),
+        "shed_fraction": round(flood.errors / max(1, flood.errors + flood.requests), 3),
+        "shed_p50_ms": round(float(np.nanpercentile(shed, 50)), 2),
+        "shed_p99_ms": round(float(np.nanpercentile(shed, 99)), 2),
+        "accepted_p99_over_capacity_p99": round(flood.percentile(99) / at_capacity.percentile(99), 2),
+        "recovered_after_s": None if recovered_after is None else round(recovered_after, 2),
+    }
+
+
+def serve_and_measure(env: dict, files, pixels, input_name: str, job) -> dict:
+    """Start `bentoml serve` on the shipped models with `env`, time its start, run `job` against it."""
+    from tests.e2e.conftest import bentoml_serve
+
+    started = time.perf_counter()
+    with bentoml_serve({"VISIONZOO_WARMUP_BATCH_SIZES": "", **env}, models_dir=REPO / "exported_models",
+                       log_dir=OUT) as served:
+        ready_s = time.perf_counter() - started
+        status = httpx.post(f"{served.url}/models", json={}, timeout=30).json()
+        endpoints = Endpoints(served.url, served.grpc_address, files, pixels, input_name)
+        found = asyncio.run(job(endpoints, served.process.pid))
+    return {"ready_s": round(ready_s, 2), "models": status, **found}
+
+
+async def batching_off_runs(endpoints: Endpoints, warmup: float, duration: float) -> dict:
+    rows = []
+    for images in IMAGES:
+        result = await closed_loop(endpoints.target("grpc", images), 64, warmup, duration, images)
+        rows.append(point(result, protocol="grpc", images_per_request=images, batching="off"))
+    return {"grid": rows}
+
+
+async def mlserver_runs(grpc_address: str, pixels: np.ndarray, input_name: str, warmup: float, duration: float) -> list[dict]:
+    rows = []
+    for images in IMAGES:
+        _, batch = sized([None] * len(pixels), pixels, images)
+        for clients in CLIENTS:
+            result = await closed_loop(GrpcTarget(grpc_address, MODEL, input_name, batch), clients, warmup, duration, images)
+            rows.append(point(result, protocol="grpc", images_per_request=images, server="mlserver"))
+    return rows
+
+
+def mlserver(pixels: np.ndarray, input_name: str, warmup: float, duration: float) -> dict:
+    from benchmarks import mlserver_peer
+    from tests.e2e.conftest import free_port
+    from visionzoo.serving.repository import load_version
+
+    version = load_version(MODEL, EXPORT, REPO / "exported_models")
+    python = mlserver_peer.ensure_venv()
+    http_port, grpc_port = free_port(), free_port()
+    started = time.perf_counter()
+    handle = mlserver_peer.start_mlserver(version.onnx_path, MODEL, input_name, [o["name"] for o in version.outputs],
+                                          http_port, grpc_port, python=python)
+    try:
+        ready_s = time.perf_counter() - started
+        rows = asyncio.run(mlserver_runs(f"127.0.0.1:{grpc_port}", pixels, input_name, warmup, duration))
+        rss = tree_rss_mib(handle.pid)
+    finally:
+        handle.stop()
+    return {"ready_s": round(ready_s, 2), "rss_mib": round(rss, 1), "grid": rows,
+            "version": mlserver_peer.venv_versions(python).get("mlserver", "?")}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per point (default 8)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each point (default 2)")
+    parser.add_argument("--skip-mlserver", action="store_true", help="do not build or run the MLServer peer")
+    args = parser.parse_args(argv)
+    OUT.mkdir(parents=True, exist_ok=True)
+    files, pixels, input_name = golden_requests()
+    found: dict = {"settings": {"duration_s": args.duration, "warmup_s": args.warmup, "cpus": os.cpu_count(),
+                                "load_average_before": os.getloadavg()}}
+
+    def on(endpoints, pid):
+        return service_runs(endpoints, args.warmup, args.duration, pid)
+
+    def off(endpoints, pid):
+        return batching_off_runs(endpoints, args.warmup, args.duration)
+
+    found["service"] = serve_and_measure({}, files, pixels, input_name, on)
+    found["batching_off"] = serve_and_measure({"VISIONZOO_BATCHING": "off"}, files, pixels, input_name, off)
+    if not args.skip_mlserver:
+        try:
+            found["mlserver"] = mlserver(pixels, input_name, args.warmup, args.duration)
+        except Exception as error:  # noqa: BLE001 - the peer is optional; say why it is missing
+            found["mlserver"] = {"error": f"{type(error).__name__}: {error}"}
+    (OUT / "service_bench.json").write_text(json.dumps(found, indent=1))
+    return found
+
+
+if __name__ == "__main__":
+    main()
