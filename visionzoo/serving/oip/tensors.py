@@ -20,23 +20,16 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import serialize_byte_tensor, triton_to_np_dtype
 
 from .errors import InvalidArgument
 
 BYTES = "BYTES"
+# The protocol's fixed-size datatypes, as numpy reads their raw (little-endian) bytes; the mapping
+# itself is tritonclient's (`triton_to_np_dtype`), the one Triton's own clients use.
 DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("<u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("<i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
+    name: np.dtype(triton_to_np_dtype(name)).newbyteorder("<")
+    for name in ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
 }
 DATATYPES = (*DTYPES, BYTES)
 # InferTensorContents field per datatype; FP16 (and BF16) have none: they travel raw only.
@@ -96,16 +89,21 @@ def _object_array(elements: list[bytes], shape: tuple[int, ...]) -> np.ndarray:
 
 
 def serialize_bytes(elements: Iterable[bytes]) -> bytes:
-    """BYTES elements -> length-prefixed raw data."""
-    parts = []
-    for element in elements:
-        element = bytes(element)
-        parts += [LENGTH_PREFIX.pack(len(element)), element]
-    return b"".join(parts)
+    """BYTES elements -> length-prefixed raw data (tritonclient's encoder)."""
+    found = [bytes(element) for element in elements]
+    if not found:
+        return b""
+    array = _object_array(found, (len(found),))
+    return serialize_byte_tensor(array).item()
 
 
 def deserialize_bytes(name: str, raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
-    """Length-prefixed raw data -> an object array of `bytes` with the declared shape."""
+    """Length-prefixed raw data -> an object array of `bytes` with the declared shape.
+
+    Our own decoder, not tritonclient's `deserialize_bytes_tensor`: that one trusts its input (a
+    length prefix past the end raises a bare struct.error, extra or missing elements go unnoticed),
+    while this one is fed by anonymous clients, so it checks each prefix and the element count
+    against the declared shape and says which element is wrong."""
     count, view = element_count(shape), memoryview(raw)
     elements: list[bytes] = []
     offset = 0
