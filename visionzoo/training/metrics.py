@@ -1,15 +1,22 @@
-"""Evaluation scores in plain NumPy (no TensorFlow, so tests and model cards can use them anywhere)."""
+"""Evaluation scores over scikit-learn's metrics (no TensorFlow, so tests and model cards can use them
+anywhere), in the dictionaries metrics.json and metadata.json record.
+
+scikit-learn computes the confusion matrices, precision / recall / F1, balanced accuracy and the
+ROC; this module only shapes them. (Its confusion matrix takes 0.7 s on the 5.3 M pixels of the Mars
+test split against 0.17 s for a bincount: not worth a second implementation.)
+"""
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as sk
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return sk.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -18,16 +25,18 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, macro-F1 and per-class precision / recall / F1 / support, plus the confusion matrix."""
+    """Accuracy, balanced accuracy (mean per-class recall), macro-F1 and per-class precision / recall /
+    F1 / support, plus the confusion matrix."""
+    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    labels = np.arange(len(class_names))
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
-    true_positive = np.diag(matrix)
-    precision = _safe_divide(true_positive, matrix.sum(axis=0))
-    recall = _safe_divide(true_positive, matrix.sum(axis=1))
-    f1 = _safe_divide(2 * precision * recall, precision + recall)
-    support = matrix.sum(axis=1)
+    precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     weights = support / max(support.sum(), 1)
+    present = support > 0
     return {
-        "accuracy": float(true_positive.sum() / max(matrix.sum(), 1)),
+        "accuracy": float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * weights).sum()),
         "per_class": {
@@ -43,15 +52,7 @@ def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     """False-positive rates, true-positive rates and thresholds, in increasing FPR order from (0, 0)."""
     y_true = np.asarray(y_true).reshape(-1).astype(bool)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    order = np.argsort(-scores, kind="mergesort")
-    scores, y_true = scores[order], y_true[order]
-    distinct = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
-    true_positives = np.cumsum(y_true)[distinct]
-    false_positives = (distinct + 1) - true_positives
-    positives, negatives = max(y_true.sum(), 1), max((~y_true).sum(), 1)
-    tpr = np.r_[0.0, true_positives / positives]
-    fpr = np.r_[0.0, false_positives / negatives]
-    thresholds = np.r_[np.inf, scores[distinct]]
+    fpr, tpr, thresholds = sk.roc_curve(y_true, scores, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
@@ -59,8 +60,7 @@ def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
     y_true = np.asarray(y_true).reshape(-1)
     if y_true.min() == y_true.max():
         return float("nan")  # undefined with one class present
-    fpr, tpr, _ = roc_curve(y_true, scores)
-    return float(np.trapezoid(tpr, fpr))
+    return float(sk.roc_auc_score(y_true, np.asarray(scores, dtype=np.float64).reshape(-1)))
 
 
 def binary_scores(y_true: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:

@@ -14,9 +14,10 @@ from .data.common import Examples
 
 
 def balanced_weights(labels: np.ndarray) -> np.ndarray:
-    """sklearn's compute_sample_weight('balanced'): n / (n_classes * count(label))."""
-    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return (len(labels) / (len(classes) * counts))[inverse].astype(np.float32)
+    """Per-example weights n / (n_classes * count(label)): scikit-learn's compute_sample_weight('balanced')."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", np.asarray(labels).reshape(-1)).astype(np.float32)
 
 
 @dataclass(frozen=True)

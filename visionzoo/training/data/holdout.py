@@ -146,11 +146,12 @@ def parse_validation(spec: str, seed: int) -> Validation:
 
 
 def sklearn_shuffle_split(count: int, test_size: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's `train_test_split(test_size=F, random_state=S)` indices (ShuffleSplit:
-    n_test = ceil(F * n), one RandomState permutation, test first), without scikit-learn."""
-    n_test = math.ceil(test_size * count)
-    permutation = np.random.RandomState(random_state).permutation(count)
-    return permutation[n_test:], permutation[:n_test]
+    """(train, test) indices of scikit-learn's `train_test_split(test_size=F, random_state=S)`, the
+    split the sources made."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(count), test_size=test_size, random_state=random_state)
+    return train, test
 
 
 def validation_indices(labels: np.ndarray, validation: Validation) -> tuple[np.ndarray, np.ndarray]:
