@@ -59,7 +59,9 @@ if [[ -n "$MODELS" ]]; then
     cp "$REPO/bentofile.yaml" "$context/"
     cp -r "$REPO/visionzoo/__init__.py" "$REPO/visionzoo/serving" "$REPO/visionzoo/preprocessing" "$context/visionzoo/"
     mkdir -p "$context/exported_models"
-    tar -C "$MODELS" -c --exclude=saved_model --exclude='.staging-*' . | tar -C "$context/exported_models" -x
+    # serving reads ONNX only: leave the SavedModel (TF Serving layout: <version>/saved_model.pb, variables/ ...) out
+    tar -C "$MODELS" -c --exclude=saved_model.pb --exclude=fingerprint.pb --exclude=variables --exclude=assets \
+        --exclude=saved_model --exclude='.staging-*' . | tar -C "$context/exported_models" -x
 fi
 (cd "$context" && VISIONZOO_MODELS_DIR=$context/exported_models "$PYTHON" -) <<'EOF'
 import sys

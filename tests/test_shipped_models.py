@@ -74,6 +74,67 @@ def test_shipped_onnx_reproduces_its_golden_outputs(folder):
             np.testing.assert_allclose(values, expected[f"{index}/{output.name}"], atol=document["golden"]["tolerance"], err_msg=name)
 
 
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
+def test_shipped_onnx_files_describe_themselves(folder):
+    """model.onnx and every variant carry labels, preprocessing, task and provenance as
+    metadata_props, and name their batch dimension `batch` (onnx_metadata.annotate)."""
+    import onnx
+
+    document = metadata(folder)
+    for name in ["model.onnx", *[variant["file"] for variant in document.get("variants", {}).values()]]:
+        model = onnx.load(str(folder / name), load_external_data=False)
+        properties = {p.key: p.value for p in model.metadata_props}
+        assert json.loads(properties["labels"]) == document["labels"], name
+        assert json.loads(properties["preprocessing"]) == document["preprocessing"], name
+        assert properties["task"] == document["task"] and properties["model_name"] == document["name"], name
+        assert properties["version"] == document["version"] == folder.name, name
+        assert properties["git_commit"] == document["provenance"]["git_commit"], name
+        assert properties["recipe"] == document["recipe"]["name"] and properties["data_source"] == document["data"]["source"], name
+        assert json.loads(properties["dataset"]) == document["data"]["dataset"], name
+        for tensor in [*model.graph.input, *model.graph.output]:
+            assert tensor.type.tensor_type.shape.dim[0].dim_param == "batch", (name, tensor.name)
+
+
+WITH_SAVED_MODEL = [folder for folder in SHIPPED if metadata(folder).get("saved_model") == "shipped"]
+
+
+def test_exports_without_a_saved_model_say_how_to_regenerate_it():
+    for folder in SHIPPED:
+        if folder not in WITH_SAVED_MODEL:
+            note = metadata(folder)["saved_model"]
+            assert "visionzoo export " in note and "best_model.keras" in note, folder
+            assert not (folder / "saved_model.pb").exists() and not (folder / "saved_model").exists()
+
+
+@pytest.mark.parametrize("folder", WITH_SAVED_MODEL, ids=lambda p: p.parent.name)
+def test_shipped_saved_model_has_the_tf_serving_layout(folder):
+    """TF Serving: --model_base_path=exported_models/<name> holds integer version folders, each a
+    SavedModel (saved_model.pb + variables/)."""
+    assert folder.parent.parent == REPO / "exported_models" and folder.parent.name == metadata(folder)["name"]
+    assert folder.name.isdigit() and folder.name == metadata(folder)["version"]
+    assert (folder / "saved_model.pb").is_file() and (folder / "variables" / "variables.index").is_file()
+    assert not (folder / "saved_model").exists()  # the pre-TF-Serving layout
+
+
+@pytest.mark.parametrize("folder", WITH_SAVED_MODEL, ids=lambda p: p.parent.name)
+def test_saved_model_cli_shows_the_recorded_serving_signature(folder):
+    import re
+    import subprocess
+    import sys
+
+    cli = Path(sys.executable).parent / "saved_model_cli"
+    if not cli.is_file():
+        pytest.skip("saved_model_cli (TensorFlow) is not installed next to the Python running the tests")
+    result = subprocess.run([str(cli), "show", "--dir", str(folder), "--tag_set", "serve", "--signature_def", "serving_default"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shown = {name: tuple(int(d) for d in shape.split(",") if d.strip())
+             for name, shape in re.findall(r"inputs\['(\w+)'\] tensor_info:\s+dtype: \w+\s+shape: \(([^)]*)\)", result.stdout)}
+    assert shown == {spec["name"]: tuple(spec["shape"]) for spec in metadata(folder)["inputs"]}, result.stdout
+    outputs = set(re.findall(r"outputs\['(\w+)'\]", result.stdout))
+    assert outputs == {spec["name"] for spec in metadata(folder)["outputs"]}, result.stdout
+
+
 def _headline(scores: dict) -> dict[str, float]:
     """The numbers a model card reports, whatever the task."""
     if "mean_iou" in scores:

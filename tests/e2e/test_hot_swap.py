@@ -62,7 +62,7 @@ def models(tmp_path_factory) -> Path:
     for export in [m.export for m in config.served_models().values()]:
         shipped = REPO / "exported_models" / export
         source = newest(shipped if shipped.is_dir() and any(shipped.glob("*/metadata.json")) else toy / export)
-        shutil.copytree(source, root / export / "1", ignore=shutil.ignore_patterns("saved_model"))
+        shutil.copytree(source, root / export / "1", ignore=shutil.ignore_patterns("saved_model*", "fingerprint.pb", "variables", "assets"))
         set_version(root / export / "1", "1")
     return root
 

@@ -65,7 +65,8 @@ def test_bento_contains_the_served_models_and_no_training_code(built_bento):
         assert versions, name
         for version in versions:
             assert (version / "model.onnx").is_file() and (version / "metadata.json").is_file()
-            assert not (version / "saved_model").exists()  # serving reads ONNX only
+            for saved_model_file in ("saved_model.pb", "fingerprint.pb", "variables", "assets", "saved_model"):
+                assert not (version / saved_model_file).exists(), saved_model_file  # serving reads ONNX only
     assert (src / "visionzoo" / "serving" / "service.py").is_file() and (src / "visionzoo" / "preprocessing" / "__init__.py").is_file()
     assert not (src / "visionzoo" / "training").exists() and not (src / "tests").exists() and not (src / "runs").exists()
     manifest = yaml.safe_load((built_bento / "bento.yaml").read_text())

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import tf_keras as keras
 
-from visionzoo.training import export
+from visionzoo.training import export, onnx_metadata
 from visionzoo.training.registry import get_recipe
 
 from .helpers import build_small, calibrate_batch_norm, fake_examples
@@ -45,11 +45,18 @@ def test_served_families_export_with_parity(name, tmp_path):
     # every file is hashed, and the hashes are right
     for relative, digest in metadata["files"].items():
         assert export.sha256(folder / relative) == digest
-    assert "model.onnx" in metadata["files"] and "saved_model/saved_model.pb" in metadata["files"]
-    # the ONNX batch dimension is dynamic
+    # TF Serving's layout: the SavedModel files sit in the integer version folder, beside model.onnx
+    assert {"model.onnx", "saved_model.pb", "variables/variables.index"} <= set(metadata["files"])
+    assert not (folder / "saved_model").exists()
+    # the ONNX file describes itself, and its batch dimension is dynamic and named
+    properties = onnx_metadata.read_properties(folder / "model.onnx")
+    assert json.loads(properties["labels"]) == metadata["labels"]
+    assert json.loads(properties["preprocessing"]) == metadata["preprocessing"]
+    assert (properties["task"], properties["model_name"], properties["version"]) == (metadata["task"], name, "1")
+    assert properties["git_commit"] == metadata["provenance"]["git_commit"]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    shape = session.get_inputs()[0].shape
-    assert not isinstance(shape[0], int)
+    assert [t.shape[0] for t in [*session.get_inputs(), *session.get_outputs()]] == ["batch"] * (
+        len(session.get_inputs()) + len(session.get_outputs()))
     batch = np.random.default_rng(1).uniform(0, 255, size=(3, *model.inputs[0].shape[1:])).astype(np.float32)
     assert session.run(None, {"image": batch})[0].shape[0] == 3
 
@@ -76,7 +83,7 @@ def test_parity_refuses_outputs_past_the_tolerance(tmp_path):
     drifted = keras.models.clone_model(model)
     drifted.set_weights([w + 0.05 for w in model.get_weights()])
     with pytest.raises(export.ExportError, match="parity failed"):
-        export.check_parity(drifted, folder / "saved_model", folder / "model.onnx")
+        export.check_parity(drifted, folder, folder / "model.onnx")
 
 
 def test_parity_refuses_constant_outputs(tmp_path):
@@ -133,3 +140,42 @@ def test_export_refuses_outputs_nearly_constant_on_real_inputs(tmp_path):
     assert metadata["parity"]["passed"] and metadata["parity"]["real_inputs_max_std"] < export.MIN_REAL_STD
     varied = export.export_model(_nearly_constant_model(0.05), "varied", tmp_path, **options)
     assert json.loads((varied / "metadata.json").read_text())["parity"]["real_inputs_max_std"] >= export.MIN_REAL_STD
+
+
+def test_savedmodel_never_leaves_no_savedmodel_file_and_says_how_to_regenerate(tmp_path):
+    _, folder = _export("mars_bigrock_unet", tmp_path, savedmodel="never")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert not export.saved_model_entries(folder) and not any(key.startswith(("saved_model", "variables")) for key in metadata["files"])
+    assert "visionzoo export RUN --savedmodel always" in metadata["saved_model"]
+
+
+def test_annotation_leaves_the_outputs_unchanged_and_is_idempotent(tmp_path):
+    _, folder = _export("mars_bigrock_unet", tmp_path)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    path = folder / "model.onnx"
+    before = onnx_metadata._outputs(path, metadata)
+    onnx_metadata.annotate(path, {**metadata, "labels": {"probabilities": ["changed"]}})
+    onnx_metadata.annotate(path, metadata)
+    assert export.sha256(path) == metadata["files"]["model.onnx"]  # same bytes as the export wrote
+    for old, new in zip(before, onnx_metadata._outputs(path, metadata)):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_upgrade_moves_a_legacy_savedmodel_up_and_rehashes(tmp_path):
+    """`python -m visionzoo.training.onnx_metadata --upgrade`: what migrated the shipped exports."""
+    from visionzoo.training import train
+
+    _, folder = _export("mars_bigrock_unet", tmp_path)
+    legacy = json.loads((folder / "metadata.json").read_text())
+    (folder / "saved_model").mkdir()
+    for entry in export.saved_model_entries(folder):
+        entry.rename(folder / "saved_model" / entry.name)
+    legacy["files"] = {(f"saved_model/{k}" if k.split("/")[0] in onnx_metadata.SAVED_MODEL_ENTRIES else k): v
+                       for k, v in legacy["files"].items()}
+    train.write_json(folder / "metadata.json", legacy)
+    onnx_metadata.main(["--upgrade", str(folder)])
+    upgraded = json.loads((folder / "metadata.json").read_text())
+    assert not (folder / "saved_model").exists() and (folder / "saved_model.pb").is_file()
+    assert set(upgraded["files"]) == {k.removeprefix("saved_model/") for k in legacy["files"]}
+    for relative, digest in upgraded["files"].items():
+        assert export.sha256(folder / relative) == digest

@@ -35,8 +35,12 @@ def test_quantize_writes_a_scored_int8_variant_that_serves(synthetic, tmp_path, 
 
     import onnx
 
-    operators = {node.op_type for node in onnx.load(str(folder / "model.int8.onnx")).graph.node}
+    int8_model = onnx.load(str(folder / "model.int8.onnx"))
+    operators = {node.op_type for node in int8_model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= operators  # QDQ: really INT8, not a copy
+    properties = {p.key: p.value for p in int8_model.metadata_props}  # described like model.onnx
+    assert json.loads(properties["labels"]) == metadata["labels"] and properties["version"] == "1"
+    assert int8_model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
     # The service serves it when asked (and says so), with answers close to FP32's.
     monkeypatch.setenv("VISIONZOO_MODELS_DIR", str(tmp_path / "exported"))

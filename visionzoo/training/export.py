@@ -2,8 +2,14 @@
 function as the Keras model.
 
 Layout: `exported_models/<name>/<version>/` with
-    saved_model/     `serving_default` signature: named inputs -> named outputs
-    model.onnx       dynamic batch dimension, opset OPSET
+    saved_model.pb   the SavedModel, directly in the version folder (+ variables/, fingerprint.pb,
+                     assets/ as TensorFlow writes them): the layout TensorFlow Serving loads with
+                     `--model_base_path=exported_models/<name>`; `serving_default` signature: named
+                     inputs -> named outputs. Shipped only when small (`--savedmodel auto`, what
+                     `make ship` uses); where it is not, metadata.json `saved_model` gives the command
+                     that regenerates it.
+    model.onnx       batch dimension named `batch`, opset OPSET; labels, preprocessing, task and
+                     provenance in its metadata_props (onnx_metadata.annotate)
     golden/          a few real input files + the outputs they must give (expected.npz, inputs.json)
     metadata.json    input/output spec, preprocessing, labels, metrics and the data behind them,
                      recipe, provenance, parity figures, sha256 of every other file
@@ -30,7 +36,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import runs, train
+from . import onnx_metadata, runs, train
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -38,7 +44,7 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 PARITY_BATCH = 8
 PARITY_TOLERANCE = 1e-4  # max |difference| between Keras and SavedModel / ONNX outputs
-SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship saved_model/ only when this small
+SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship the SavedModel only when this small
 MIN_SPREAD = 1e-6  # outputs must vary across inputs by more than this, or parity proves nothing
 # On real test images a trained model's outputs must vary: the largest standard deviation across the
 # images of any output value must reach this, or the model has (nearly) collapsed to a constant (a
@@ -205,6 +211,19 @@ def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None
     raise ExportError(f"model outputs do not vary across inputs ({'; '.join(tried)}); a parity check would prove nothing")
 
 
+def saved_model_note(saved_bytes: int, run: str | None) -> str:
+    """metadata.json `saved_model` for an export that does not ship its SavedModel: how to get it."""
+    run = run or "RUN"
+    return (f"checked for parity but not shipped ({saved_bytes / 2**20:.0f} MiB); regenerate it with `visionzoo export {run} "
+            f"--savedmodel always`, which needs the run's checkpoint {run}/best_model.keras (runs/ commits no weights) and "
+            "its training data at the recorded data_dir, and writes a new version folder with saved_model.pb + variables/")
+
+
+def saved_model_entries(folder: Path) -> list[Path]:
+    """The SavedModel files and folders in a version folder (what tf.saved_model.save writes)."""
+    return [Path(folder) / name for name in onnx_metadata.SAVED_MODEL_ENTRIES if (Path(folder) / name).exists()]
+
+
 def write_onnx(serve, specs, path: Path) -> None:
     import onnx
     import tf2onnx
@@ -302,7 +321,7 @@ def export_model(
     Refuses (ExportError) a model whose outputs are (nearly) constant on `real_examples`, unless
     `force`.
 
-    `savedmodel`: "always" ships saved_model/; "auto" ships it only when it is at most
+    `savedmodel`: "always" ships the SavedModel; "auto" ships it only when it is at most
     SAVEDMODEL_SHIP_LIMIT bytes (it is always written and parity-checked first); "never" drops it
     after the check. metadata.json says which, and hashes exactly the files shipped.
     """
@@ -320,19 +339,21 @@ def export_model(
     try:
         serve, specs = serving_function(model)
         _step(2, "writing the SavedModel")
-        tf.saved_model.save(model, str(staging / "saved_model"), signatures={"serving_default": serve})
+        tf.saved_model.save(model, str(staging), signatures={"serving_default": serve})  # TF Serving layout
         _step(3, f"converting to ONNX (opset {OPSET})")
         write_onnx(serve, specs, staging / "model.onnx")
         _step(4, "checking Keras / SavedModel / ONNX parity")
-        parity = check_parity(model, staging / "saved_model", staging / "model.onnx", real_images, seed)
+        parity = check_parity(model, staging, staging / "model.onnx", real_images, seed)
         if real_spread is not None:
             parity["real_inputs_max_std"] = real_spread
         _step(5, "writing golden files, metadata.json and hashes")
         golden = {} if real_examples is None else write_golden(staging, staging / "model.onnx", image_spec, real_examples, output_labels)
-        saved_bytes = sum(p.stat().st_size for p in (staging / "saved_model").rglob("*") if p.is_file())
+        entries = saved_model_entries(staging)
+        saved_bytes = sum(p.stat().st_size for e in entries for p in [e, *e.rglob("*")] if p.is_file())
         ship_saved = savedmodel == "always" or (savedmodel == "auto" and saved_bytes <= SAVEDMODEL_SHIP_LIMIT)
         if not ship_saved:
-            shutil.rmtree(staging / "saved_model")
+            for entry in entries:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         document = {
             "name": name,
             "task": task_kind,
@@ -344,15 +365,15 @@ def export_model(
             "threshold": 0.5 if task_kind in ("binary", "multitask", "hybrid") else None,
             "parity": parity,
             "golden": golden,
-            "saved_model": "shipped" if ship_saved else (
-                f"checked for parity but not shipped ({saved_bytes / 2**20:.0f} MiB); `visionzoo export RUN` writes it"),
+            "saved_model": "shipped" if ship_saved else saved_model_note(saved_bytes, (metadata or {}).get("run")),
             "provenance": {"git_commit": git_commit(), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                            "versions": _versions()},
             **(metadata or {}),
         }
-        document["files"] = file_hashes(staging)
         version = next_version(model_root)
         document["version"] = version
+        onnx_metadata.annotate(staging / "model.onnx", document)  # metadata only: outputs unchanged
+        document["files"] = file_hashes(staging)
         train.write_json(staging / "metadata.json", document)
         final = model_root / version
         os.rename(staging, final)  # atomic on one filesystem; fails if a concurrent export took the number
@@ -401,6 +422,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         class_names = data.get("class_names", {})
     metadata = {
         "description": recipe.summary,
+        "run": run_dir.as_posix(),
         "metrics": read("metrics.json"),
         "data": {**data, "class_names": class_names},
         "recipe": {"name": recipe.name, "family": recipe.family, "source": recipe.source, "source_reported": recipe.reported,

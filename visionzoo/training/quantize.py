@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import train
+from . import onnx_metadata, train
 from .export import sha256
 from .recipe import TrainConfig
 from .registry import get_recipe
@@ -132,6 +132,7 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
             "test": {"split": scored_on, "examples": int(len(test_split)), "fp32": recipe.task.score(fp32, test_split, class_names),
                      "int8": recipe.task.score(int8, test_split, class_names), "agreement": agreement(fp32, int8)},
         }
+        onnx_metadata.annotate(staging / VARIANT_FILE, document)  # labels, preprocessing, provenance; `batch`
         final = folder / VARIANT_FILE
         os.replace(staging / VARIANT_FILE, final)
     finally:

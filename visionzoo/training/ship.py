@@ -3,8 +3,9 @@
     python -m visionzoo.training.ship --data-dir ../shared/data [--models bloodcell_mobilenetv3 ...]
 
 Each entry names the dataset folder under --data-dir, the override file in visionzoo/training/configs/ and
-whether the SavedModel ships (only when small, to keep exported_models/ near 100 MB). The run
-folders land in runs/, the exports in exported_models/<name>/<next version>/.
+whether the SavedModel ships (only when small, to keep exported_models/ near 100 MB; MURA's 50 MiB one
+does not, and its metadata.json `saved_model` gives the `visionzoo export` command and the checkpoint
+that regenerate it). The run folders land in runs/, the exports in exported_models/<name>/<next version>/.
 """
 
 from __future__ import annotations
