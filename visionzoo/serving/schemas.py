@@ -12,15 +12,15 @@ class ModelInfo(BaseModel):
 
 
 class RankedLabel(BaseModel):
-    label: str = Field(examples=["neutrophil"])
-    probability: float = Field(ge=0, le=1, examples=[0.93])
+    label: str = Field(description="class name", examples=["neutrophil"])
+    probability: float = Field(ge=0, le=1, description="the class's probability", examples=[0.93])
 
 
 class ClassPrediction(BaseModel):
     file: str = Field(description="the uploaded file's name (name[i] for the i-th image of a .npy batch)",
                       examples=["BA_126424.jpg"])
     label: str = Field(description="most likely class", examples=["basophil"])
-    probability: float = Field(ge=0, le=1, examples=[0.97])
+    probability: float = Field(ge=0, le=1, description="the most likely class's probability", examples=[0.97])
     top_k: list[RankedLabel] = Field(description="the top_k most likely classes, most likely first")
     probabilities: dict[str, float] = Field(description="every class's probability",
                                             examples=[{"basophil": 0.97, "ig": 0.02, "monocyte": 0.01}])
@@ -32,13 +32,14 @@ class ClassificationResponse(BaseModel):
 
 
 class MultitaskPrediction(BaseModel):
-    file: str = Field(examples=["IMG0000319.jpg"])
-    abnormal_probability: float = Field(ge=0, le=1, examples=[0.71])
+    file: str = Field(description="the uploaded file's name", examples=["IMG0000319.jpg"])
+    abnormal_probability: float = Field(ge=0, le=1, description="probability that the X-ray shows an abnormality",
+                                        examples=[0.71])
     label: str = Field(description="'abnormal' when abnormal_probability >= the model's threshold (metadata.json)",
                        examples=["abnormal"])
     body_part: str = Field(description="most likely body part", examples=["hand"])
-    body_part_probability: float = Field(ge=0, le=1, examples=[0.88])
-    body_part_probabilities: dict[str, float] = Field(examples=[{"hand": 0.88, "leg": 0.07, "hip": 0.01, "shoulder": 0.02, "mixed": 0.02}])
+    body_part_probability: float = Field(ge=0, le=1, description="the top body part's probability", examples=[0.88])
+    body_part_probabilities: dict[str, float] = Field(description="every body part's probability", examples=[{"hand": 0.88, "leg": 0.07, "hip": 0.01, "shoulder": 0.02, "mixed": 0.02}])
 
 
 class MultitaskResponse(BaseModel):
@@ -50,17 +51,17 @@ class StudyResponse(BaseModel):
     model: ModelInfo
     abnormal_probability: float = Field(ge=0, le=1, description="mean of the views' abnormal probabilities (MURA paper)",
                                         examples=[0.64])
-    label: str = Field(examples=["abnormal"])
+    label: str = Field(description="'abnormal' when abnormal_probability >= the model's threshold", examples=["abnormal"])
     body_part: str = Field(description="most frequent body part among the views", examples=["hand"])
-    views: list[MultitaskPrediction]
+    views: list[MultitaskPrediction] = Field(description="each view's result, in upload order")
 
 
 class Segmentation(BaseModel):
     model_config = ConfigDict(json_schema_extra={"description": "one segmented image"})
 
-    file: str = Field(examples=["NLB_459291220EDR_F0391552NCAM00252M1.jpg"])
+    file: str = Field(description="the uploaded file's name", examples=["NLB_459291220EDR_F0391552NCAM00252M1.jpg"])
     height: int = Field(description="the image's height in pixels (the class map's too)", examples=[256])
-    width: int = Field(examples=[256])
+    width: int = Field(description="the image's width in pixels (the class map's too)", examples=[256])
     tiles: int = Field(description="model tiles the image was cut into", examples=[2])
     classes: list[str] = Field(description="class names; a class map's pixel value indexes this list",
                                examples=[["background", "soil", "bedrock", "sand", "big_rock"]])

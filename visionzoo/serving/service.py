@@ -248,6 +248,113 @@ def document_errors(spec):
     return spec
 
 
+# Request fields of BentoML's own JSON routes (/admin/*), described for the OpenAPI document.
+FIELD_DOCS = {
+    "model": ("served model name (serving/models.yaml)", "bloodcell"),
+    "version": ("exported version to serve (a folder under exported_models/<export>/); empty: the newest", "1"),
+}
+# served name -> an example upload's file name (the export's first golden file), filled by build_service.
+EXAMPLE_FILES: dict[str, str] = {}
+DESCRIPTION = """Blood-cell type, X-ray abnormality and body part, and Mars terrain segmentation, served from the
+exported models under `exported_models/` (ONNX Runtime, dynamic batching across protocols).
+
+* **BentoML endpoints** (this page): `POST /<model>/<verb>` with the images as multipart/form-data field
+  `images` (repeat it for several), e.g. `curl -F images=@BA_126424.jpg -F top_k=3 .../bloodcell/predict`.
+* **Open Inference Protocol v2** (KServe / Triton): REST under `/v2` (listed below, tag *Open Inference
+  Protocol*; their OpenAPI document: [/docs/oip.json](./docs/oip.json); request body: schema
+  `OipInferRequest`) and gRPC `inference.GRPCInferenceService` on VISIONZOO_GRPC_PORT (default 8001), with
+  grpc.health.v1 and server reflection. Routes: `GET /v2`, `GET /v2/health/live|ready`,
+  `GET /v2/models/{model}[/versions/{version}][/ready|/config|/stats]`, `POST /v2/models/{model}[/versions/{version}]/infer`,
+  `POST /v2/repository/index`, `POST /v2/repository/models/{model}/load|unload` (admin token).
+* `/metrics` (Prometheus), `/livez`, `/readyz`; the same models in-process: `visionzoo.load("bloodcell")`.
+"""
+
+
+def _get(node, key):
+    return node.get(key) if isinstance(node, dict) else getattr(node, key, None)
+
+
+def _with(node, **values):
+    """A schema node (a dict, or one of BentoML's frozen attrs classes) with `values` set."""
+    if isinstance(node, dict):
+        return {**node, **values}
+    import attr
+
+    return attr.evolve(node, **values)
+
+
+def _example_file(name: str, settings: config.ModelSettings) -> str:
+    """The first golden file of the served version (a real file name of the model's data), for the docs."""
+    server = config.server_settings()
+    versions = available_versions(server.models_dir, settings.export)
+    version = settings.version or (versions[-1] if versions else None)
+    try:
+        files = json.loads((server.models_dir / settings.export / str(version) / "metadata.json").read_text())["golden"]["files"]
+        return str(files[0])
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return "scan.png"
+
+
+def _document_fields(schema, model: str | None, admin: bool):
+    """A request schema with every field's example (and the /admin fields' descriptions) filled in."""
+    properties = _get(schema, "properties")
+    if not properties:
+        return schema
+    properties = dict(properties)
+    for field, prop in properties.items():
+        if field == "images" and model is not None:
+            properties[field] = _with(prop, example=[EXAMPLE_FILES[model]])
+        elif field in FIELD_DOCS and admin:
+            description, example = FIELD_DOCS[field]
+            properties[field] = _with(prop, description=description, example=example)
+        elif isinstance(prop, dict) and prop.get("examples") and "example" not in prop:
+            properties[field] = _with(prop, example=prop["examples"][0])  # OpenAPI 3.0 (Swagger UI) reads `example`
+    return _with(schema, properties=properties)
+
+
+def document_api(spec):
+    """The OpenAPI document's title (visionzoo and its version), description, every request field's
+    description and example, and the OIP REST routes (serving/oip/rest.py) under their own tag."""
+    import attr
+    from bentoml._internal.service.openapi.specification import (
+        ExternalDocumentation,
+        Info,
+        Tag,
+    )
+
+    import visionzoo
+
+    from .oip.rest import OIP_DOCUMENT, OIP_TAG, openapi_document
+
+    tags = list(spec.tags or [])
+    if not any(_get(tag, "name") == OIP_TAG for tag in tags):
+        tags.append(Tag(name=OIP_TAG, description="Open Inference Protocol v2 over REST (also over gRPC: "
+                                                  "inference.GRPCInferenceService)",
+                        externalDocs=ExternalDocumentation(url="." + OIP_DOCUMENT, description="the OIP REST routes "
+                                                                                               "(OpenAPI document)")))
+    spec = attr.evolve(spec, info=Info(title="visionzoo", version=visionzoo.__version__, description=DESCRIPTION),
+                       tags=tags)
+    schemas = spec.components["schemas"]
+    prefixes = {_camel(name): name for name in EXAMPLE_FILES}
+    for title in list(schemas):
+        model = next((name for prefix, name in prefixes.items() if title.startswith(prefix) and title.endswith("Input")), None)
+        schemas[title] = _document_fields(schemas[title], model, admin=title.endswith("__Input"))
+    for route, item in spec.paths.items():  # BentoML writes each request body's schema inline too
+        body = _get(item.post, "requestBody") if item.post is not None else None
+        content = _get(body, "content") if body is not None else None
+        if not isinstance(content, dict):
+            continue
+        model = route.strip("/").split("/")[0]
+        for media_type, media in content.items():
+            if _get(media, "schema") is not None:
+                content[media_type] = _with(media, schema=_document_fields(
+                    _get(media, "schema"), model if model in EXAMPLE_FILES else None, admin=route.startswith("/admin/")))
+    _paths, oip_schemas = openapi_document()  # the routes themselves: GET /docs/oip.json (see oip/rest.py)
+    for name, schema in oip_schemas.items():
+        schemas.setdefault(name, schema)
+    return spec
+
+
 def build_service():
     namespace: dict[str, Any] = {"__module__": __name__, "__doc__": "X-ray abnormality and body part, blood-cell type, "
                                  "Mars terrain segmentation (visionzoo)."}
@@ -256,6 +363,7 @@ def build_service():
         if kind is None:
             logger.warning("%s: no export to read its task from; it gets no BentoML endpoint (OIP answers why)", name)
             continue
+        EXAMPLE_FILES[name] = _example_file(name, settings)
         for endpoint in TASKS[kind].endpoints if kind in TASKS else ():
             method = endpoint_method(name, endpoint)
             namespace[method.func.__name__ if hasattr(method, "func") else f"{name}_{endpoint.verb}"] = method
@@ -271,12 +379,13 @@ def build_service():
     service.add_asgi_middleware(ApiKeyMiddleware)
     service.add_asgi_middleware(MultipartBoundaryMiddleware)
 
-    class DocumentedService(type(service)):  # the same service; /docs.json also lists the error answers
+    class DocumentedService(type(service)):  # the same service; /docs.json also lists the error answers,
+        # the field examples and the OIP routes, under the title visionzoo <version>
         __slots__ = ()
 
         @property
         def openapi_spec(self):
-            return document_errors(super().openapi_spec)
+            return document_api(document_errors(super().openapi_spec))
 
     service.__class__ = DocumentedService
     return bentoml.asgi_app(rest_app, path="/")(service)  # OIP REST: /v2/... (serving/oip/rest.py)

@@ -92,7 +92,7 @@ class Classification(Task):
     kind = "classification"
     endpoints = (
         Endpoint("predict", "Images -> class probabilities and the top-k labels per image.", ClassificationResponse, (
-            Option("top_k", int, 3, "how many of the most likely labels to list per image (1 to the number of classes)", (3,)),
+            Option("top_k", int, 3, "how many of the most likely labels to list per image (1 to the number of classes)", (3, 1)),
         )),
     )
 
@@ -158,10 +158,10 @@ class Segmentation(Task):
                  "the class map at the original size, the share of pixels per class, and optionally an overlay.",
                  SegmentationResponse, (
                      Option("mask_format", Literal["png", "npy"], "png",
-                            "png: palette PNG whose pixel values are class indices; npy: base64 .npy uint8 array", ("png",)),
-                     Option("overlay", bool, False, "also return the image tinted by class, with a legend", (False,)),
+                            "png: palette PNG whose pixel values are class indices; npy: base64 .npy uint8 array", ("png", "npy")),
+                     Option("overlay", bool, False, "also return the image tinted by class, with a legend", (True,)),
                      Option("overlay_opacity", float, processing.OVERLAY_OPACITY,
-                            "tint strength of the overlay, 0 (image only) to 1 (classes only)", (0.5,)),
+                            "tint strength of the overlay, 0 (image only) to 1 (classes only)", (0.6,)),
                  )),
     )
 

@@ -6,6 +6,7 @@
     visionzoo train --resume runs/bloodcell_mobilenetv3-20261122-101500
     visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
     visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
+    visionzoo predict bloodcell cell.jpg --top-k 3        (in-process inference, no TensorFlow)
 
 Also available as `python -m visionzoo.training`.
 """
@@ -72,7 +73,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, default=Path("exported_models"), help="export root (default exported_models)")
     export.add_argument("--name", help="name under the export root (default: the model name)")
     export.add_argument("--savedmodel", choices=["always", "auto", "never"], default="always",
-                        help="ship saved_model/ always (default), only when small (auto, <= 20 MiB), or never; "
+                        help="ship the SavedModel (saved_model.pb + variables/ in the version folder) always (default), only when small (auto, <= 20 MiB), or never; "
                              "it is written and parity-checked either way")
     export.add_argument("--force", action="store_true",
                         help="export even a smoke or unfinished run, or a model whose outputs are (nearly) constant on real inputs")
@@ -85,6 +86,23 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/2")
     quantize.add_argument("--data-dir", help="where the export's dataset is now, if not where it was trained")
     quantize.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default 256)")
+
+    predict = commands.add_parser(
+        "predict", help="run a served model on image files in this process (no server, no TensorFlow)",
+        description="Answer image files with an exported model through the service's own pipeline (visionzoo.load): "
+                    "one line per image, or the JSON body the BentoML endpoint answers (--json).",
+        epilog="examples:\n  visionzoo predict bloodcell cell1.jpg cell2.jpg --top-k 3\n"
+               "  visionzoo predict mura view1.png view2.png --study\n  visionzoo predict mars frame.jpg --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("model", help="a served name (visionzoo/serving/models.yaml): bloodcell, mura, mars")
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (PNG, JPEG, ... or .npy)")
+    predict.add_argument("--top-k", type=int, help="classification: how many labels to list per image (default 3)")
+    predict.add_argument("--study", action="store_true", help="multitask (mura): one answer for all images as views of one study")
+    predict.add_argument("--json", action="store_true", help="print the full JSON answer instead of one line per image")
+    predict.add_argument("--models-dir", type=Path, help="exported models folder (default VISIONZOO_MODELS_DIR or exported_models/)")
+    predict.add_argument("--version", dest="model_version", help="exported version (default the newest)")
+    predict.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], help="inference engine (default VISIONZOO_ENGINE or auto)")
+    predict.add_argument("--precision", choices=["fp32", "int8", "fp16"], help="model precision (default the manifest's)")
 
     reproduce = commands.add_parser("reproduce", help="train recipes on real data and tabulate ours vs the sources' results")
     reproduce.add_argument("--models", nargs="+", metavar="MODEL",
@@ -235,13 +253,68 @@ def command_reproduce(args) -> None:
     print(f"report: {report}")
 
 
+def _predict_line(task: str, item: dict) -> str:
+    """One image's answer as one line: label and probability (then the rest of the top k), abnormality
+    and body part, or the class fractions."""
+    if task == "classification":
+        ranked = "  ".join(f"{entry['label']} {entry['probability']:.3f}" for entry in item["top_k"][1:])
+        return f"{item['file']}\t{item['label']} {item['probability']:.3f}" + (f"\t({ranked})" if ranked else "")
+    if task == "multitask":
+        return (f"{item['file']}\t{item['label']} {item['abnormal_probability']:.3f}\t"
+                f"body part {item['body_part']} {item['body_part_probability']:.3f}")
+    fractions = sorted(item["class_fractions"].items(), key=lambda pair: -pair[1])
+    shares = "  ".join(f"{label} {share:.3f}" for label, share in fractions if share > 0)
+    return f"{item['file']}\t{item['width']}x{item['height']}\t{shares}"
+
+
+def command_predict(args) -> None:
+    """`visionzoo predict`: in-process inference (visionzoo.api); never imports TensorFlow."""
+    import json
+
+    for path in args.images:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    from visionzoo import api
+    from visionzoo.serving.errors import ServingError
+
+    if not args.verbose:
+        logging.getLogger("visionzoo").setLevel(logging.WARNING)
+    try:
+        model = api.load(args.model, models_dir=args.models_dir, version=args.model_version, engine=args.engine,
+                         precision=args.precision)
+    except api.UnknownModel as error:
+        raise ValueError(str(error)) from None
+    with model:
+        options = {} if args.top_k is None else {"top_k": args.top_k}
+        try:
+            if args.study:
+                if "predict_study" not in model.endpoints:
+                    raise ValueError(f"--study: {args.model} has no study answer (only multitask models do)")
+                body = model.predict_study(args.images)
+            else:
+                if options and model.task != "classification":
+                    raise ValueError(f"--top-k: {args.model} is a {model.task} model, not a classifier")
+                body = model.predict(args.images, **options)
+        except ServingError as error:
+            raise ValueError(str(error).splitlines()[0]) from None
+        if args.json:
+            print(json.dumps(body, indent=2))
+        elif args.study:
+            print(f"study\t{body['label']} {body['abnormal_probability']:.3f}\tbody part {body['body_part']}")
+            for view in body["views"]:
+                print(_predict_line(model.task, view))
+        else:
+            for item in body.get("predictions") or body.get("segmentations") or []:
+                print(_predict_line(model.task, item))
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     help_model = _train_help_model(argv)
     args = _parser(recipe_defaults(help_model) if help_model else "").parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
-                "quantize": command_quantize, "reproduce": command_reproduce}
+                "quantize": command_quantize, "reproduce": command_reproduce, "predict": command_predict}
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:

@@ -10,7 +10,8 @@ extension that `tritonclient.http` uses by default.
     POST /v2/models/{model}[/versions/{version}]/infer
     POST /v2/repository/index                         every model and its state
     POST /v2/repository/models/{model}/load, /unload  (admin token, as /admin/reload)
-    GET  /docs                                        the API documentation (Swagger UI)
+    GET  /docs                                        the API documentation (Swagger UI over /docs.json,
+                                                      which links GET /docs/oip.json: these routes)
 
 Binary tensor data: the JSON header comes first and `Inference-Header-Content-Length` gives its
 length; each input with `parameters.binary_data_size` takes that many bytes of what follows, in
@@ -203,6 +204,118 @@ def docs_page() -> Path:
     return Path(server.__file__).parent / "main-openapi.html"
 
 
+OIP_TAG = "Open Inference Protocol"
+OIP_SPEC = "https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/"
+
+
+def _oip_operation(summary: str, response: str, parameters: tuple[str, ...] = (), body: str | None = None,
+                   admin: bool = False) -> dict:
+    """One OIP route as an OpenAPI operation (paths documented here, served by `create_app`)."""
+    described = {"model": ("served model name", "bloodcell"), "version": ("exported version", "1")}
+    operation: dict[str, Any] = {
+        "tags": [OIP_TAG], "summary": summary,
+        "externalDocs": {"url": OIP_SPEC, "description": "Open Inference Protocol v2 (KServe)"},
+        "parameters": [{"name": name, "in": "path", "required": True, "description": described[name][0],
+                        "schema": {"type": "string", "example": described[name][1]}} for name in parameters],
+        "responses": {"200": {"description": response, "content": {"application/json": {"schema": {"type": "object"}}}},
+                      "404": {"description": "unknown model or version",
+                              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{body}"}}}}
+        operation["responses"]["400"] = {"description": "malformed request or a tensor that does not fit the model",
+                                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    if admin:
+        operation["responses"]["401"] = {"description": "missing or wrong admin token (Authorization: Bearer $VISIONZOO_ADMIN_TOKEN)"}
+        operation["responses"]["403"] = {"description": "the repository API is disabled (no VISIONZOO_ADMIN_TOKEN)"}
+    return operation
+
+
+OIP_INFER_REQUEST = {
+    "type": "object", "title": "OipInferRequest", "required": ["inputs"],
+    "description": "An OIP v2 inference request. Send exactly one input: `image` (FP32 pixels 0..255, "
+                   "[N, H, W, C]), `image_uint8` (UINT8 pixels) or `image_bytes` (BYTES: encoded image files, "
+                   "base64 in JSON or raw with the binary tensor extension). GET .../config lists each model's "
+                   "tensors, labels and preprocessing.",
+    "properties": {
+        "id": {"type": "string", "description": "echoed in the response", "example": "request-1"},
+        "inputs": {"type": "array", "description": "the one input tensor", "items": {
+            "type": "object", "required": ["name", "shape", "datatype"],
+            "properties": {
+                "name": {"type": "string", "description": "input name (model metadata)", "example": "image_bytes"},
+                "shape": {"type": "array", "items": {"type": "integer"}, "description": "tensor shape", "example": [1]},
+                "datatype": {"type": "string", "description": "FP32, UINT8 or BYTES", "example": "BYTES"},
+                "data": {"type": "array", "items": {}, "description": "row-major values (omit with binary_data_size)",
+                         "example": ["<base64 of BA_126424.jpg>"]},
+                "parameters": {"type": "object", "description": "binary_data_size: bytes of this input after the JSON "
+                               "header (Inference-Header-Content-Length)", "example": {"binary_data_size": 9013}},
+            }}},
+        "outputs": {"type": "array", "description": "outputs to return (default: all); binary_data per output",
+                    "items": {"type": "object", "properties": {
+                        "name": {"type": "string", "description": "output name", "example": "probabilities"},
+                        "parameters": {"type": "object", "description": "binary_data: return raw bytes",
+                                       "example": {"binary_data": False}}}}},
+        "parameters": {"type": "object", "description": "binary_data_output: every output as raw bytes",
+                       "example": {"binary_data_output": False}},
+    },
+    "example": {"id": "request-1", "inputs": [{"name": "image", "shape": [1, 224, 224, 3], "datatype": "FP32",
+                                               "data": [0.0]}], "outputs": [{"name": "probabilities"}]},
+}
+OIP_REPOSITORY_REQUEST = {"type": "object", "title": "OipRepositoryRequest",
+                          "description": "optional `ready`/`parameters` (ignored: every served model is listed)",
+                          "properties": {"ready": {"type": "boolean", "description": "only ready models (ignored)",
+                                                   "example": False}}}
+
+
+def openapi_document() -> tuple[dict[str, dict], dict[str, dict]]:
+    """(paths, schemas) of the OIP REST routes, for the service's OpenAPI document (/docs.json)."""
+    model, versioned = "/v2/models/{model}", "/v2/models/{model}/versions/{version}"
+    paths: dict[str, dict] = {
+        "/v2": {"get": _oip_operation("server metadata (name, version, extensions)", "server metadata")},
+        "/v2/health/live": {"get": _oip_operation("server live", "{\"live\": true}")},
+        "/v2/health/ready": {"get": _oip_operation("server ready: 200 when every model serves, else 503", "{\"ready\": true}")},
+        "/v2/models/stats": {"get": _oip_operation("statistics of every model (Triton's ModelStatistics)", "model_stats")},
+        "/v2/repository/index": {"post": _oip_operation("every model of the manifest and its state", "a list of "
+                                                        "{name, version, state, reason}", body="OipRepositoryRequest")},
+        "/v2/repository/models/{model}/load": {"post": _oip_operation(
+            "load (serve) the newest version of a model; admin token", "{}", ("model",), admin=True)},
+        "/v2/repository/models/{model}/unload": {"post": _oip_operation(
+            "stop serving a model until it is loaded again; admin token", "{}", ("model",), admin=True)},
+    }
+    for base, parameters in ((model, ("model",)), (versioned, ("model", "version"))):
+        paths[base] = {"get": _oip_operation("model metadata: inputs, outputs, labels, preprocessing", "model metadata", parameters)}
+        paths[base + "/ready"] = {"get": _oip_operation("model ready (200) or not (503)", "{name, ready}", parameters)}
+        paths[base + "/config"] = {"get": _oip_operation("model configuration (Triton's ModelConfig): batching, "
+                                                         "tensors, labels and preprocessing parameters", "model config", parameters)}
+        paths[base + "/stats"] = {"get": _oip_operation("model statistics (Triton's ModelStatistics)", "model_stats", parameters)}
+        paths[base + "/infer"] = {"post": _oip_operation(
+            "inference on tensors or encoded image files; answers {model_name, model_version, id, outputs}",
+            "the output tensors", parameters, body="OipInferRequest")}
+    return paths, {"OipInferRequest": OIP_INFER_REQUEST, "OipRepositoryRequest": OIP_REPOSITORY_REQUEST}
+
+
+OIP_DOCUMENT = "/docs/oip.json"
+
+
+def oip_openapi() -> dict:
+    """The OIP REST routes as an OpenAPI document of their own (GET /docs/oip.json), linked from the
+    service's /docs.json (tag "Open Inference Protocol"). Kept out of /docs.json's paths so that the
+    fuzzer over /docs.json (tests/e2e/test_fuzz.py) checks the BentoML endpoints it was written for."""
+    import visionzoo
+
+    from ..schemas import ErrorBody
+
+    paths, schemas = openapi_document()
+    return {"openapi": "3.0.2",
+            "info": {"title": "visionzoo: Open Inference Protocol v2 (REST)", "version": visionzoo.__version__,
+                     "description": "KServe/Triton OIP v2 over HTTP, with the binary tensor data extension "
+                                    "(tritonclient.http). The same routes over gRPC: inference.GRPCInferenceService."},
+            "externalDocs": {"url": OIP_SPEC, "description": "Open Inference Protocol v2 (KServe)"},
+            "servers": [{"url": "."}], "tags": [{"name": OIP_TAG}], "paths": paths,
+            "components": {"schemas": {**schemas, "ErrorBody": ErrorBody.model_json_schema()}}}
+
+
 def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
     """The OIP REST app over the served models (by default those of the live VisionZoo service)."""
     if get_backend is None:
@@ -277,6 +390,9 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
     async def docs(request: Request, backend: Backend) -> Response:
         return FileResponse(docs_page(), media_type="text/html")
 
+    async def oip_docs(request: Request, backend: Backend) -> Response:
+        return JSONResponse(oip_openapi())
+
     async def metrics(request: Request, backend: Backend) -> Response:
         from ..metrics import exposition
 
@@ -307,6 +423,7 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
         route(model + "/infer", infer, ("POST",)),
         route(versioned + "/infer", infer, ("POST",)),
         route("/docs", docs),
+        route(OIP_DOCUMENT, oip_docs),
         route("/metrics", metrics),
         # Everything else under /v2 (other Triton extensions): JSON 404.
         route("/v2/{path:path}", not_served, ("GET", "POST", "PUT", "DELETE")),

@@ -1,0 +1,228 @@
+"""The in-process Python API (`visionzoo.load`, visionzoo/api.py) and `visionzoo predict`: the same
+answers as the BentoML endpoints for the same files, every input kind, errors, and no TensorFlow or
+BentoML imported on the way."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import visionzoo
+from tests.serving.conftest import fresh_asgi, wait_ready  # sets the serving test environment first
+from tests.serving.toy_models import models_root
+from visionzoo import api
+from visionzoo.serving.errors import UnsupportedMedia
+from visionzoo.serving.repository import load_served
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS_DIR = models_root()
+
+
+def golden_files(name: str) -> list[Path]:
+    version = load_served(name)
+    return [version.folder / "golden" / f for f in version.metadata.get("golden", {}).get("files", [])]
+
+
+@pytest.fixture(scope="module")
+def models():
+    loaded = {name: visionzoo.load(name, models_dir=MODELS_DIR, engine="onnxruntime") for name in ("bloodcell", "mura", "mars")}
+    yield loaded
+    for model in loaded.values():
+        model.close()
+
+
+@pytest.fixture(scope="module")
+def client():
+    from starlette.testclient import TestClient
+
+    from visionzoo.serving.service import VisionZoo
+
+    with TestClient(fresh_asgi(VisionZoo)) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def upload(paths):
+    return [("images", (path.name, path.read_bytes(), "application/octet-stream")) for path in paths]
+
+
+def assert_same_answer(ours: dict, theirs: dict) -> None:
+    """Equal JSON bodies, floats to 1e-6 (the same pipeline, batch and engine compute both)."""
+    ours = json.loads(json.dumps(ours))  # what the endpoint's JSONResponse does to the dict
+
+    def compare(a, b, where="body"):
+        assert type(a) is type(b) or {type(a), type(b)} <= {int, float}, where
+        if isinstance(a, dict):
+            assert a.keys() == b.keys(), where
+            for key in a:
+                compare(a[key], b[key], f"{where}.{key}")
+        elif isinstance(a, list):
+            assert len(a) == len(b), where
+            for i, (x, y) in enumerate(zip(a, b)):
+                compare(x, y, f"{where}[{i}]")
+        elif isinstance(a, float):
+            assert a == pytest.approx(b, abs=1e-6), where
+        else:
+            assert a == b, where
+
+    compare(ours, theirs)
+
+
+def test_bloodcell_predict_equals_the_service(models, client):
+    files = golden_files("bloodcell")
+    assert files
+    ours = models["bloodcell"].predict(files, top_k=3)
+    response = client.post("/bloodcell/predict", files=upload(files), data={"top_k": "3"})
+    assert response.status_code == 200, response.text
+    theirs = response.json()
+    assert_same_answer(ours, theirs)
+    assert [p["label"] for p in ours["predictions"]] == [p["label"] for p in theirs["predictions"]]
+    assert [p["file"] for p in ours["predictions"]] == [f.name for f in files]
+    version = load_served("bloodcell")
+    assert ours["model"] == {"name": "bloodcell", "export": version.export_name, "version": version.version}
+
+
+def test_mura_predict_and_study_equal_the_service(models, client):
+    files = golden_files("mura")[:3]
+    mura = models["mura"]
+    assert_same_answer(mura.predict(files), client.post("/mura/predict", files=upload(files)).json())
+    study = mura.predict_study(files)
+    assert_same_answer(study, client.post("/mura/predict_study", files=upload(files)).json())
+    assert len(study["views"]) == len(files) and study["label"] in ("normal", "abnormal")
+
+
+def test_mars_predict_is_segment_with_overlay(models, client):
+    (path, *_) = golden_files("mars")
+    mars = models["mars"]
+    body = mars.predict(path, overlay=True)
+    (segmentation,) = body["segmentations"]
+    assert segmentation["file"] == path.name and segmentation["overlay_png"] and segmentation["mask_png"]
+    assert sum(segmentation["class_fractions"].values()) == pytest.approx(1.0, abs=1e-3)
+    with Image.open(path) as frame:
+        assert (segmentation["width"], segmentation["height"]) == frame.size
+    theirs = client.post("/mars/segment", files=upload([path]), data={"mask_format": "npy"}).json()
+    assert_same_answer(mars.segment([path], mask_format="npy"), theirs)
+
+
+def test_every_input_kind_gives_the_same_answer(models):
+    path = golden_files("bloodcell")[0]
+    model = models["bloodcell"]
+    expected = model.predict([path])["predictions"][0]
+    with Image.open(path) as image:
+        image.load()
+        pil = image.copy()
+    pixels = np.asarray(pil.convert("RGB"))
+    for given in (str(path), path.read_bytes(), pil, [pixels]):
+        prediction = model.predict(given)["predictions"][0]
+        assert prediction["label"] == expected["label"], type(given)
+    # bytes of a lossless copy, and the array, are the same pixels: the same probabilities as the PNG
+    png = io.BytesIO()
+    pil.convert("RGB").save(png, format="PNG")
+    from_png = model.predict(png.getvalue())["predictions"][0]
+    from_array = model.predict(pixels)["predictions"][0]
+    assert from_array["probabilities"] == pytest.approx(from_png["probabilities"], abs=1e-6)
+    assert from_array["file"] == "images[0]"
+    batch = model.predict(np.stack([pixels, pixels]))  # (N, H, W, C): one image each, as a .npy upload
+    assert len(batch["predictions"]) == 2
+
+
+def test_errors_name_the_problem(models, tmp_path):
+    with pytest.raises(api.UnknownModel, match="served models: mura, bloodcell, mars"):
+        visionzoo.load("nope", models_dir=MODELS_DIR)
+    model = models["bloodcell"]
+    with pytest.raises(api.ServingError, match="top_k must be between 1 and"):  # the service's InvalidInput (400)
+        model.predict(golden_files("bloodcell")[:1], top_k=100)
+    with pytest.raises(ValueError, match="top_k"):
+        model.predict(golden_files("bloodcell")[:1], top_k="many")
+    with pytest.raises(ValueError, match="colour"):
+        model.predict(golden_files("bloodcell")[:1], colour=True)
+    with pytest.raises(ValueError, match="no 'predict_study'"):
+        model.predict_study(golden_files("bloodcell")[:1])
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    with pytest.raises(UnsupportedMedia, match="broken.jpg"):
+        model.predict(broken)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        model.predict(tmp_path / "missing.jpg")
+
+
+def test_close_and_context_manager():
+    with visionzoo.load("bloodcell", models_dir=MODELS_DIR, engine="onnxruntime", version="1"
+                        if (MODELS_DIR / "bloodcell_mobilenetv3" / "1").is_dir() else None) as model:
+        assert model.task == "classification" and "predict" in model.endpoints
+    with pytest.raises(RuntimeError, match="closed"):
+        model.predict(golden_files("bloodcell")[:1])
+    model.close()  # idempotent
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "VISIONZOO_MODELS_DIR": str(MODELS_DIR), "VISIONZOO_ENGINE": "onnxruntime"}
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_import_and_load_import_neither_tensorflow_nor_bentoml():
+    result = _run("import sys, visionzoo\n"
+                  "assert not {'tensorflow', 'bentoml'} & set(sys.modules), 'import'\n"
+                  "m = visionzoo.load('bloodcell')\n"
+                  "m.predict(sys.argv[1])\n"
+                  "m.close()\n"
+                  "print(sorted({'tensorflow', 'bentoml', 'keras'} & set(sys.modules)))", str(golden_files("bloodcell")[0]))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+CLI = ("import sys\n"
+       "from visionzoo.training.__main__ import main\n"
+       "code = main(sys.argv[1:])\n"
+       "print('TF' if 'tensorflow' in sys.modules else 'noTF', file=sys.stderr)\n"
+       "sys.exit(code)")
+
+
+def test_cli_predict_prints_the_label_per_image_without_tensorflow(models):
+    files = golden_files("bloodcell")
+    expected = models["bloodcell"].predict(files, top_k=2)["predictions"]
+    result = _run(CLI, "predict", "bloodcell", *map(str, files), "--top-k", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "noTF"
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == len(files)
+    for line, prediction in zip(lines, expected):
+        file, label, *_ = line.split("\t")
+        assert file == prediction["file"] and label.split()[0] == prediction["label"]
+        assert f"{prediction['probability']:.3f}" in label
+
+
+def test_cli_predict_json_mura_and_mars():
+    mura = golden_files("mura")[:2]
+    result = _run(CLI, "predict", "mura", *map(str, mura), "--json")
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["model"]["name"] == "mura" and len(body["predictions"]) == 2
+    result = _run(CLI, "predict", "mars", str(golden_files("mars")[0]))
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.strip().splitlines()
+    assert line.startswith(golden_files("mars")[0].name) and "x" in line.split("\t")[1]
+
+
+def test_cli_predict_errors_are_one_line(tmp_path):
+    result = _run(CLI, "predict", "nope", str(golden_files("bloodcell")[0]))
+    assert result.returncode == 2
+    (message, *_) = result.stderr.strip().splitlines()
+    assert message == "visionzoo predict: error: unknown model 'nope'; served models: mura, bloodcell, mars"
+    result = _run(CLI, "predict", "bloodcell", str(tmp_path / "missing.jpg"))
+    assert result.returncode == 2 and "missing.jpg: no such file" in result.stderr.splitlines()[0]
+    unreadable = tmp_path / "notes.txt"
+    unreadable.write_text("hello")
+    result = _run(CLI, "predict", "bloodcell", str(unreadable))
+    assert result.returncode == 2
+    first = result.stderr.strip().splitlines()[0]
+    assert first.startswith("visionzoo predict: error: notes.txt")
