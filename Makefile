@@ -2,6 +2,7 @@
 #   make serve   install the serving extra, then serve the shipped models (HTTP :3000, gRPC :8001)
 #   make test    install everything, then run the test suite (what CI runs)
 #   make bench   engines, the service on every protocol, batching, overload, MLServer -> benchmarks/RESULTS.md
+#   make soak    SOAK_MINUTES (30) of mixed load on all models and protocols: RSS growth, errors, temp files left
 #   make fuzz    schemathesis against the served OpenAPI document, >= 10,000 cases (FUZZ_EXAMPLES per operation)
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -12,10 +13,10 @@ PYTEST_ARGS ?=
 export BENTOML_DO_NOT_TRACK := True
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-serving serve test test-slow fuzz bench reproduce ship build container container-test clean help container-gpu
+.PHONY: install install-serving serve test test-slow fuzz soak bench reproduce ship build container container-test clean help container-gpu
 
 help:
-	@sed -n '1,7p' Makefile
+	@sed -n '1,8p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,11 @@ test-slow: install
 FUZZ_EXAMPLES ?= 2000
 fuzz: install
 	VISIONZOO_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -m fuzz tests/e2e/test_fuzz.py -p no:cacheprovider $(PYTEST_ARGS)
+
+SOAK_MINUTES ?= 30
+SOAK_RATE ?= 20
+soak: install
+	$(BIN)/python -m benchmarks.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE)
 
 bench: install
 	$(BIN)/python -m benchmarks.run

@@ -99,6 +99,7 @@ class _Entry:
     outputs: tuple[str, ...] | None
     future: asyncio.Future
     enqueued: float  # time.monotonic()
+    expired: bool = False  # refused by its queue timeout while queued (no longer counted in the queue)
 
     @property
     def size(self) -> int:
@@ -207,6 +208,10 @@ class DynamicBatcher:
         entry = _Entry(slot, items, outputs, future, time.monotonic())
         self._queue.append(entry)
         self._wakeup.set()
+        timeout = self.settings.queue_timeout_us / 1e6
+        # Refuse at the deadline itself, not when the next batch is formed (which, behind a long
+        # engine run, can be much later): a timed-out request's answer is the point of the limit.
+        timer = asyncio.get_running_loop().call_later(timeout, self._expire, entry) if timeout else None
         try:
             return await future
         except asyncio.CancelledError:
@@ -214,6 +219,20 @@ class DynamicBatcher:
             if not future.done():
                 future.cancel()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _expire(self, entry: _Entry) -> None:
+        """The entry's queue timeout passed: refuse it now if it is still waiting (not in a batch)."""
+        if entry.future.done() or not any(queued is entry for queued in self._queue):
+            return
+        entry.expired = True
+        self._queued_items -= entry.size
+        self.stats.rejected_count += 1
+        self._fail(entry, QueueTimeout(
+            f"model {self.name!r}: the request waited {time.monotonic() - entry.enqueued:.2f} s in the queue "
+            f"(limit {self.settings.queue_timeout_us / 1e6:g} s) and was not run; retry shortly"))
 
     # ---- scheduling --------------------------------------------------------------------------
 
@@ -272,9 +291,10 @@ class DynamicBatcher:
         items = 0
         while self._queue:
             entry = self._queue[0]
-            if entry.future.done():  # cancelled by its caller while queued
+            if entry.future.done():  # cancelled by its caller, or refused by its timeout, while queued
                 self._queue.popleft()
-                self._queued_items -= entry.size
+                if not entry.expired:
+                    self._queued_items -= entry.size
                 continue
             if timeout and now - entry.enqueued > timeout:
                 self._queue.popleft()

@@ -1,12 +1,15 @@
 """What `bentoml serve` opens besides the service, made private (bentoml 1.4.39).
 
 `bentoml serve` imports the service module in its supervisor process (BentoML's circus arbiter)
-before it starts anything; `harden_supervisor()`, called from that import, changes two things:
+before it starts anything; `harden_supervisor()`, called from that import, changes three things:
 
 1. **No control port.** BentoML starts circus with its control and pub/sub endpoints on loopback
    TCP ports, where any local user can send `quit` or `signal` commands without credentials. They
    are moved to Unix sockets in a private (0700) folder of this server.
-2. **Metrics of its own.** Every `bentoml serve` empties `~/bentoml/prometheus_multiproc_dir`
+2. **Workers come back within a second.** Circus notices a dead worker only when it checks its
+   watchers, which BentoML does every 10 s: a crashed (OOM-killed, kill -9) worker left the port
+   unanswered for up to 10 s before its replacement even started. The check runs every second.
+3. **Metrics of its own.** Every `bentoml serve` empties `~/bentoml/prometheus_multiproc_dir`
    when it starts, so a second server on the same host erased the first one's metrics. This
    server keeps its multi-process metrics in the same private folder instead.
 
@@ -20,12 +23,15 @@ import atexit
 import logging
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from pathlib import Path
 
 logger = logging.getLogger("visionzoo.serving")
 
 _private: Path | None = None
+WATCHER_CHECK_SECONDS = 1.0  # how often circus reaps and respawns dead workers (BentoML: 10)
 
 
 def harden_supervisor() -> Path | None:
@@ -47,7 +53,7 @@ def harden_supervisor() -> Path | None:
     def create_standalone_arbiter(watchers, *, threaded: bool = False, **kwargs):
         arbiter_class = circus_utils.ThreadedArbiter if threaded else circus_utils.Arbiter
         return arbiter_class(watchers, endpoint=f"ipc://{private}/control", pubsub_endpoint=f"ipc://{private}/pubsub",
-                             check_delay=kwargs.pop("check_delay", 10), **kwargs)
+                             check_delay=WATCHER_CHECK_SECONDS, **{k: v for k, v in kwargs.items() if k != "check_delay"})
 
     circus_utils.create_standalone_arbiter = create_standalone_arbiter
     atexit.register(shutil.rmtree, private, ignore_errors=True)
@@ -70,3 +76,21 @@ def http_socket_host() -> str | None:
             return sock.getsockname()[0]
     except (ValueError, IndexError, OSError):
         return None
+
+
+def stop_supervisor(reason: str) -> bool:
+    """In a `bentoml serve` worker: stop the whole server (SIGTERM to its supervisor) for a fault a
+    restart cannot mend, such as a port another process holds. Circus restarts a worker that exits,
+    forever: the server would neither serve nor stop. False (and nothing done) elsewhere."""
+    if "--fd" not in sys.argv or "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        return False
+    parent = os.getppid()
+    try:
+        command = Path(f"/proc/{parent}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    if not any(Path(os.fsdecode(part)).name == "bentoml" for part in command[:2]):
+        return False
+    logger.error("%s; stopping the server (a restarted worker would fail the same way)", reason)
+    os.kill(parent, signal.SIGTERM)
+    return True

@@ -17,7 +17,8 @@ as the HTTP endpoints and joins the same batches.
 
 Binding: the interface `bentoml serve --host` gave (or VISIONZOO_GRPC_HOST), port VISIONZOO_GRPC_PORT
 (0 disables gRPC). The port is not shared (SO_REUSEPORT off), so a second server on the same port
-fails to start instead of silently taking half the traffic; VISIONZOO_GRPC_REUSE_PORT=on shares it.
+fails to start instead of silently taking half the traffic (the worker stops the whole `bentoml serve`
+rather than letting circus restart it forever); VISIONZOO_GRPC_REUSE_PORT=on shares it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ logger = logging.getLogger("visionzoo.oip")
 SERVICE_NAME = "inference.GRPCInferenceService"
 OPEN_METHODS = {"ServerLive", "ServerReady", "ModelReady"}  # health stays open, like /livez and /readyz
 ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
+
+
+class PortTaken(RuntimeError):
+    """The gRPC address cannot be bound (another process holds the port, or binding is not allowed)."""
 
 
 def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
@@ -308,7 +313,7 @@ class GRPCServer:
             except RuntimeError:
                 continue
         else:
-            raise RuntimeError(f"cannot bind the OIP gRPC server to {addresses[-1]}: the port is in use or not allowed; "
+            raise PortTaken(f"cannot bind the OIP gRPC server to {addresses[-1]}: the port is in use or not allowed; "
                                "stop the other server or choose another VISIONZOO_GRPC_PORT (VISIONZOO_GRPC_HOST)")
         await server.start()
         self.server = server
@@ -345,7 +350,11 @@ async def start_grpc(models: ModelSet) -> GRPCServer | None:
         return None
     host = settings.grpc_host or launcher.http_socket_host() or "0.0.0.0"
     server = GRPCServer(models, host, settings.grpc_port, settings.grpc_max_message_bytes, settings.grpc_reuse_port)
-    await server.start()
+    try:
+        await server.start()
+    except PortTaken as error:
+        launcher.stop_supervisor(str(error))
+        raise
     return server
 
 
