@@ -226,3 +226,23 @@ def test_cli_predict_errors_are_one_line(tmp_path):
     assert result.returncode == 2
     first = result.stderr.strip().splitlines()[0]
     assert first.startswith("visionzoo predict: error: notes.txt")
+
+
+def test_readme_examples_without_a_server_run_as_written(tmp_path):
+    """The README's "Run a model without a server" examples, shell and Python, from the repository root."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text()
+    body = re.split(r"\n## ", text.split("\n## Run a model without a server\n", 1)[1], maxsplit=1)[0]
+    shell = re.findall(r"```bash\n(.*?)```", body, flags=re.DOTALL)
+    (python,) = re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for code in shell:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", code], cwd=repo, env=env, capture_output=True, text=True,
+                              timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "basophil" in done.stdout and '"segmentations"' in done.stdout
+    done = subprocess.run([sys.executable, "-c", python], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "basophil"

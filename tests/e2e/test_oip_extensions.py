@@ -83,7 +83,9 @@ def test_model_config(clients, protocol, name):
     version = load_served(name)
     found = config_of(protocol, clients[protocol], name)
     assert found["name"] == name
-    assert int(found["max_batch_size"]) == {"mars": 8}.get(name, 32)  # models.yaml
+    from visionzoo.serving import config
+
+    assert int(found["max_batch_size"]) == config.served_models()[name].batcher.max_batch_size  # models.yaml
     inputs = {tensor["name"]: tensor for tensor in found["input"]}
     model_input = version.inputs[0]["name"]
     assert set(inputs) == {model_input, f"{model_input}_uint8", f"{model_input}_bytes"}

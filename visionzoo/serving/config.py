@@ -225,10 +225,10 @@ def _model_settings(name: str, entry: ManifestEntry, server: ServerSettings) -> 
                       if v is not None), None)
         if value is not None:
             batching[field] = value
+    size = batching.get("max_batch_size", BatcherSettings.max_batch_size)
+    batching.setdefault("max_queue_size", 8 * size)  # the same queue with batching off: only batches change
     if not server.batching:
         batching.update(max_batch_size=1, preferred_batch_sizes=(), max_queue_delay_us=0)
-    size = batching.get("max_batch_size", BatcherSettings.max_batch_size)
-    batching.setdefault("max_queue_size", 8 * size)
     try:
         batcher = BatcherSettings(**batching)
     except ValueError as error:
