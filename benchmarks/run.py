@@ -53,6 +53,15 @@ def grid_table(grid: list[dict], protocols, server: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def cores(grid: list[dict]) -> str:
+    parts = []
+    for protocol in service_bench.PROTOCOLS:
+        row = _grid_row(grid, protocol, 1, 64)
+        if row and "server_cores" in row:
+            parts.append(f"{protocol}: server {row['server_cores']:.2f}, load generator {row['client_cores']:.2f}")
+    return "; ".join(parts) or "not measured"
+
+
 def served_engine(service: dict) -> str:
     """The engines-table label of the engine the service chose for the blood-cell model."""
     model = service["models"][service_bench.MODEL]
@@ -177,6 +186,10 @@ refused with 503 / UNAVAILABLE (queue full or queue timeout) — the designed an
 the cores carry.
 
 {grid_table(service['grid'], service_bench.PROTOCOLS)}
+
+Where the two cores went at 64 clients, 1-image requests (CPU seconds per second): {cores(service['grid'])}. The raw
+engine figures use both cores alone; here the load generator shares them, so the service's ceiling
+on this machine is below the raw engine's by what the clients take.
 
 ## Batching on vs off (gRPC, 64 clients)
 
