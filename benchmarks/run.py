@@ -187,9 +187,9 @@ the cores carry.
 
 {grid_table(service['grid'], service_bench.PROTOCOLS)}
 
-Where the two cores went at 64 clients, 1-image requests (CPU seconds per second): {cores(service['grid'])}. The raw
-engine figures use both cores alone; here the load generator shares them, so the service's ceiling
-on this machine is below the raw engine's by what the clients take.
+Where the two cores went at 64 clients, 1-image requests (CPU seconds per second): {cores(service['grid'])}.
+The raw engine figures have both cores to themselves; in the server the engine shares them with the
+request path (protocol parsing, the event loop, answers) and with the load generator.
 
 ## Batching on vs off (gRPC, 64 clients)
 

@@ -80,11 +80,11 @@ def tree_rss_mib(pid: int) -> float:
     return total / 2**20
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children so far."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system CPU seconds of a process (and its children) so far."""
     try:
         root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
+        processes = [root, *(root.children(recursive=True) if children else ())]
     except psutil.NoSuchProcess:
         return float("nan")
     total = 0.0
@@ -142,12 +142,12 @@ async def service_runs(endpoints: Endpoints, warmup: float, duration: float, pid
     for protocol in PROTOCOLS:
         for images in IMAGES:
             for clients in CLIENTS:
-                before = cpu_seconds(pid), cpu_seconds(os.getpid()), time.perf_counter()
+                before = cpu_seconds(pid), cpu_seconds(os.getpid(), children=False), time.perf_counter()
                 result = await closed_loop(endpoints.target(protocol, images), clients, warmup, duration, images)
                 elapsed = time.perf_counter() - before[2]
                 found["grid"].append(point(result, protocol=protocol, images_per_request=images,
                                            server_cores=round((cpu_seconds(pid) - before[0]) / elapsed, 2),
-                                           client_cores=round((cpu_seconds(os.getpid()) - before[1]) / elapsed, 2)))
+                                           client_cores=round((cpu_seconds(os.getpid(), children=False) - before[1]) / elapsed, 2)))
     # Latency hangover: fresh, right after a burst, after idle (gRPC, 1 image).
     fresh = await probe_p50(endpoints, "grpc", 3.0)
     burst = await closed_loop(endpoints.target("grpc", 1), 64, 1.0, 8.0)
