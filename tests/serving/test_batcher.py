@@ -223,3 +223,22 @@ def test_settings_are_checked():
         BatcherSettings(max_batch_size=32, max_queue_size=8)
     with pytest.raises(ValueError, match="preferred"):
         BatcherSettings(max_batch_size=8, preferred_batch_sizes=(16,))
+
+
+def test_an_environment_batch_size_resizes_the_manifests_queue(monkeypatch):
+    """models.yaml sizes Mars's queue (12 tiles) for its batch of 4; VISIONZOO_MAX_BATCH_SIZE=32 alone
+    must not leave a queue smaller than a batch (which the service would refuse to start with)."""
+    from visionzoo.serving import config
+
+    try:
+        config.reload()
+        assert config.served_models()["mars"].batcher.max_queue_size == 12
+        monkeypatch.setenv("VISIONZOO_MAX_BATCH_SIZE", "32")
+        config.reload()
+        assert config.served_models()["mars"].batcher.max_queue_size == 8 * 32
+        monkeypatch.setenv("VISIONZOO_MARS_MAX_QUEUE_SIZE", "40")
+        config.reload()
+        assert config.served_models()["mars"].batcher.max_queue_size == 40
+    finally:
+        monkeypatch.undo()
+        config.reload()

@@ -15,7 +15,7 @@ models' manifest (`models.yaml`). Read when the service starts; a bad value stop
 | VISIONZOO_MAX_BATCH_SIZE | 32 | most items (images, tiles) per engine run (per model: VISIONZOO_<MODEL>_MAX_BATCH_SIZE) |
 | VISIONZOO_MAX_QUEUE_DELAY_US | 0 | how long an under-full batch waits for more requests (per model too) |
 | VISIONZOO_PREFERRED_BATCH_SIZES | none | comma-separated batch sizes to prefer (per model too) |
-| VISIONZOO_MAX_QUEUE_SIZE | 8 x max batch | items waiting per model before requests are refused with 503 (per model too) |
+| VISIONZOO_MAX_QUEUE_SIZE | the manifest's, else 8 x max batch | items waiting per model before requests are refused with 503 (per model too); a batch size set in the environment without a queue size gets 8 x that batch |
 | VISIONZOO_QUEUE_TIMEOUT_US | 2000000 | a request queued longer is refused with 503 (per model too) |
 | VISIONZOO_INSTANCES | 1 | engine runs in flight per model (per model too) |
 | VISIONZOO_WARMUP_BATCH_SIZES | 1,max | batch sizes run once at start-up (capped at the max batch size) |
@@ -219,12 +219,17 @@ class ModelSettings(BaseModel):
 def _model_settings(name: str, entry: ManifestEntry, server: ServerSettings) -> ModelSettings:
     common = _ModelOverrides(_env_prefix="VISIONZOO_")
     own = _ModelOverrides(_env_prefix=f"VISIONZOO_{name.upper()}_")
-    batching = {}
+    batching, from_environment = {}, set()
     for field in BatchingEntry.model_fields:
-        value = next((v for v in (getattr(own, field), getattr(common, field), getattr(entry.batching, field))
-                      if v is not None), None)
+        value = next((v for v in (getattr(own, field), getattr(common, field)) if v is not None), None)
+        if value is not None:
+            from_environment.add(field)
+        else:
+            value = getattr(entry.batching, field)
         if value is not None:
             batching[field] = value
+    if "max_batch_size" in from_environment and "max_queue_size" not in from_environment:
+        batching.pop("max_queue_size", None)  # the manifest's queue was sized for its batch: follow the new one
     size = batching.get("max_batch_size", BatcherSettings.max_batch_size)
     batching.setdefault("max_queue_size", 8 * size)  # the same queue with batching off: only batches change
     if not server.batching:
