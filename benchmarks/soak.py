@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, open_loop  # noqa: E402
+from benchmarks.service_bench import tree_rss_mib  # noqa: E402
 from tests.e2e.conftest import bentoml_serve  # noqa: E402
 
 MODELS = {  # served name -> (export, endpoint route, input shape)
@@ -42,21 +43,6 @@ MODELS = {  # served name -> (export, endpoint route, input shape)
     "mars": ("mars_dual_unet", "/mars/segment", (64, 128, 1)),
 }
 WEIGHTS = {"bloodcell": 4, "mura": 2, "mars": 1}  # share of the rate (mars is ~20x bloodcell's cost)
-
-
-def tree_rss(pid: int) -> int:
-    try:
-        root = psutil.Process(pid)
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for process in processes:
-        try:
-            total += process.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def tmp_entries() -> set[str]:
@@ -106,7 +92,7 @@ def main() -> int:
 
         def sample() -> None:
             while not stop.is_set():
-                samples.append((time.monotonic() - started, tree_rss(served.process.pid)))
+                samples.append((time.monotonic() - started, round(tree_rss_mib(served.process.pid) * 2**20)))
                 stop.wait(5)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -119,7 +105,7 @@ def main() -> int:
         outcomes = asyncio.run(run_all())
         stop.set()
         sampler.join()
-        samples.append((time.monotonic() - started, tree_rss(served.process.pid)))
+        samples.append((time.monotonic() - started, round(tree_rss_mib(served.process.pid) * 2**20)))
         for (model, protocol, _, _), result in zip(streams, outcomes):
             results[f"{model}/{protocol}"] = result.summary()
         tree = [psutil.Process(served.process.pid), *psutil.Process(served.process.pid).children(recursive=True)]

@@ -32,6 +32,8 @@ from mlserver.types import InferenceRequest, InferenceResponse, Parameters
 
 
 def session_options(threads: int) -> ort.SessionOptions:
+    """visionzoo/serving/engines/onnxruntime.session_options, copied: this runs in MLServer's own venv,
+    which does not install visionzoo. Keep the two equal (the comparison is only fair while they are)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:

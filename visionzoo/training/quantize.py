@@ -108,8 +108,8 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
     metadata_path = folder / "metadata.json"
     document = json.loads(metadata_path.read_text())
     config = TrainConfig(**document["recipe"]["config"])
-    if data_dir:
-        config = config.updated({"data_dir": str(data_dir)})
+    # metadata.json records the data folder as trained on ($VISIONZOO_DATA/... for the shipped models)
+    config = config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
     scored_on = "test" if "test" in prepared.data.splits else "val"  # formats without a test split (AN2DL npz)
