@@ -9,12 +9,14 @@ from PIL import Image
 from visionzoo.preprocessing import (
     ImageDecodeError,
     ImageSpec,
+    blend_tiles,
     prepare_image,
     prepare_mask_tiles,
     prepare_tiles,
     resize_label_map,
     stitch_tiles,
     tile_count,
+    tile_offsets,
 )
 
 
@@ -142,3 +144,40 @@ def test_draft_makes_the_model_input_nearly_independent_of_the_file_size():
     small = prepare_image(_jpeg(base), spec).astype(np.float32)
     big = prepare_image(_jpeg(np.asarray(Image.fromarray(base).resize((1600, 1920), Image.Resampling.BICUBIC))), spec)
     assert np.abs(small - big.astype(np.float32)).mean() < 3.0
+
+
+def test_overlapping_tiles_add_one_over_every_seam():
+    spec = ImageSpec(64, 128, "grayscale", tiling="rows", tile_overlap=0.5)
+    assert tile_offsets(2, 0.5) == [0.0, 0.5, 1.0] and tile_offsets(1, 0.5) == [0.0] and tile_offsets(3, 0.0) == [0.0, 1.0, 2.0]
+    assert tile_count(256, 256, spec) == 3 and tile_count(64, 128, spec) == 1 and tile_count(600, 200, spec) == 11
+    frame = np.zeros((256, 256), dtype=np.uint8)
+    frame[:, :] = np.arange(256, dtype=np.uint8)[:, None]  # brightness = row
+    tiles = prepare_tiles(encode(frame), spec)
+    assert tiles.shape == (3, 64, 128, 1)
+    plain = prepare_tiles(encode(frame), ImageSpec(64, 128, "grayscale", tiling="rows"))
+    np.testing.assert_array_equal(tiles[[0, 2]], plain)  # the bands are still there, unchanged
+    assert abs(float(tiles[1, 0].mean()) - 64) <= 2 and abs(float(tiles[1, -1].mean()) - 191) <= 2  # rows 64..191
+
+
+def test_blending_is_seamless_and_reduces_to_stitching_without_overlap():
+    rng = np.random.default_rng(0)
+    tiles = rng.random((2, 8, 4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(blend_tiles(tiles, 0.0), stitch_tiles(tiles))
+    # Tiles that agree where they overlap blend back to the frame exactly.
+    frame = rng.random((24, 4, 3)).astype(np.float32)
+    overlapping = np.stack([frame[top : top + 8] for top in (0, 4, 8, 12, 16)])
+    np.testing.assert_allclose(blend_tiles(overlapping, 0.5), frame, rtol=1e-6)
+    # Tiles that disagree change smoothly across the seam: no step at the band edge.
+    disagreeing = np.stack([np.zeros((8, 1)), np.full((8, 1), 0.5), np.ones((8, 1))]).astype(np.float32)
+    blended = blend_tiles(disagreeing, 0.5)[:, 0]
+    assert blended.shape == (16,) and np.all(np.diff(blended) >= 0) and np.abs(np.diff(blended)).max() < 0.2
+
+
+def test_specs_read_from_metadata_skip_descriptive_keys_and_check_the_overlap():
+    preprocessing = {"height": 64, "width": 128, "color_mode": "grayscale", "tiling": "rows", "tile_overlap": 0.5,
+                     "value_range": [0, 255], "layout": "NHWC", "dtype": "float32", "scaling": "inside the model"}
+    assert ImageSpec.from_metadata(preprocessing).tile_overlap == 0.5
+    with pytest.raises(ValueError, match="tile_overlap must be in"):
+        ImageSpec(64, 128, tiling="rows", tile_overlap=1.0)
+    with pytest.raises(ValueError, match="needs tiling"):
+        ImageSpec(64, 128, tile_overlap=0.5)

@@ -29,7 +29,7 @@ def metadata(folder: Path) -> dict:
 
 
 def spec(document: dict) -> ImageSpec:
-    return ImageSpec(**{k: document["preprocessing"][k] for k in ("height", "width", "color_mode", "resize_method", "tiling")})
+    return ImageSpec.from_metadata(document["preprocessing"])
 
 
 def test_all_three_served_models_are_shipped():

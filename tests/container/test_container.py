@@ -49,7 +49,7 @@ class Golden:
     def class_map(self, index: int, image: DecodedImage) -> np.ndarray:
         """The class map the service must give for golden file `index` (over the learnable classes)."""
         return class_map_from_tiles(self.expected[index]["probabilities"], image.height, image.width,
-                                    self.version.metadata.get("learnable_classes"))
+                                    self.version.metadata.get("learnable_classes"), self.version.spec.tile_overlap)
 
     def expected_batch(self, output: str) -> np.ndarray:
         return np.concatenate([per_file[output] for per_file in self.expected])

@@ -163,7 +163,10 @@ def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references,
     decoded = [decode_upload(Upload(f"file{i}", data), reference.version.spec, Limits())[0] for i, data in enumerate(files)]
     result = client.infer(name, [files_tensor(protocol, files)])
     if name == "mars":
-        expected = [class_map_from_tiles(reference.run(image.tiles)["probabilities"], image.height, image.width) for image in decoded]
+        version = reference.version
+        expected = [class_map_from_tiles(reference.run(image.tiles)["probabilities"], image.height, image.width,
+                                         version.metadata.get("learnable_classes"), version.spec.tile_overlap)
+                    for image in decoded]
         class_map = result.as_numpy("class_map")
         assert class_map.shape == (len(files), decoded[0].height, decoded[0].width)
         assert result.as_numpy("probabilities") is None  # per tile: not returned for files

@@ -129,7 +129,8 @@ def test_mars_class_map_for_files_is_stitched_at_original_size(signatures):
     ((spec, class_map),) = mars.output_arrays(prepared, {"probabilities": probabilities}, [mars.class_map])
     assert spec.name == "class_map" and class_map.dtype == np.uint8 and class_map.shape == (2, 200, 160)
     half = len(tiles)
-    np.testing.assert_array_equal(class_map[1], class_map_from_tiles(probabilities[half:], 200, 160))
+    np.testing.assert_array_equal(class_map[1], class_map_from_tiles(probabilities[half:], 200, 160, mars.learnable,
+                                                                     mars.spec.tile_overlap))
 
 
 def test_mars_class_map_for_tiles_is_the_argmax(signatures):

@@ -32,8 +32,11 @@ __all__ = [
     "prepare_image",
     "prepare_tiles",
     "prepare_mask_tiles",
+    "band_count",
     "tile_count",
+    "tile_offsets",
     "stitch_tiles",
+    "blend_tiles",
     "resize_label_map",
 ]
 
@@ -78,6 +81,12 @@ class ImageSpec:
             result is much the same whatever size the file was saved at. It changes the pixels, so
             it is a property of the model (training and serving both follow metadata.json); models
             exported before it existed decode at full size.
+        tile_overlap: with `tiling="rows"`, how much consecutive tiles overlap, as a fraction of a
+            band (0 <= overlap < 1). 0 cuts the frame into its bands (how the segmenters train);
+            0.5 adds a tile straddling every seam (N bands -> 2N-1 tiles), and `blend_tiles`
+            averages the tiles' outputs with weights that fall off towards each tile's top and
+            bottom edge, so the stitched map has no seam. An inference setting: training tiles are
+            always the bands.
     """
 
     height: int
@@ -86,6 +95,7 @@ class ImageSpec:
     resize_method: str = "bilinear"
     tiling: str = "none"
     draft: bool = False
+    tile_overlap: float = 0.0
 
     def __post_init__(self) -> None:
         if self.color_mode not in COLOR_MODES:
@@ -98,6 +108,10 @@ class ImageSpec:
             raise ValueError(f"tiling must be one of {TILINGS}, got {self.tiling!r}")
         if self.height < 1 or self.width < 1:
             raise ValueError(f"height and width must be positive, got {self.height}x{self.width}")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1), got {self.tile_overlap}")
+        if self.tile_overlap and self.tiling == "none":
+            raise ValueError("tile_overlap needs tiling='rows'")
 
     @property
     def channels(self) -> int:
@@ -117,6 +131,13 @@ class ImageSpec:
         if unknown:
             raise ValueError(f"unknown ImageSpec keys {sorted(unknown)}; expected {sorted(known)}")
         return cls(**data)
+
+    @classmethod
+    def from_metadata(cls, preprocessing: dict) -> "ImageSpec":
+        """The spec in a metadata.json `preprocessing` block, which also describes what is not
+        decided here (value range, layout, dtype, where scaling happens): those keys are skipped."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in preprocessing.items() if key in known})
 
 
 def _describe(source: ImageSource, name: str | None) -> str:
@@ -193,7 +214,7 @@ def _draft_size(spec: ImageSpec, width: int, height: int) -> tuple[int, int] | N
         return None
     if spec.tiling == "none":
         return (spec.width, spec.height)
-    rows = tile_count(height, width, spec)
+    rows = band_count(height, width, spec)
     return (spec.width, rows * spec.height)
 
 
@@ -254,12 +275,25 @@ def prepare_image(source: ImageSource, spec: ImageSpec, name: str | None = None)
     return _to_array(image, spec.color_mode)
 
 
-def tile_count(height: int, width: int, spec: ImageSpec) -> int:
-    """How many spec-sized tiles (stacked top to bottom) keep an HxW image's aspect ratio."""
+def band_count(height: int, width: int, spec: ImageSpec) -> int:
+    """How many spec-sized bands (stacked top to bottom) keep an HxW image's aspect ratio."""
     if spec.tiling == "none":
         return 1
     rows = height * spec.width / (width * spec.height)
     return max(1, int(math.floor(rows + 0.5)))
+
+
+def tile_offsets(bands: int, overlap: float) -> list[float]:
+    """Top edge of every model tile, in bands, for a frame of `bands` bands: 0, 1, ... without
+    overlap; 0, 0.5, 1, ... with overlap 0.5 (the last tile always ends at the frame's bottom)."""
+    step = 1.0 - overlap
+    count = int(math.ceil((bands - 1) / step - 1e-9)) + 1
+    return [min(k * step, bands - 1.0) for k in range(count)]
+
+
+def tile_count(height: int, width: int, spec: ImageSpec) -> int:
+    """How many model tiles an HxW image becomes (its bands, plus the overlapping ones)."""
+    return len(tile_offsets(band_count(height, width, spec), spec.tile_overlap))
 
 
 def _bands(height: int, rows: int) -> list[tuple[int, int]]:
@@ -268,17 +302,25 @@ def _bands(height: int, rows: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def _tile_rows(height: int, rows: int, overlap: float) -> list[tuple[int, int]]:
+    """Row ranges of the model tiles of an image of `height` rows and `rows` bands."""
+    if not overlap:
+        return _bands(height, rows)
+    return [(int(round(top * height / rows)), int(round((top + 1) * height / rows))) for top in tile_offsets(rows, overlap)]
+
+
 def prepare_tiles(source: ImageSource, spec: ImageSpec, name: str | None = None) -> np.ndarray:
     """Decode one image into (n_tiles, H, W, C) uint8 model tiles (n_tiles=1 without tiling).
 
     With `tiling="rows"` the image is first cut into horizontal bands, then each band is resized
     to the tile size, so no tile borrows pixels from its neighbour (the source split a 256x256
-    frame into halves, then downsampled each).
+    frame into halves, then downsampled each). With `spec.tile_overlap` further tiles of a band's
+    height straddle the seams (`tile_offsets`); `blend_tiles` puts their outputs back together.
     """
     image = _to_working_mode(load_image(source, spec, name), spec.color_mode)
-    rows = tile_count(image.height, image.width, spec)
+    rows = band_count(image.height, image.width, spec)
     tiles = []
-    for top, bottom in _bands(image.height, rows):
+    for top, bottom in _tile_rows(image.height, rows, spec.tile_overlap):
         band = image.crop((0, top, image.width, bottom))
         if band.size != (spec.width, spec.height):
             band = band.resize((spec.width, spec.height), RESIZE_METHODS[spec.resize_method])
@@ -302,6 +344,40 @@ def prepare_mask_tiles(mask: np.ndarray, spec: ImageSpec, rows: int) -> np.ndarr
 def stitch_tiles(tiles: np.ndarray) -> np.ndarray:
     """Inverse of the tiling: (n, H, W, ...) tiles stacked top to bottom -> (n*H, W, ...)."""
     return tiles.reshape(tiles.shape[0] * tiles.shape[1], *tiles.shape[2:])
+
+
+def bands_for_tiles(count: int, overlap: float) -> int:
+    """The number of bands whose frame gives `count` tiles at `overlap` (inverse of tile_offsets)."""
+    bands = 1
+    while len(tile_offsets(bands, overlap)) < count:
+        bands += 1
+    if len(tile_offsets(bands, overlap)) != count:
+        raise ValueError(f"{count} tiles do not come from one frame at tile_overlap {overlap}")
+    return bands
+
+
+def tile_weights(height: int) -> np.ndarray:
+    """Per-row blending weights of one tile: a tent, highest in the middle rows, small but not zero
+    at the top and bottom rows (a frame's first and last rows are covered by one tile only)."""
+    centre = (np.arange(height) + 0.5) / height
+    return np.maximum(1.0 - np.abs(2.0 * centre - 1.0), 1e-3)
+
+
+def blend_tiles(tiles: np.ndarray, overlap: float) -> np.ndarray:
+    """Put overlapping tile outputs back together: (n, H, W, ...) -> (bands*H, W, ...) float32,
+    each row the tent-weighted mean of the tiles covering it (`stitch_tiles` when overlap is 0)."""
+    if not overlap:
+        return stitch_tiles(tiles)
+    count, height = tiles.shape[:2]
+    bands = bands_for_tiles(count, overlap)
+    weights = tile_weights(height).astype(np.float32).reshape((height,) + (1,) * (tiles.ndim - 2))
+    total = np.zeros((bands * height, *tiles.shape[2:]), dtype=np.float32)
+    norm = np.zeros((bands * height,) + (1,) * (tiles.ndim - 2), dtype=np.float32)
+    for tile, offset in zip(tiles, tile_offsets(bands, overlap)):
+        top = int(round(offset * height))
+        total[top : top + height] += weights * tile
+        norm[top : top + height] += weights
+    return total / norm
 
 
 def resize_label_map(label_map: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -22,11 +22,11 @@ from visionzoo.preprocessing import (
     ImageDecodeError,
     ImageSpec,
     ImageTooLarge,
+    blend_tiles,
     load_image,
     peek_size,
     prepare_tiles,
     resize_label_map,
-    stitch_tiles,
     tile_count,
 )
 
@@ -261,6 +261,37 @@ def study_result(views: list[dict], labels: dict, threshold: float) -> dict:
     }
 
 
+# ---- explanations ----------------------------------------------------------------------------
+
+CAM_OUTPUT = "cam"  # the Grad-CAM output of exports with `explain` (visionzoo/training/gradcam.py)
+HEATMAP_OPACITY = 0.5
+# Samples of the "turbo" colour map (Google, 2019): low attention dark blue, high attention red.
+HEATMAP_STOPS = ((0.0, (48, 18, 59)), (0.2, (70, 134, 251)), (0.4, (27, 229, 181)), (0.6, (164, 252, 60)),
+                 (0.8, (251, 128, 34)), (1.0, (122, 4, 3)))
+
+
+def heatmap_png(source: Image.Image, cam: np.ndarray, opacity: float = HEATMAP_OPACITY) -> bytes:
+    """An (h, w) Grad-CAM map in 0..1, resized to the image (bilinear), coloured and laid over it."""
+    values = Image.fromarray(np.ascontiguousarray(cam, dtype=np.float32), mode="F").resize(source.size, Image.Resampling.BILINEAR)
+    values = np.clip(np.asarray(values), 0.0, 1.0)
+    positions = [position for position, _ in HEATMAP_STOPS]
+    colours = np.array([colour for _, colour in HEATMAP_STOPS], dtype=np.float32)
+    tint = np.stack([np.interp(values, positions, colours[:, k]) for k in range(3)], axis=-1)
+    base = np.asarray(source.convert("RGB"), dtype=np.float32)
+    blended = np.clip((1 - opacity) * base + opacity * tint, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(blended).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def source_image(image: DecodedImage) -> Image.Image:
+    """The decoded image when it was kept, else the model's own view of it (an untiled .npy input)."""
+    if image.source is not None:
+        return image.source
+    pixels = np.clip(image.tiles[0], 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+
 # ---- segmentation -------------------------------------------------------------------------------
 
 # Okabe-Ito colours: distinct for colour-blind readers and bright enough over dark terrain.
@@ -279,9 +310,15 @@ def argmax_classes(probabilities: np.ndarray, learnable: list[int] | None) -> np
     return index[probabilities[..., index].argmax(axis=-1)].astype(np.uint8)
 
 
-def class_map_from_tiles(probabilities: np.ndarray, height: int, width: int, learnable: list[int] | None = None) -> np.ndarray:
-    """(tiles, h, w, classes) probabilities of one image -> (height, width) class indices."""
-    return resize_label_map(stitch_tiles(argmax_classes(probabilities, learnable)), height, width)
+def class_map_from_tiles(probabilities: np.ndarray, height: int, width: int, learnable: list[int] | None = None,
+                         overlap: float = 0.0) -> np.ndarray:
+    """(tiles, h, w, classes) probabilities of one image -> (height, width) class indices.
+
+    Tiles cut with `overlap` (ImageSpec.tile_overlap) are blended (preprocessing.blend_tiles)
+    before the argmax, so the map has no seam where two tiles meet."""
+    if overlap:
+        return resize_label_map(argmax_classes(blend_tiles(probabilities, overlap), learnable), height, width)
+    return resize_label_map(blend_tiles(argmax_classes(probabilities, learnable), 0.0), height, width)
 
 
 def palette_png(class_map: np.ndarray, colors: list[str]) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from visionzoo.preprocessing import ImageSpec
@@ -53,8 +53,7 @@ class ModelVersion:
 
     @functools.cached_property
     def spec(self) -> ImageSpec:
-        known = {f.name for f in fields(ImageSpec)}  # the rest (value range, layout ...) describes, not decides
-        return ImageSpec(**{k: v for k, v in self.metadata["preprocessing"].items() if k in known})
+        return ImageSpec.from_metadata(self.metadata["preprocessing"])
 
     @property
     def inputs(self) -> list[dict]:

@@ -294,6 +294,7 @@ class ModelSignature:
         maps, start = [], 0
         for image in images:
             stop = start + len(image.tiles)
-            maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width, self.learnable))
+            maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width, self.learnable,
+                                             self.spec.tile_overlap))
             start = stop
         return np.stack(maps).astype(np.uint8)
