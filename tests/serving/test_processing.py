@@ -200,3 +200,27 @@ def test_class_map_from_tiles_stitches_top_to_bottom():
     probabilities[1, ..., 1] = 1
     class_map = class_map_from_tiles(probabilities, 6, 4)
     assert class_map[:2].max() == 0 and class_map[2:4].min() == 1 and class_map[4:].max() == 0
+
+
+def test_overlapping_tiles_are_blended_before_the_argmax():
+    """Three tiles of a 2-band frame (the middle one straddles the seam): the blended map follows
+    the tiles' agreement, and a class that only the seam tile sees in its edge rows does not cut a
+    hard line where the bands meet."""
+    probabilities = np.zeros((3, 4, 2, 2), dtype=np.float32)
+    probabilities[..., 0] = 1.0  # every tile: class 0 ...
+    probabilities[1, 1:3, :, 0], probabilities[1, 1:3, :, 1] = 0.0, 1.0  # ... but the seam tile's centre rows say class 1
+    class_map = class_map_from_tiles(probabilities, 8, 2, overlap=0.5)
+    assert class_map.shape == (8, 2)
+    assert class_map[3:5].min() == 1 and class_map[:2].max() == 0 and class_map[6:].max() == 0
+
+
+def test_heatmaps_are_drawn_at_the_image_size_and_warmest_where_the_map_peaks():
+    from visionzoo.serving.processing import heatmap_png
+
+    source = Image.fromarray(np.full((90, 120, 3), 128, np.uint8))
+    cam = np.zeros((3, 3), np.float32)
+    cam[1, 2] = 1.0  # middle row, right column
+    heatmap = np.asarray(Image.open(io.BytesIO(heatmap_png(source, cam))).convert("RGB")).astype(int)
+    assert heatmap.shape == (90, 120, 3)
+    red_minus_blue = heatmap[..., 0] - heatmap[..., 2]
+    assert red_minus_blue[45, 100] > red_minus_blue[45, 20] + 50  # warm on the right, cool on the left

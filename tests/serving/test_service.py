@@ -89,7 +89,8 @@ def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
     class_map = np.load(io.BytesIO(base64.b64decode(result["mask_npy"])))
     from visionzoo.serving.processing import class_map_from_tiles
 
-    np.testing.assert_array_equal(class_map, class_map_from_tiles(probabilities, original.height, original.width))
+    np.testing.assert_array_equal(class_map, class_map_from_tiles(probabilities, original.height, original.width,
+                                                                  version.metadata.get("learnable_classes"), version.spec.tile_overlap))
     assert sum(result["class_fractions"].values()) == pytest.approx(1.0)
     assert Image.open(io.BytesIO(base64.b64decode(result["overlay_png"]))).size == original.size
 

@@ -250,7 +250,7 @@ class ServedModel:
             version = slot.number
             slot.task.check(verb, options)
             images = await self.decode(uploads, slot, slot.task.keep_source(options))
-            inference = await self.infer(processing.stack_tiles(images), slot=slot)
+            inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options), slot=slot)
             if slot.task.heavy_results(options):
                 loop = asyncio.get_running_loop()
                 body = await loop.run_in_executor(self.decode_pool, slot.task.results, verb, images, inference.outputs, options)

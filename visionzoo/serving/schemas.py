@@ -24,6 +24,8 @@ class ClassPrediction(BaseModel):
     top_k: list[RankedLabel] = Field(description="the top_k most likely classes, most likely first")
     probabilities: dict[str, float] = Field(description="every class's probability",
                                             examples=[{"basophil": 0.97, "ig": 0.02, "monocyte": 0.01}])
+    heatmap_png: str | None = Field(None, description="base64 PNG at the image's size: the Grad-CAM map of this answer "
+                                    "(where the model looked) over the image (explain=true)")
 
 
 class ClassificationResponse(BaseModel):
@@ -40,6 +42,8 @@ class MultitaskPrediction(BaseModel):
     body_part: str = Field(description="most likely body part", examples=["hand"])
     body_part_probability: float = Field(ge=0, le=1, description="the top body part's probability", examples=[0.88])
     body_part_probabilities: dict[str, float] = Field(description="every body part's probability", examples=[{"hand": 0.88, "leg": 0.07, "hip": 0.01, "shoulder": 0.02, "mixed": 0.02}])
+    heatmap_png: str | None = Field(None, description="base64 PNG at the image's size: the Grad-CAM map of the abnormal score "
+                                    "(where the model looked) over the image (explain=true)")
 
 
 class MultitaskResponse(BaseModel):

@@ -11,6 +11,9 @@ from metadata.json here and nowhere else.
 | `classification` | `predict` | one probability vector per image |
 | `multitask` | `predict`, `predict_study` | `abnormal` (sigmoid) and a categorical head (`body_part`) |
 | `segmentation` | `segment` | per-pixel probabilities per tile; tiles stitched back to the frame |
+
+Classification and multitask versions exported with a Grad-CAM output (`cam`, metadata.json `explain`)
+also answer `explain=true` with a heatmap PNG per image; the engine computes `cam` only then.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ class Endpoint:
     options: tuple[Option, ...] = ()
 
 
+EXPLAIN = Option("explain", bool, False, "also return heatmap_png per image: the Grad-CAM map of the answer (where the "
+                 "model looked) over the image; needs a version exported with a `cam` output", (True,))
+
+
 class Task:
     """A task kind; one instance per loaded model version."""
 
@@ -63,16 +70,40 @@ class Task:
         self.version = version
         self.metadata = version.metadata
 
+    @property
+    def explains(self) -> bool:
+        """Whether this version computes a Grad-CAM map (output `cam`)."""
+        return any(output["name"] == processing.CAM_OUTPUT for output in self.version.outputs)
+
     def keep_source(self, options: dict) -> bool:
-        """Whether decoding must keep the decoded image (for an overlay)."""
-        return False
+        """Whether decoding must keep the decoded image (for an overlay or a heatmap)."""
+        return bool(options.get("explain"))
 
     def check(self, verb: str, options: dict) -> None:
         """Raise RequestError for option values this version cannot honour (before any decoding)."""
+        if options.get("explain") and not self.explains:
+            raise RequestError(f"explain=true: version {self.version.version} of {self.version.served_as!r} has no Grad-CAM "
+                               "output; serve a version exported with one (`visionzoo revise VERSION --explain`)")
+
+    def answer_outputs(self) -> tuple[str, ...] | None:
+        """The model outputs every answer reads (None: all of them)."""
+        return None
+
+    def engine_outputs(self, options: dict) -> tuple[str, ...] | None:
+        """The model outputs this answer needs, so the engine skips the Grad-CAM branch unless asked."""
+        needed = self.answer_outputs()
+        if needed is None or not self.explains:
+            return None  # a version without `cam` computes only what answers read anyway
+        return needed + ((processing.CAM_OUTPUT,) if options.get("explain") else ())
 
     def heavy_results(self, options: dict) -> bool:
         """Whether shaping the answer is heavy enough for the thread pool (image encoding)."""
-        return False
+        return bool(options.get("explain"))
+
+    def heatmap(self, image: DecodedImage, cam: np.ndarray) -> str:
+        import base64
+
+        return base64.b64encode(processing.heatmap_png(processing.source_image(image), cam)).decode()
 
     def results(self, verb: str, images: list[DecodedImage], outputs: dict[str, np.ndarray], options: dict) -> dict:
         raise NotImplementedError
@@ -93,8 +124,12 @@ class Classification(Task):
     endpoints = (
         Endpoint("predict", "Images -> class probabilities and the top-k labels per image.", ClassificationResponse, (
             Option("top_k", int, 3, "how many of the most likely labels to list per image (1 to the number of classes)", (3, 1)),
+            EXPLAIN,
         )),
     )
+
+    def answer_outputs(self) -> tuple[str, ...]:
+        return (self.output,)
 
     @property
     def output(self) -> str:
@@ -105,6 +140,7 @@ class Classification(Task):
         return self.version.labels[self.output]
 
     def check(self, verb: str, options: dict) -> None:
+        super().check(verb, options)
         top_k = options.get("top_k", 3)
         if not 1 <= top_k <= len(self.labels):
             raise RequestError(f"top_k must be between 1 and {len(self.labels)}, got {top_k}")
@@ -112,8 +148,12 @@ class Classification(Task):
     def results(self, verb, images, outputs, options) -> dict:
         probabilities = outputs[self.output]
         top_k = options.get("top_k", 3)
-        return {"predictions": [processing.classification_result(image.name, probabilities[i], self.labels, top_k)
-                                for i, image in enumerate(images)]}
+        predictions = [processing.classification_result(image.name, probabilities[i], self.labels, top_k)
+                       for i, image in enumerate(images)]
+        if options.get("explain"):
+            for i, (image, prediction) in enumerate(zip(images, predictions)):
+                prediction["heatmap_png"] = self.heatmap(image, outputs[processing.CAM_OUTPUT][i])
+        return {"predictions": predictions}
 
 
 class Multitask(Task):
@@ -122,10 +162,13 @@ class Multitask(Task):
     kind = "multitask"
     endpoints = (
         Endpoint("predict", "X-ray images -> per image: abnormal probability and label, body-part distribution and "
-                 "top body part.", MultitaskResponse),
+                 "top body part.", MultitaskResponse, (EXPLAIN,)),
         Endpoint("predict_study", "Several views of one study -> the study's abnormal probability (mean over views, "
-                 "as the MURA paper does), its label, and each view's result.", StudyResponse),
+                 "as the MURA paper does), its label, and each view's result.", StudyResponse, (EXPLAIN,)),
     )
+
+    def answer_outputs(self) -> tuple[str, ...]:
+        return ("abnormal", "body_part")
 
     @property
     def threshold(self) -> float:
@@ -144,6 +187,9 @@ class Multitask(Task):
         views = [processing.multitask_result(image.name, float(outputs["abnormal"][i, 0]), outputs["body_part"][i],
                                              labels, threshold)
                  for i, image in enumerate(images)]
+        if options.get("explain"):
+            for i, (image, view) in enumerate(zip(images, views)):
+                view["heatmap_png"] = self.heatmap(image, outputs[processing.CAM_OUTPUT][i])
         if verb == "predict_study":
             return processing.study_result(views, labels, threshold)
         return {"predictions": views}
@@ -180,6 +226,11 @@ class Segmentation(Task):
         value = self.metadata.get("learnable_classes")
         return None if value is None else [int(k) for k in value]
 
+    @property
+    def tile_overlap(self) -> float:
+        """How much the model's tiles overlap (ImageSpec.tile_overlap): their outputs are blended."""
+        return float(self.metadata.get("preprocessing", {}).get("tile_overlap", 0.0))
+
     def keep_source(self, options: dict) -> bool:
         return bool(options.get("overlay"))
 
@@ -187,6 +238,7 @@ class Segmentation(Task):
         return True
 
     def check(self, verb: str, options: dict) -> None:
+        super().check(verb, options)
         opacity = options.get("overlay_opacity", processing.OVERLAY_OPACITY)
         if not 0.0 <= opacity <= 1.0:
             raise RequestError(f"overlay_opacity must be between 0 and 1, got {opacity}")
@@ -194,7 +246,8 @@ class Segmentation(Task):
             raise RequestError(f"mask_format must be 'png' or 'npy', got {options.get('mask_format')!r}")
 
     def class_map(self, image: DecodedImage, probabilities: np.ndarray) -> np.ndarray:
-        return processing.class_map_from_tiles(probabilities, image.height, image.width, self.learnable)
+        return processing.class_map_from_tiles(probabilities, image.height, image.width, self.learnable,
+                                               self.tile_overlap)
 
     def results(self, verb, images, outputs, options) -> dict:
         labels = self.labels
@@ -208,7 +261,7 @@ class Segmentation(Task):
             if options.get("overlay"):
                 import base64
 
-                source = image.source if image.source is not None else _tiles_image(image)
+                source = image.source if image.source is not None else _tiles_image(image, self.tile_overlap)
                 png = processing.overlay_png(source, class_map, colors, labels,
                                              options.get("overlay_opacity", processing.OVERLAY_OPACITY), self.learnable)
                 result["overlay_png"] = base64.b64encode(png).decode()
@@ -216,13 +269,13 @@ class Segmentation(Task):
         return {"segmentations": segmentations}
 
 
-def _tiles_image(image: DecodedImage):
+def _tiles_image(image: DecodedImage, overlap: float):
     """The image as the model saw it, at its original size (when the decoded source was not kept)."""
     from PIL import Image
 
-    from visionzoo.preprocessing import stitch_tiles
+    from visionzoo.preprocessing import blend_tiles
 
-    pixels = stitch_tiles(image.tiles)
+    pixels = blend_tiles(image.tiles, overlap)
     stitched = Image.fromarray(np.clip(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, 0, 255).astype(np.uint8))
     return stitched.resize((image.width, image.height), Image.Resampling.BILINEAR)
 

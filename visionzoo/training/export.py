@@ -11,6 +11,8 @@ Layout: `exported_models/<name>/<version>/` with
     model.onnx       batch dimension named `batch`, opset OPSET; labels, preprocessing, task and
                      provenance in its metadata_props (onnx_metadata.annotate)
     golden/          a few real input files + the outputs they must give (expected.npz, inputs.json)
+    cam output       where the recipe names a layer to explain (Recipe.explain), the graph also
+                     returns `cam`, the Grad-CAM map of the answer (visionzoo/training/gradcam.py)
     metadata.json    input/output spec, preprocessing, labels, metrics and the data behind them,
                      recipe, provenance, parity figures, sha256 of every other file
 
@@ -36,7 +38,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import onnx_metadata, runs, train
+from . import gradcam, onnx_metadata, runs, train
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 PARITY_BATCH = 8
 PARITY_TOLERANCE = 1e-4  # max |difference| between Keras and SavedModel / ONNX outputs
+# A Grad-CAM map is divided by its own peak, which amplifies float32 rounding where the peak is small
+# (1e-3 seen on an untrained model); a map is read as a picture, so 1e-2 of its range is still exact.
+CAM_PARITY_TOLERANCE = 1e-2
 SAVEDMODEL_SHIP_LIMIT = 20 * 1024 * 1024  # "auto": ship the SavedModel only when this small
 MIN_SPREAD = 1e-6  # outputs must vary across inputs by more than this, or parity proves nothing
 # On real test images a trained model's outputs must vary: the largest standard deviation across the
@@ -96,8 +101,9 @@ def _input_specs(model):
     return [tf.TensorSpec((None, *tensor.shape[1:]), tensor.dtype, name=name) for name, tensor in zip(names, model.inputs)]
 
 
-def serving_function(model):
-    """A tf.function from named input tensors to a dict of named outputs (dynamic batch)."""
+def serving_function(model, explainer: gradcam.GradCam | None = None):
+    """A tf.function from named input tensors to a dict of named outputs (dynamic batch); with an
+    `explainer`, the outputs and the `cam` map come from it."""
     import tensorflow as tf
 
     specs = _input_specs(model)
@@ -107,7 +113,11 @@ def serving_function(model):
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         return {name: tf.identity(tf.cast(value, tf.float32), name=name) for name, value in zip(output_names, outputs)}
 
-    if len(specs) == 1:
+    if explainer is not None:
+        @tf.function(input_signature=specs)
+        def serve(image):
+            return {name: tf.identity(value, name=name) for name, value in explainer(image).items()}
+    elif len(specs) == 1:
         @tf.function(input_signature=specs)
         def serve(image):
             return named(model(image, training=False))
@@ -144,7 +154,9 @@ def _candidate_inputs(model, real_images: np.ndarray | None, seed: int):
     return feeds
 
 
-def _keras_outputs(model, feed) -> dict[str, np.ndarray]:
+def _keras_outputs(model, feed, explainer: gradcam.GradCam | None = None) -> dict[str, np.ndarray]:
+    if explainer is not None:  # eager: the reference the traced graph is compared with
+        return {name: np.asarray(value, dtype=np.float32) for name, value in explainer(feed["image"]).items()}
     inputs = feed["image"] if len(feed) == 1 else [feed["image"], feed["body_part"]]
     outputs = model(inputs, training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
@@ -174,8 +186,10 @@ def check_outputs_vary(model, real_images: np.ndarray | None, seed: int = 0, for
     return spread
 
 
-def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None, seed: int = 0) -> dict:
-    """Compare Keras, the reloaded SavedModel and ONNX Runtime on inputs whose outputs vary."""
+def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None, seed: int = 0,
+                 explainer: gradcam.GradCam | None = None) -> dict:
+    """Compare Keras, the reloaded SavedModel and ONNX Runtime on inputs whose outputs vary (and,
+    with an `explainer`, its eager Grad-CAM map with the exported `cam`)."""
     import onnxruntime as ort
     import tensorflow as tf
 
@@ -183,10 +197,11 @@ def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     tried = []
     for description, feed in _candidate_inputs(model, real_images, seed):
-        expected = _keras_outputs(model, feed)
+        expected = _keras_outputs(model, feed, explainer)
         spread = {name: float(values.std(axis=0).mean()) for name, values in expected.items()}
-        if max(spread.values()) <= MIN_SPREAD:
-            tried.append(f"{description} (spread {max(spread.values()):.2e})")
+        answers = [value for name, value in spread.items() if name != gradcam.CAM_OUTPUT]  # a map alone proves nothing
+        if max(answers) <= MIN_SPREAD:
+            tried.append(f"{description} (spread {max(answers):.2e})")
             continue
         saved = {k: v.numpy() for k, v in signature(**{k: tf.constant(v) for k, v in feed.items()}).items()}
         onnx_names = [o.name for o in session.get_outputs()]
@@ -202,10 +217,13 @@ def check_parity(model, saved_model_dir: Path, onnx_path: Path, real_images=None
             }
             if reference.ndim == 4:  # per-pixel classes: how often the arg-max agrees
                 entry["argmax_agreement_onnx"] = float((onnx[name].argmax(-1) == reference.argmax(-1)).mean())
+            tolerance = CAM_PARITY_TOLERANCE if name == gradcam.CAM_OUTPUT else PARITY_TOLERANCE
+            if tolerance != PARITY_TOLERANCE:
+                entry["tolerance"] = tolerance
             report["outputs"][name] = entry
             worst = max(entry["max_abs_diff_savedmodel"], entry["max_abs_diff_onnx"])
-            if worst > PARITY_TOLERANCE:
-                raise ExportError(f"parity failed for {name!r}: max |difference| {worst:.2e} > {PARITY_TOLERANCE:.0e} ({entry})")
+            if worst > tolerance:
+                raise ExportError(f"parity failed for {name!r}: max |difference| {worst:.2e} > {tolerance:.0e} ({entry})")
         report["passed"] = True
         return report
     raise ExportError(f"model outputs do not vary across inputs ({'; '.join(tried)}); a parity check would prove nothing")
@@ -228,6 +246,7 @@ def write_onnx(serve, specs, path: Path) -> None:
     import onnx
     import tf2onnx
 
+    gradcam.register_gradient_converters()  # a Grad-CAM graph holds gradient kernels tf2onnx lacks
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=OPSET, output_path=str(path))
     onnx.checker.check_model(str(path), full_check=True)
     del model_proto
@@ -315,8 +334,11 @@ def export_model(
     seed: int = 0,
     savedmodel: str = "always",
     force: bool = False,
+    explain: gradcam.Explanation | None = None,
 ) -> Path:
     """Write, check and atomically publish one export; returns the version folder.
+
+    `explain`: also export the Grad-CAM map of the answer as output `cam` (gradcam.py).
 
     Refuses (ExportError) a model whose outputs are (nearly) constant on `real_examples`, unless
     `force`.
@@ -337,13 +359,14 @@ def export_model(
     staging = model_root / f".staging-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        serve, specs = serving_function(model)
+        explainer = None if explain is None else gradcam.GradCam(model, explain)
+        serve, specs = serving_function(model, explainer)
         _step(2, "writing the SavedModel")
         tf.saved_model.save(model, str(staging), signatures={"serving_default": serve})  # TF Serving layout
         _step(3, f"converting to ONNX (opset {OPSET})")
         write_onnx(serve, specs, staging / "model.onnx")
         _step(4, "checking Keras / SavedModel / ONNX parity")
-        parity = check_parity(model, staging, staging / "model.onnx", real_images, seed)
+        parity = check_parity(model, staging, staging / "model.onnx", real_images, seed, explainer)
         if real_spread is not None:
             parity["real_inputs_max_std"] = real_spread
         _step(5, "writing golden files, metadata.json and hashes")
@@ -358,11 +381,13 @@ def export_model(
             "name": name,
             "task": task_kind,
             "inputs": [_tensor_spec(s.name, s.shape, s.dtype.name) for s in specs],
-            "outputs": [_tensor_spec(n, t.shape, "float32") for n, t in zip(model.output_names, model.outputs)],
+            "outputs": [_tensor_spec(n, t.shape, "float32") for n, t in zip(model.output_names, model.outputs)]
+            + ([] if explainer is None else [_tensor_spec(gradcam.CAM_OUTPUT, (None, *explainer.cam_shape), "float32")]),
             "preprocessing": {**image_spec.to_dict(), "value_range": [0, 255], "layout": "NHWC", "dtype": "float32",
                               "scaling": "inside the model"},
             "labels": output_labels,
             "threshold": 0.5 if task_kind in ("binary", "multitask", "hybrid") else None,
+            **({} if explain is None else {"explain": explain.to_dict()}),
             "parity": parity,
             "golden": golden,
             "saved_model": "shipped" if ship_saved else saved_model_note(saved_bytes, (metadata or {}).get("run")),
@@ -433,5 +458,5 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     return export_model(
         model, name or recipe.name, out_root, image_spec=config.image_spec(recipe), task_kind=recipe.task.kind,
         output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
-        savedmodel=savedmodel, force=force,
+        savedmodel=savedmodel, force=force, explain=recipe.explain if len(model.inputs) == 1 else None,
     )

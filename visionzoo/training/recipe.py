@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from visionzoo.preprocessing import ImageSpec
 
+from .gradcam import Explanation
 from .tasks import Task
 
 
@@ -39,6 +40,8 @@ class Recipe:
         test_input_shape: a smaller input shape for fast registry tests (None: the real one).
         very_large: too big for the default test run (e.g. ZFNet's 218M parameters); `make
             test-slow` still builds and exports it.
+        explain: the pooling layer, output and class whose Grad-CAM map the export adds as
+            output `cam` (training/gradcam.py); None: no map.
     """
 
     name: str
@@ -65,6 +68,7 @@ class Recipe:
     served: bool = False
     test_input_shape: tuple[int, int, int] | None = None
     very_large: bool = False
+    explain: Explanation | None = None
 
 
 @dataclass

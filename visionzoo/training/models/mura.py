@@ -63,7 +63,7 @@ def build_mura_multitask_cnn(
         x = keras.layers.Conv2D(count, 3, padding="same", activation="relu")(x)
         x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.BatchNormalization(momentum=bn_momentum)(x)
-    x = keras.layers.Flatten()(x)
+    x = keras.layers.Flatten(name="flatten")(x)  # the Grad-CAM layer (Recipe.explain)
     x = keras.layers.Dropout(dropout_rate)(x)
     x = keras.layers.Dense(dense_units, activation="relu")(x)
     return keras.Model(inputs, [_abnormal_head(x), _body_part_head(x, num_body_parts)], name="mura_multitask_cnn")

@@ -2,6 +2,7 @@
 
 from visionzoo.preprocessing import ImageSpec
 
+from ..gradcam import Explanation
 from ..models import bloodcell
 from ..recipe import Recipe
 from ..tasks import Classification
@@ -20,5 +21,6 @@ RECIPES = {
             {"type": "reduce_lr", "monitor": "val_loss", "factor": 0.5, "patience": 5, "min_lr": 1e-6},
         ),
         epochs=500, batch_size=64, augmentation="bloodcell_source", class_weight="balanced", served=True,
+        explain=Explanation("pool", "probabilities"),
     ),
 }

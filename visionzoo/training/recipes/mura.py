@@ -2,6 +2,7 @@
 
 from visionzoo.preprocessing import ImageSpec
 
+from ..gradcam import Explanation
 from ..models import mura
 from ..recipe import Recipe
 from ..tasks import Binary, HybridMURA, MultitaskMURA
@@ -35,7 +36,7 @@ RECIPES = {
         num_classes_option=BODY_PARTS, optimizer={"name": "adam", "learning_rate": 1e-3},
         callbacks=(EARLY_STOP | {"patience": 5}, REDUCE_LR | {"factor": 0.5, "patience": 3, "min_lr": 1e-6}),
         epochs=50, batch_size=32, augmentation="mura", class_weight="balanced", served=True,
-        test_input_shape=(32, 32, 3),
+        test_input_shape=(32, 32, 3), explain=Explanation("flatten", "abnormal", 0),
     ),
     "mura_binary_cnn": Recipe(
         name="mura_binary_cnn", family=FAMILY, summary="CIFAR CNN2 on 1-channel 224x224 X-rays, sigmoid abnormal head",
