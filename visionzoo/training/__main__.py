@@ -87,6 +87,22 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     quantize.add_argument("--data-dir", help="where the export's dataset is now, if not where it was trained")
     quantize.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default 256)")
 
+    revise = commands.add_parser(
+        "revise", help="publish a new version of an export from its own weights: a Grad-CAM output, or new serving settings",
+        description="Without retraining: --explain rebuilds the model from the version's SavedModel weights and re-exports "
+                    "it with the recipe's Grad-CAM output `cam` (parity-checked like any export; needs the training data); "
+                    "--tile-overlap / --learnable-classes keep the graph and change how serving cuts frames and which "
+                    "classes its arg-max may pick (golden outputs re-derived). The source version stays.",
+        epilog="examples:\n  visionzoo revise exported_models/bloodcell_mobilenetv3/1 --explain --data-dir ../shared/data/blood_pbc\n"
+               "  visionzoo revise exported_models/mars_dual_unet/1 --tile-overlap 0.5 --learnable-classes 1,2,3,4",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    revise.add_argument("export", type=Path, help="a version folder, e.g. exported_models/mars_dual_unet/1")
+    revise.add_argument("--explain", action="store_true", help="add the recipe's Grad-CAM output (Recipe.explain)")
+    revise.add_argument("--tile-overlap", type=float, help="tiled models: overlap of consecutive tiles, 0 to <1 (0.5: a tile over every seam)")
+    revise.add_argument("--learnable-classes", type=lambda text: [int(k) for k in text.split(",")],
+                        help="comma-separated class indices the served arg-max may pick (e.g. 1,2,3,4 leaves out an ignored label 0)")
+    revise.add_argument("--data-dir", help="--explain: where the export's dataset is now, if not where it was trained")
+
     predict = commands.add_parser(
         "predict", help="run a served model on image files in this process (no server, no TensorFlow)",
         description="Answer image files with an exported model through the service's own pipeline (visionzoo.load): "
@@ -242,6 +258,14 @@ def command_quantize(args) -> None:
     print(f"test split: {headline(entry['test'])}")
 
 
+def command_revise(args) -> None:
+    from .revise import revise
+
+    folder = revise(args.export, explain=args.explain, tile_overlap=args.tile_overlap,
+                    learnable_classes=args.learnable_classes, data_dir=args.data_dir)
+    print(f"revised: {folder}")
+
+
 def command_reproduce(args) -> None:
     from .reproduce import reproduce
 
@@ -314,7 +338,7 @@ def main(argv=None) -> int:
     args = _parser(recipe_defaults(help_model) if help_model else "").parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
-                "quantize": command_quantize, "reproduce": command_reproduce, "predict": command_predict}
+                "quantize": command_quantize, "revise": command_revise, "reproduce": command_reproduce, "predict": command_predict}
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:

@@ -1,0 +1,182 @@
+"""New versions of an export without retraining: the same weights, with what export now adds.
+
+    visionzoo revise exported_models/bloodcell_mobilenetv3/1 --explain --data-dir $VISIONZOO_DATA
+    visionzoo revise exported_models/mars_dual_unet/1 --tile-overlap 0.5 --learnable-classes 1,2,3,4
+
+`--explain` changes the graph: the recipe's Keras model is rebuilt from the config metadata.json
+recorded, its weights restored from the version's SavedModel (`variables/`), checked against the
+version's golden outputs, and exported again through `export.export_model` with the recipe's
+Grad-CAM output (`Recipe.explain`), so the usual parity checks prove the new files. It needs the
+SavedModel in the version folder and the training data (for golden files and parity images).
+
+`--tile-overlap` and `--learnable-classes` change only how serving uses the graph: metadata.json
+(`preprocessing.tile_overlap`, `learnable_classes`), the ONNX metadata_props that mirror it, and
+the golden outputs, re-derived through the new preprocessing. The graph, weights and SavedModel are
+copied unchanged.
+
+The source version stays; the new one takes the next number and records where it came from in
+metadata.json `revision`. Everything is written into a staging folder and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
+
+from . import export, onnx_metadata, train
+from .recipe import TrainConfig
+from .registry import get_recipe
+
+logger = logging.getLogger(__name__)
+
+# What export_model writes itself; everything else in metadata.json (metrics, data, recipe, model
+# card ...) describes the weights, which a revision keeps, and is carried over.
+WRITTEN_BY_EXPORT = {"name", "task", "inputs", "outputs", "preprocessing", "labels", "threshold", "parity", "golden",
+                     "saved_model", "provenance", "version", "files", "explain", "variants"}
+
+
+class ReviseError(ValueError):
+    """The version cannot be revised as asked; the message says why."""
+
+
+def read_metadata(folder: Path) -> dict:
+    path = Path(folder) / "metadata.json"
+    if not path.is_file():
+        raise ReviseError(f"{folder} is not an export version folder (no metadata.json)")
+    return json.loads(path.read_text())
+
+
+def _revision(folder: Path, changes: list[str]) -> dict:
+    return {"from_version": Path(folder).name, "changes": changes, "git_commit": export.git_commit(),
+            "revised_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def golden_batch(path: Path, spec: ImageSpec) -> np.ndarray:
+    """What the service feeds the model for one golden file."""
+    batch = prepare_tiles(path, spec) if spec.tiling != "none" else prepare_image(path, spec)[None]
+    return batch.astype(np.float32)
+
+
+def rewrite_golden(folder: Path, spec: ImageSpec) -> None:
+    """Re-derive golden/expected.npz (and the tile counts in inputs.json) from the golden files,
+    through `spec` and the folder's model.onnx."""
+    import onnxruntime as ort
+
+    golden = Path(folder) / "golden"
+    listing = json.loads((golden / "inputs.json").read_text())
+    session = ort.InferenceSession(str(Path(folder) / "model.onnx"), providers=["CPUExecutionProvider"])
+    arrays = {}
+    for index, entry in enumerate(listing["inputs"]):
+        batch = golden_batch(golden / entry["file"], spec)
+        for output, values in zip(session.get_outputs(), session.run(None, {session.get_inputs()[0].name: batch})):
+            arrays[f"{index}/{output.name}"] = values
+        entry["tiles"] = int(len(batch))
+    np.savez_compressed(golden / "expected.npz", **arrays)
+    train.write_json(golden / "inputs.json", listing)
+
+
+def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_classes: list[int] | None = None) -> Path:
+    """A new version with the same graph and new serving settings; returns its folder."""
+    folder = Path(folder)
+    document = copy.deepcopy(read_metadata(folder))
+    changes = []
+    if tile_overlap is not None:
+        document["preprocessing"]["tile_overlap"] = float(tile_overlap)
+        changes.append(f"preprocessing.tile_overlap = {tile_overlap}")
+    if learnable_classes is not None:
+        classes = document["labels"][document["outputs"][0]["name"]]
+        unknown = [k for k in learnable_classes if not 0 <= k < len(classes)]
+        if unknown or len(set(learnable_classes)) < 2:
+            raise ReviseError(f"learnable classes must be two or more distinct indices below {len(classes)}, got {learnable_classes}")
+        document["learnable_classes"] = sorted(set(learnable_classes))
+        changes.append("learnable_classes = " + ", ".join(f"{k} {classes[k]}" for k in document["learnable_classes"]))
+    if not changes:
+        raise ReviseError("nothing to change: pass --tile-overlap, --learnable-classes or --explain")
+    try:
+        spec = ImageSpec.from_metadata(document["preprocessing"])
+    except ValueError as error:
+        raise ReviseError(str(error)) from error
+    document.pop("variants", None)  # a variant's golden agreement was measured with the old settings
+    staging = folder.parent / f".staging-{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("metadata.json", "model.*.onnx"))
+        version = export.next_version(folder.parent)
+        document.update(version=version, revision=_revision(folder, changes))
+        onnx_metadata.annotate(staging / "model.onnx", document)
+        if (staging / "golden" / "inputs.json").is_file():
+            rewrite_golden(staging, spec)
+        document["files"] = export.file_hashes(staging)
+        train.write_json(staging / "metadata.json", document)
+        final = folder.parent / version
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("revised %s -> version %s (%s)", folder, version, "; ".join(changes))
+    return final
+
+
+def restore_model(folder: Path, metadata: dict, data_dir: str | None):
+    """The version's Keras model (weights from its SavedModel) and the data it was trained on."""
+    variables = Path(folder) / "variables" / "variables.index"
+    if not variables.is_file():
+        raise ReviseError(f"{folder} ships no SavedModel (variables/): its weights can only come from the run's "
+                          "checkpoint; re-export the run with `visionzoo export RUN` instead")
+    config = TrainConfig.from_json(json.dumps(metadata["recipe"]["config"]))
+    if data_dir:
+        config = config.updated({"data_dir": str(data_dir)})
+    config = config.updated({"data_dir": os.path.expandvars(config.data_dir)})
+    prepared = train.prepare(config)
+    model = train.build_for_data(prepared)
+    model.load_weights(str(variables.with_suffix(""))).expect_partial()
+    spec = ImageSpec.from_metadata(metadata["preprocessing"])
+    golden = Path(folder) / "golden"
+    if metadata.get("golden", {}).get("files"):
+        expected = np.load(golden / "expected.npz")
+        for index, name in enumerate(metadata["golden"]["files"]):
+            outputs = model(golden_batch(golden / name, spec), training=False)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            for output, values in zip(model.output_names, outputs):
+                gap = float(np.abs(np.asarray(values) - expected[f"{index}/{output}"]).max())
+                if gap > export.PARITY_TOLERANCE:
+                    raise ReviseError(f"the weights restored from {folder} do not reproduce golden/{name} "
+                                      f"({output}: max |difference| {gap:.2e}); the recipe's model has changed since")
+    return model, prepared, config
+
+
+def revise_explain(folder: Path, data_dir: str | None = None, savedmodel: str = "auto") -> Path:
+    """A new version of the same weights whose graph also returns the Grad-CAM map; returns its folder."""
+    folder = Path(folder)
+    metadata = read_metadata(folder)
+    recipe = get_recipe(metadata["recipe"]["name"])
+    if recipe.explain is None:
+        raise ReviseError(f"recipe {recipe.name} names no layer to explain (Recipe.explain)")
+    model, prepared, config = restore_model(folder, metadata, data_dir)
+    split = "test" if "test" in prepared.data.splits else "val"
+    carried = {key: value for key, value in metadata.items() if key not in WRITTEN_BY_EXPORT}
+    carried["revision"] = _revision(folder, [f"Grad-CAM output `cam` ({recipe.explain.layer}, {recipe.explain.output})"])
+    return export.export_model(
+        model, metadata["name"], folder.parent.parent, image_spec=ImageSpec.from_metadata(metadata["preprocessing"]),
+        task_kind=metadata["task"], output_labels=metadata["labels"], metadata=carried,
+        real_examples=prepared.data.splits[split], seed=config.seed, savedmodel=savedmodel, explain=recipe.explain,
+    )
+
+
+def revise(folder: Path, *, explain: bool = False, tile_overlap: float | None = None,
+           learnable_classes: list[int] | None = None, data_dir: str | None = None) -> Path:
+    """`revise_explain` or `revise_serving`: one kind of change per new version."""
+    if explain and (tile_overlap is not None or learnable_classes is not None):
+        raise ReviseError("--explain re-exports the graph; change serving settings in a second revision of its output")
+    if explain:
+        return revise_explain(folder, data_dir)
+    return revise_serving(folder, tile_overlap, learnable_classes)
