@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,24 @@ def _body_part(row: dict[str, str]) -> str:
     return flags[0]
 
 
-def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
+@dataclass(frozen=True)
+class Listing:
+    """FracAtlas images found on disk with their labels, in a fixed order, not decoded."""
+
+    paths: list[Path]
+    abnormal: np.ndarray
+    body_part: np.ndarray
+    hardware: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray) -> "Listing":
+        return Listing([self.paths[i] for i in indices], self.abnormal[indices], self.body_part[indices], self.hardware[indices])
+
+
+def list_images(data_dir: Path) -> Listing:
+    """Every labelled image under `images/{Fractured,Non_fractured}`, folder by folder, sorted by name."""
     root = Path(data_dir)
     table = require_path(root / "dataset.csv", "FracAtlas dataset.csv")
     with table.open(newline="") as handle:
@@ -73,18 +91,34 @@ def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = Fa
             hardware.append(int(row["hardware"]))
     if not paths:
         raise DataFormatError(f"{root}: no images under images/Fractured or images/Non_fractured")
-    pixels, kept, skipped = decode_images(paths, spec, skip_bad, "x-rays")
+    return Listing(paths, np.array(abnormal, dtype=np.int64), np.array(parts, dtype=np.int64),
+                   np.array(hardware, dtype=np.int64))
+
+
+def split_indices(abnormal: np.ndarray, body_part: np.ndarray, seed: int = 42) -> dict[str, np.ndarray]:
+    """The train/val/test indices, stratified on body part x abnormal (what `load` splits with)."""
+    return stratified_split(body_part * 2 + abnormal, SPLIT_FRACTIONS, seed)
+
+
+def list_splits(data_dir: Path, seed: int = 42) -> dict[str, Listing]:
+    """The splits `load` makes, as file lists with labels, without decoding anything. The same as
+    `load`'s when every image decodes (`load` splits only the images it could decode)."""
+    listing = list_images(data_dir)
+    return {name: listing.subset(idx) for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
+
+
+def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
+    root = Path(data_dir)
+    listing = list_images(root)
+    pixels, kept, skipped = decode_images(listing.paths, spec, skip_bad, "x-rays")
     examples = Examples(
         images=pixels,
-        targets={
-            "abnormal": np.array(abnormal, dtype=np.int64)[kept],
-            "body_part": np.array(parts, dtype=np.int64)[kept],
-        },
-        ids=np.array([str(paths[i]) for i in kept]),
-        extras={"hardware": np.array(hardware, dtype=np.int64)[kept]},
+        targets={"abnormal": listing.abnormal[kept], "body_part": listing.body_part[kept]},
+        ids=np.array([str(listing.paths[i]) for i in kept]),
+        extras={"hardware": listing.hardware[kept]},
     )
-    strata = examples.targets["body_part"] * 2 + examples.targets["abnormal"]
-    splits = {name: examples.subset(idx) for name, idx in stratified_split(strata, SPLIT_FRACTIONS, seed).items()}
+    indices = split_indices(examples.targets["abnormal"], examples.targets["body_part"], seed)
+    splits = {name: examples.subset(idx) for name, idx in indices.items()}
     return SplitData(
         splits=splits,
         class_names={"abnormal": ABNORMAL_NAMES, "body_part": BODY_PARTS},
