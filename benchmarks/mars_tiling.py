@@ -1,6 +1,6 @@
 """Mars segmenter: what the two new serving options do to the served class map, scored at frame size.
 
-    python -m benchmarks.mars_tiling --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/1]
+    python -m benchmarks.mars_tiling --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/2]
 
 Every frame goes through the service's own code path: `processing.decode_upload` (which cuts the
 frame with `preprocessing.prepare_tiles` and the version's ImageSpec), the service's ONNX Runtime
@@ -49,8 +49,10 @@ from visionzoo.training.data.mars import (
     detect_ai4mars,
 )
 
+from benchmarks.paths import portable
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = REPO / "exported_models" / "mars_dual_unet" / "1"
+DEFAULT_MODEL = REPO / "exported_models" / "mars_dual_unet"  # the newest version: the variants set tiling and classes themselves
 DEFAULT_OUT = REPO / "benchmarks" / "mars_tiling.json"
 TERRAIN = [1, 2, 3, 4]  # soil, bedrock, sand, big rock; 0 "background" only ever marked unlabelled pixels
 VARIANTS = {  # name -> (tile_overlap, learnable classes; None = all)
@@ -187,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     results = score(version, frames, args.threads)
     seconds = time.perf_counter() - started
     report = {
-        "model": {**version.describe(), "folder": str(version.folder)},
-        "data": {"dir": str(data_dir), "frames": counts, "split_seed": seed,
+        "model": {**version.describe(), "folder": portable(version.folder)},
+        "data": {"dir": portable(data_dir), "frames": counts, "split_seed": seed,
                  "scored_frames": {split: len(pairs) for split, pairs in frames.items()},
                  "note": "AI4Mars 256x256 subset; class maps scored at frame size on labelled pixels only"},
         "variants": {name: {"tile_overlap": overlap, "learnable_classes": learnable} for name, (overlap, learnable) in VARIANTS.items()},

@@ -42,6 +42,8 @@ from visionzoo.serving.processing import Limits, Upload, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_version
 from visionzoo.training.data import fracatlas
 
+from benchmarks.paths import portable
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "xray_sizes.json"
 EXPORT = "mura_multitask_cnn"
@@ -213,7 +215,7 @@ def run(data_dir: Path, model: XrayModel | None = None, limit: int | None = None
     return {
         "model": {"export": EXPORT, "version": model.version.version, "threshold": model.threshold,
                   "preprocessing": metadata["preprocessing"], "engine": "onnxruntime cpu"},
-        "data": {"data_dir": str(data_dir), "scored_split": "test", "split_seed": SPLIT_SEED,
+        "data": {"data_dir": portable(data_dir), "scored_split": "test", "split_seed": SPLIT_SEED,
                  "scored_images": {name: len(listing) for name, listing in splits.items()},
                  "note": f"{sum(map(len, all_splits.values()))} FracAtlas images on disk (FracAtlas has 4,083): "
                          "numbers for this subset, not for all of FracAtlas"},

@@ -9,7 +9,7 @@ from tests.conftest import REPO
 
 mars_tiling = pytest.importorskip("benchmarks.mars_tiling")
 
-MODEL = REPO / "exported_models" / "mars_dual_unet" / "1"
+MODEL = REPO / "exported_models" / "mars_dual_unet"  # the newest version
 
 
 @pytest.fixture(scope="module")

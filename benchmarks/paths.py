@@ -1,0 +1,19 @@
+"""Paths as a report may record them: never this machine's layout.
+
+A file under the working directory is written relative to it; one under $VISIONZOO_DATA as
+`$VISIONZOO_DATA/...`, so a committed report reads the same on every machine."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def portable(path: Path | str) -> str:
+    resolved = Path(path).resolve()
+    data = os.environ.get("VISIONZOO_DATA")
+    if data and resolved.is_relative_to(Path(data).resolve()):
+        return "$VISIONZOO_DATA/" + resolved.relative_to(Path(data).resolve()).as_posix()
+    if resolved.is_relative_to(Path.cwd()):
+        return resolved.relative_to(Path.cwd()).as_posix()
+    return Path(path).as_posix()
