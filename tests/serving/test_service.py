@@ -207,3 +207,49 @@ def metric(text: str, name: str, **labels) -> float:
         if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
             return float(re.split(r"\s+", line)[-1])
     return 0.0
+
+
+def _cell_on_a_plain_canvas(cell: Image.Image, left: bool) -> bytes:
+    """A golden cell, shrunk, pasted on the left or right of a canvas of its own background colour."""
+    cell = cell.convert("RGB")
+    background = tuple(int(v) for v in np.median(np.asarray(cell)[:8, :8].reshape(-1, 3), axis=0))
+    canvas = Image.new("RGB", (cell.width * 2, cell.height), background)
+    canvas.paste(cell, (0 if left else cell.width, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _heatmap_centre_x(client, name: str, data: bytes) -> float:
+    from visionzoo.serving.processing import HEATMAP_STOPS
+
+    response = client.post("/bloodcell/predict", files=[("images", (name, data, "image/png"))], data={"explain": "true"})
+    assert response.status_code == 200, response.text
+    (prediction,) = response.json()["predictions"]
+    heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"]))).convert("RGB")).astype(float)
+    assert heatmap.shape[:2] == Image.open(io.BytesIO(data)).size[::-1]
+    warm = np.clip(heatmap[..., 0] - heatmap[..., 2], 0, None)  # the colour map runs from blue (cold) to red (hot)
+    assert HEATMAP_STOPS[-1][1][0] > HEATMAP_STOPS[-1][1][2]
+    columns = warm.sum(axis=0)
+    return float((columns * np.arange(len(columns))).sum() / max(columns.sum(), 1e-9)) / len(columns)
+
+
+def test_explain_returns_a_heatmap_that_moves_with_the_cell(client, golden):
+    """explain=true: a heatmap PNG at the image's size per prediction, and the map follows the
+    object: the same cell pasted on the left or the right of a plain canvas moves its centre."""
+    version = load_served("bloodcell")
+    if "cam" not in {output["name"] for output in version.outputs}:
+        pytest.fail("the served blood-cell version has no Grad-CAM output (visionzoo revise --explain)")
+    cell = Image.open(golden["bloodcell"][1][0])
+    left = _heatmap_centre_x(client, "left.png", _cell_on_a_plain_canvas(cell, left=True))
+    right = _heatmap_centre_x(client, "right.png", _cell_on_a_plain_canvas(cell, left=False))
+    assert left < 0.5 < right and right - left > 0.2, (left, right)
+
+
+def test_explain_without_a_cam_output_is_a_400_that_says_so(client):
+    version = load_served("mura")
+    if "cam" in {output["name"] for output in version.outputs}:
+        pytest.skip("the served X-ray version explains itself")
+    response = client.post("/mura/predict", files=[("images", ("x.png", _cell_on_a_plain_canvas(Image.new("L", (64, 64)), True),
+                                                                  "image/png"))], data={"explain": "true"})
+    assert response.status_code == 400 and "no Grad-CAM output" in response.text

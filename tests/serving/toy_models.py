@@ -63,7 +63,8 @@ def export_toy_models(out: Path) -> None:
         calibrate_batch_norm(model, data.splits["train"].images)
         export.export_model(model, name, out, image_spec=recipe.image_spec, task_kind=recipe.task.kind,
                             output_labels=recipe.task.output_labels(data.class_names), real_examples=data.splits["test"],
-                            metadata={"description": f"toy {name} for tests (synthetic data, untrained)"})
+                            metadata={"description": f"toy {name} for tests (synthetic data, untrained)"},
+                            explain=recipe.explain)
 
 
 if __name__ == "__main__":
