@@ -55,7 +55,7 @@ def test_bloodcell_predict_matches_onnx_runtime(client, golden):
     version = load_served("bloodcell")
     assert body["model"] == {"name": "bloodcell", "export": version.export_name, "version": version.version}
     batch = np.stack([prepare_image(path, version.spec) for path in files])
-    (expected,) = direct("bloodcell", batch)
+    expected = direct("bloodcell", batch)[0]  # probabilities (then the Grad-CAM map)
     labels = version.labels["probabilities"]
     for prediction, probabilities, path in zip(body["predictions"], expected, files):
         assert prediction["file"] == path.name
@@ -101,7 +101,7 @@ def test_npy_uploads_are_accepted(client):
     np.save(buffer, batch)
     response = client.post("/bloodcell/predict", files=[("images", ("batch.npy", buffer.getvalue(), "application/octet-stream"))])
     assert response.status_code == 200 and [p["file"] for p in response.json()["predictions"]] == ["batch.npy[0]", "batch.npy[1]"]
-    (expected,) = direct("bloodcell", batch.astype(np.float32))
+    expected = direct("bloodcell", batch.astype(np.float32))[0]
     labels = load_served("bloodcell").labels["probabilities"]
     got = [[p["probabilities"][label] for label in labels] for p in response.json()["predictions"]]
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -209,47 +209,64 @@ def metric(text: str, name: str, **labels) -> float:
     return 0.0
 
 
-def _cell_on_a_plain_canvas(cell: Image.Image, left: bool) -> bytes:
-    """A golden cell, shrunk, pasted on the left or right of a canvas of its own background colour."""
-    cell = cell.convert("RGB")
-    background = tuple(int(v) for v in np.median(np.asarray(cell)[:8, :8].reshape(-1, 3), axis=0))
-    canvas = Image.new("RGB", (cell.width * 2, cell.height), background)
-    canvas.paste(cell, (0 if left else cell.width, 0))
+def _crop_png(path, left: bool) -> bytes:
+    """The left or right two thirds of a blood-cell image: its centred cell lands right or left."""
+    image = Image.open(path).convert("RGB")
+    box = (0, 0, 2 * image.width // 3, image.height) if left else (image.width // 3, 0, image.width, image.height)
     buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
+    image.crop(box).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _heatmap_centre_x(client, name: str, data: bytes) -> float:
-    from visionzoo.serving.processing import HEATMAP_STOPS
-
-    response = client.post("/bloodcell/predict", files=[("images", (name, data, "image/png"))], data={"explain": "true"})
+def _oip_cam(client, data: bytes) -> np.ndarray:
+    """The `cam` output of the same model over the Open Inference Protocol (REST, a file as BYTES)."""
+    request = {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
+                           "data": [base64.b64encode(data).decode()]}], "outputs": [{"name": "cam"}]}
+    response = client.post("/v2/models/bloodcell/infer", json=request)
     assert response.status_code == 200, response.text
-    (prediction,) = response.json()["predictions"]
-    heatmap = np.asarray(Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"]))).convert("RGB")).astype(float)
-    assert heatmap.shape[:2] == Image.open(io.BytesIO(data)).size[::-1]
-    warm = np.clip(heatmap[..., 0] - heatmap[..., 2], 0, None)  # the colour map runs from blue (cold) to red (hot)
-    assert HEATMAP_STOPS[-1][1][0] > HEATMAP_STOPS[-1][1][2]
-    columns = warm.sum(axis=0)
-    return float((columns * np.arange(len(columns))).sum() / max(columns.sum(), 1e-9)) / len(columns)
+    (output,) = response.json()["outputs"]
+    return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])[0]
+
+
+def _centre_x(cam: np.ndarray) -> float:
+    """Horizontal centre of mass of a map, 0 (left edge) .. 1 (right edge)."""
+    columns = cam.sum(axis=0)
+    return float((columns * (np.arange(len(columns)) + 0.5)).sum() / max(columns.sum(), 1e-9)) / len(columns)
 
 
 def test_explain_returns_a_heatmap_that_moves_with_the_cell(client, golden):
-    """explain=true: a heatmap PNG at the image's size per prediction, and the map follows the
-    object: the same cell pasted on the left or the right of a plain canvas moves its centre."""
+    """explain=true: per prediction a heatmap PNG at the image's size, drawn from the model's own
+    Grad-CAM map (the `cam` tensor the OIP endpoints return), and the map follows the cell: crop a
+    real image so its cell sits on the right, then on the left, and the map's centre moves with it."""
+    from visionzoo.serving.processing import heatmap_png
+
     version = load_served("bloodcell")
-    if "cam" not in {output["name"] for output in version.outputs}:
-        pytest.fail("the served blood-cell version has no Grad-CAM output (visionzoo revise --explain)")
-    cell = Image.open(golden["bloodcell"][1][0])
-    left = _heatmap_centre_x(client, "left.png", _cell_on_a_plain_canvas(cell, left=True))
-    right = _heatmap_centre_x(client, "right.png", _cell_on_a_plain_canvas(cell, left=False))
-    assert left < 0.5 < right and right - left > 0.2, (left, right)
+    assert "cam" in {output["name"] for output in version.outputs}, "the served blood-cell version has no Grad-CAM output"
+    moved = []
+    for path in golden["bloodcell"][1]:
+        centres = []
+        for left in (True, False):
+            data = _crop_png(path, left)
+            response = client.post("/bloodcell/predict", files=[("images", ("crop.png", data, "image/png"))],
+                                   data={"explain": "true"})
+            assert response.status_code == 200, response.text
+            (prediction,) = response.json()["predictions"]
+            heatmap = base64.b64decode(prediction["heatmap_png"])
+            source = Image.open(io.BytesIO(data))
+            assert Image.open(io.BytesIO(heatmap)).size == source.size
+            cam = _oip_cam(client, data)
+            assert cam.shape == (3, 3) and cam.min() >= 0 and cam.max() == pytest.approx(1.0, abs=1e-5)
+            assert heatmap == heatmap_png(source.convert("RGB"), cam)
+            centres.append(_centre_x(cam))
+        moved.append(centres[0] - centres[1])  # cell on the right of the first crop, on the left of the second
+    assert sum(shift > 0.1 for shift in moved) >= 2 and min(moved) > -0.1, moved
 
 
 def test_explain_without_a_cam_output_is_a_400_that_says_so(client):
     version = load_served("mura")
     if "cam" in {output["name"] for output in version.outputs}:
         pytest.skip("the served X-ray version explains itself")
-    response = client.post("/mura/predict", files=[("images", ("x.png", _cell_on_a_plain_canvas(Image.new("L", (64, 64)), True),
-                                                                  "image/png"))], data={"explain": "true"})
+    image = io.BytesIO()
+    Image.new("L", (64, 64)).save(image, format="PNG")
+    response = client.post("/mura/predict", files=[("images", ("x.png", image.getvalue(), "image/png"))], data={"explain": "true"})
     assert response.status_code == 400 and "no Grad-CAM output" in response.text
