@@ -165,3 +165,30 @@ def test_reevaluating_the_shipped_onnx_gives_its_recorded_test_metrics(folder, r
     recorded = _headline(document["metrics"]["test"])
     for key, value in _headline(scores).items():
         assert value == pytest.approx(recorded[key], abs=REEVALUATION_TOLERANCE), key
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
+def test_every_shipped_version_has_a_model_card_true_to_its_metrics(folder):
+    """metadata.json `model_card` (visionzoo/training/model_card.py): balanced accuracy and per-class
+    recall recomputed from the recorded confusion matrices, and failure modes in words."""
+    from visionzoo.training import model_card
+
+    document = metadata(folder)
+    card = document["model_card"]
+    assert card["failure_modes"] == model_card.failure_modes_for(document["name"]) and len(card["failure_modes"]) >= 3
+    assert card["test"] == model_card.summarize(document)["test"]
+    test = document["metrics"]["test"]
+    confusion = {"classification": lambda t: t["confusion_matrix"], "multitask": lambda t: t["body_part"]["confusion_matrix"],
+                 "segmentation": lambda t: t["confusion_matrix"]}[document["task"]](test)
+    matrix = np.asarray(confusion, dtype=float)
+    rows = matrix.sum(axis=1) > 0
+    recalls = np.diag(matrix)[rows] / matrix.sum(axis=1)[rows]
+    summary = card["test"]["body_part"] if document["task"] == "multitask" else card["test"]
+    assert sorted(summary["recall"].values()) == pytest.approx(sorted(recalls), abs=1e-4)
+    if "balanced_accuracy" in summary:
+        assert summary["balanced_accuracy"] == pytest.approx(recalls.mean(), abs=1e-4)
+    if document["task"] == "segmentation":  # the served map at frame size, measured on the served path
+        (evidence,) = card["evidence"]
+        chosen = {"tile_overlap": document["preprocessing"].get("tile_overlap", 0.0),
+                  "learnable_classes": document.get("learnable_classes")}
+        assert chosen in evidence["variants"].values()
