@@ -35,7 +35,7 @@ With 8-image requests (8 clients, 3 s) the peer served about 320 images/s at p99
 
     from benchmarks.mlserver_peer import ensure_venv, start_mlserver
     ensure_venv()
-    peer = start_mlserver("exported_models/bloodcell_mobilenetv3/1/model.onnx", "bloodcell", "image",
+    peer = start_mlserver("exported_models/bloodcell_mobilenetv3/2/model.onnx", "bloodcell", "image",
                           ["probabilities"], http_port=9080, grpc_port=9081)
     try:
         target = GrpcTarget("127.0.0.1:9081", "bloodcell", "image", images)
@@ -284,7 +284,7 @@ def start_mlserver(onnx_path, model_name: str, input_name: str, output_names, ht
 
 # --- self-check ------------------------------------------------------------------------------------
 
-BLOODCELL = ROOT / "exported_models" / "bloodcell_mobilenetv3" / "1"
+BLOODCELL = max((ROOT / "exported_models" / "bloodcell_mobilenetv3").glob("[0-9]*"), key=lambda p: int(p.name))  # newest
 
 
 def _model_description(folder: Path) -> tuple[Path, str, list[str], list[int]]:

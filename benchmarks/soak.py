@@ -59,7 +59,8 @@ def targets(served, input_names: dict[str, str]) -> list[tuple[str, str, object,
     total = sum(WEIGHTS.values()) * 3
     for model, (export, route, shape) in MODELS.items():
         images = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype(np.float32)
-        golden = sorted((REPO / "exported_models" / export / "1" / "golden").glob("*.jpg"))[:1]
+        newest = max((REPO / "exported_models" / export).glob("[0-9]*"), key=lambda p: int(p.name))
+        golden = sorted((newest / "golden").glob("*.jpg"))[:1]
         files = [(p.name, p.read_bytes()) for p in golden]
         share = WEIGHTS[model] / total
         found.append((model, "grpc", GrpcTarget(served.grpc_address, model, input_names[model], images, timeout=30), share))

@@ -24,6 +24,12 @@ import visionzoo.training  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before any Te
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shipped_golden(export: str) -> Path:
+    """The golden folder of the newest shipped version of `export` (exported_models/<export>/<n>/golden)."""
+    versions = [p for p in (REPO / "exported_models" / export).glob("[0-9]*") if p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name)) / "golden" if versions else REPO / "exported_models" / export / "1" / "golden"
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     value = os.environ.get("VISIONZOO_DATA")

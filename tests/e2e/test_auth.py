@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from tests.e2e.conftest import bentoml_serve
+from tests.conftest import shipped_golden
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ KEY = "auth-test-key-0123456789"
 FILE_KEY = "auth-test-key-from-a-file"
 ADMIN = "auth-test-admin-token"
 REPO = Path(__file__).resolve().parents[2]
-GOLDEN = sorted((REPO / "exported_models" / "bloodcell_mobilenetv3" / "1" / "golden").glob("*.jpg"))
+GOLDEN = sorted(shipped_golden("bloodcell_mobilenetv3").glob("*.jpg"))
 
 
 @pytest.fixture(scope="module")

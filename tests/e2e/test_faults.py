@@ -41,13 +41,14 @@ from tests.e2e.conftest import bentoml_serve
 from tests.e2e.test_hot_swap import newest, set_version
 from tests.serving.toy_models import models_root
 from visionzoo.serving import config
+from tests.conftest import shipped_golden
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 GRACE_S = 5
-BLOODCELL = sorted((REPO / "exported_models" / "bloodcell_mobilenetv3" / "1" / "golden").glob("*.jpg"))
-MARS = sorted((REPO / "exported_models" / "mars_dual_unet" / "1" / "golden").glob("*.jpg"))
+BLOODCELL = sorted(shipped_golden("bloodcell_mobilenetv3").glob("*.jpg"))
+MARS = sorted(shipped_golden("mars_dual_unet").glob("*.jpg"))
 TOKEN = "faults-admin-token"
 
 

@@ -26,12 +26,13 @@ import numpy as np
 import pytest
 
 from benchmarks.loadgen import GrpcTarget, closed_loop, open_loop
+from tests.conftest import shipped_golden
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "mars"
-GOLDEN = sorted((REPO / "exported_models" / "mars_dual_unet" / "1" / "golden").glob("*.jpg"))
+GOLDEN = sorted(shipped_golden("mars_dual_unet").glob("*.jpg"))
 SHAPE = (64, 128, 1)  # one model tile
 IMAGES_PER_REQUEST = 4  # tiles per gRPC / REST request; multipart uploads send one golden image
 OVERLOAD_FACTOR = 4
