@@ -38,7 +38,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import gradcam, onnx_metadata, runs, train
+from . import gradcam, graph_fixes, onnx_metadata, runs, train
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -351,6 +351,7 @@ def export_model(
         raise ValueError(f"savedmodel must be always, auto or never, got {savedmodel!r}")
     import tensorflow as tf
 
+    graph_fixes.fold_captured_statistics(model)  # eager statistics would become required ONNX inputs
     real_images = None if real_examples is None else real_examples.images
     _step(1, f"checking that {name}'s outputs vary on real inputs")
     real_spread = check_outputs_vary(model, real_images, seed, force)
