@@ -93,6 +93,98 @@ DEFAULT_MODELS = ("fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_lenet", "mnis
                   "cifar10_cnn2", "cifar10_ablation_base")
 
 
+IMAGENET = ("its source's figure depends on ImageNet weights, which cannot be downloaded on this machine; from scratch on "
+            "the {data} here a randomly initialised, partly frozen backbone would measure noise. With weights (network, or "
+            "--weights PATH): expect roughly the source's figure on the source's data")
+SHIPPED = "served model, trained by `make ship` with its from-scratch config; no shipped version in exported_models/"
+# Why a registry model has no measured row here, and the command that trains it. Every registry
+# entry is either measured (REPRODUCTIONS, a run folder under runs/) or listed with its reason.
+NOT_MEASURED: dict[str, tuple[str, str]] = {
+    "mura_multitask_cnn": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models mura_multitask_cnn"),
+    "bloodcell_mobilenetv3": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models bloodcell_mobilenetv3"),
+    "mars_dual_unet": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models mars_dual_unet"),
+    "mura_binary_cnn": ("not run yet: CPU time went to the served models; stand-in data (FracAtlas for MURA), about half an hour on 2 cores",
+                        "visionzoo train mura_binary_cnn --data-dir $VISIONZOO_DATA/xray_fracatlas"),
+    **{name: (IMAGENET.format(data="715 FracAtlas radiographs (the MURA stand-in)"),
+              f"visionzoo train {name} --data-dir PATH/MURA-v1.1 --weights imagenet")
+       for name in ("mura_resnet50_gap", "mura_resnet50_gmp", "mura_efficientnetb0_binary", "mura_efficientnetb0_binary_gmp",
+                    "mura_efficientnetb0_multitask", "mura_inceptionv3_hybrid_v1", "mura_inceptionv3_hybrid_v2")},
+    **{name: (IMAGENET.format(data="600 dogs-vs-cats images"), f"visionzoo train {name} --data-dir $VISIONZOO_DATA/dogs_vs_cats --weights imagenet")
+       for name in ("vgg16_feature_extraction", "vgg16_fine_tuning")},
+    "mars_bigrock_unet": ("not run yet: the big-rock specialist of the source's ensemble; CPU time (mars_dual_unet: 39 min for 6 epochs "
+                          "on 2 cores); stand-in data (AI4Mars for the AN2DL Mars set)",
+                          "visionzoo train mars_bigrock_unet --data-dir $VISIONZOO_DATA/mars_ai4mars"),
+    "mars_ensemble": ("not run yet: needs the dual U-Net and the big-rock U-Net trained first; stand-in data (AI4Mars)",
+                      "visionzoo train mars_ensemble --data-dir $VISIONZOO_DATA/mars_ai4mars"),
+    **{f"cifar10_ablation_{v}": ("not run yet in a finished session (about 4-15 min each on 2 cores)",
+                                 f"visionzoo reproduce --models cifar10_ablation_{v} --data-dir $VISIONZOO_DATA")
+       for v in ABLATIONS},
+    "cifar10_final": ("three stages, 110 epochs: about 2.5 h on 2 cores", "visionzoo reproduce --models cifar10_final --data-dir $VISIONZOO_DATA"),
+    "alexnet_cifar10": ("about 1.5 h on 2 cores; the source's 32x32 architecture is unknown (ours is a reconstruction)",
+                        "visionzoo reproduce --models alexnet_cifar10 --data-dir $VISIONZOO_DATA"),
+    "zfnet_cifar10": ("about 20 min on 2 cores; the source's 32x32 architecture is unknown (ours is a reconstruction)",
+                      "visionzoo reproduce --models zfnet_cifar10 --data-dir $VISIONZOO_DATA"),
+    "kaggle_lenet50": ("the Kaggle digit-recognizer train.csv is not in the shared data (its MNIST copy is: the same digits, another split)",
+                       "visionzoo train kaggle_lenet50 --data-dir PATH/digit-recognizer"),
+    "alexnet": ("as printed: 227x227 ImageNet-style input, 60M parameters; no ImageNet-scale image folder here, and a GPU job",
+                "visionzoo train alexnet --data-dir PATH/image-folders"),
+    "zfnet": ("as printed: 224x224 input, 218M parameters (`make test-slow` builds and exports it); no ImageNet-scale data here, and a GPU job",
+              "visionzoo train zfnet --data-dir PATH/image-folders"),
+    "vgg16_scratch": ("as printed: 224x224 input, 138M parameters from scratch; no ImageNet-scale data here, and a GPU job",
+                      "visionzoo train vgg16_scratch --data-dir PATH/image-folders"),
+    "vgg16_scratch_grayscale": ("as printed: 224x224 grey input, 138M parameters; no ImageNet-scale data here, and a GPU job",
+                                "visionzoo train vgg16_scratch_grayscale --data-dir PATH/image-folders"),
+    "resnet50_cifar10": ("CIFAR-10 upscaled for a torchvision-style ResNet50: about 20 h on 2 cores; a GPU job",
+                         "visionzoo train resnet50_cifar10 --data-dir $VISIONZOO_DATA/cifar10_jpg"),
+    "resnet_bottleneck_cifar100": ("CIFAR-100 is not in the shared data", "visionzoo train resnet_bottleneck_cifar100 --data-dir PATH/cifar-100-python"),
+}
+
+
+def unmeasured(records: dict[str, dict], shipped: set[str] = frozenset()) -> list[str]:
+    """Registry models with no measured row in `records` nor a shipped version, in registry order."""
+    from .registry import RECIPES
+
+    measured = {REPRODUCTIONS[target].model for target in records if target in REPRODUCTIONS} | set(shipped)
+    return [name for name in RECIPES if name not in measured]
+
+
+def shipped_rows(exports: Path = Path("exported_models")) -> dict[str, str]:
+    """Recipe name -> a row with the newest shipped version's test figures (from its model card)."""
+    rows = {}
+    for folder in sorted(Path(exports).glob("*")):
+        versions = [v for v in folder.glob("[0-9]*") if (v / "metadata.json").is_file()]
+        if not versions:
+            continue
+        newest = max(versions, key=lambda v: int(v.name))
+        metadata = json.loads((newest / "metadata.json").read_text())
+        test = metadata.get("model_card", {}).get("test") or {}
+        if "abnormal" in test:
+            ours = (f"abnormal F1 {test['abnormal']['f1']:.3f}, AUROC {test['abnormal']['auroc']:.3f}; "
+                    f"body part accuracy {test['body_part']['accuracy']:.3f}")
+        elif "mean_iou" in test:
+            ours = f"mean IoU {test['mean_iou']:.3f} ({test.get('unit', '')})"
+        elif test:
+            ours = f"accuracy {test['accuracy']:.4f}, balanced {test['balanced_accuracy']:.4f}"
+        else:
+            ours = "see metadata.json"
+        recipe = metadata.get("recipe", {})
+        seconds = metadata.get("training", {}).get("seconds")
+        rows[recipe.get("name", folder.name)] = (f"| `{recipe.get('name', folder.name)}` | {recipe.get('source_reported', '')} | {ours} | "
+                    f"{metadata.get('data', {}).get('dataset', {}).get('name', '')} | "
+                    f"{_minutes(seconds) if seconds else 'n/a'} | `{newest.as_posix()}` |")
+    return rows
+
+
+def portable_command(command: str) -> str:
+    """A recorded command as the table shows it: the data root is `$VISIONZOO_DATA`, not the folder
+    of the machine that ran it (reproduction.json keeps that)."""
+    words = shlex.split(command)
+    for index, word in enumerate(words[:-1]):
+        if word == "--data-dir":
+            words[index + 1] = "$VISIONZOO_DATA"
+    return " ".join(words)
+
+
 def _entry(target: str) -> Reproduction:
     if target not in REPRODUCTIONS:
         raise ValueError(f"no reproduction target for {target!r}; known: {', '.join(REPRODUCTIONS)}")
@@ -235,9 +327,24 @@ def render(records: dict[str, dict]) -> str:
         lines += ["", "Notes:", *notes]
     if smoke:
         lines += ["", "**Smoke runs** (a few steps on a few examples): these numbers test the wiring, not the models."]
+    shipped = shipped_rows()
+    lines += ["", "## Shipped models (trained by `make ship`, from scratch)", "",
+              "| model | source's printed result | ours, test split | data | training | version |", "|---|---|---|---|---|---|",
+              *shipped.values()]
+    missing = unmeasured(records, set(shipped))
+    if missing:
+        from .registry import RECIPES
+
+        lines += ["", "## Not measured here", "",
+                  f"{len(missing)} of {len(RECIPES)} registry models have no measured row; each with the reason and the command "
+                  "that trains it (`$VISIONZOO_DATA`: the shared data folder; PATH: data not in it).", "",
+                  "| model | source's printed result | why not here | command |", "|---|---|---|---|"]
+        for name in missing:
+            reason, command = NOT_MEASURED.get(name, ("not run yet", f"visionzoo train {name} --data-dir PATH"))
+            lines.append(f"| `{name}` | {RECIPES[name].reported or 'n/a'} | {reason} | `{command}` |")
     machines = {json.dumps(r.get("machine", {}), sort_keys=True) for r in records.values()}
     lines += ["", "Machines: " + "; ".join(sorted(machines)) + ".",
-              "Commands: " + "; ".join(sorted({f'`{r["command"]}`' for r in records.values() if r.get("command")})) + "."]
+              "Commands: " + "; ".join(sorted({f'`{portable_command(r["command"])}`' for r in records.values() if r.get("command")})) + "."]
     return "\n".join(lines) + "\n"
 
 
