@@ -115,6 +115,9 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, help="classification: how many labels to list per image (default 3)")
     predict.add_argument("--study", action="store_true", help="multitask (mura): one answer for all images as views of one study")
     predict.add_argument("--json", action="store_true", help="print the full JSON answer instead of one line per image")
+    predict.add_argument("--explain", type=Path, metavar="FOLDER",
+                         help="write each image's Grad-CAM heatmap (where the model looked) to FOLDER/<image>.heatmap.png "
+                              "(models exported with a `cam` output: bloodcell)")
     predict.add_argument("--models-dir", type=Path, help="exported models folder (default VISIONZOO_MODELS_DIR or exported_models/)")
     predict.add_argument("--version", dest="model_version", help="exported version (default the newest)")
     predict.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], help="inference engine (default VISIONZOO_ENGINE or auto)")
@@ -310,17 +313,23 @@ def command_predict(args) -> None:
         raise ValueError(str(error)) from None
     with model:
         options = {} if args.top_k is None else {"top_k": args.top_k}
+        if args.explain:
+            options["explain"] = True
         try:
             if args.study:
                 if "predict_study" not in model.endpoints:
                     raise ValueError(f"--study: {args.model} has no study answer (only multitask models do)")
-                body = model.predict_study(args.images)
+                body = model.predict_study(args.images, **options)
             else:
-                if options and model.task != "classification":
+                if "top_k" in options and model.task != "classification":
                     raise ValueError(f"--top-k: {args.model} is a {model.task} model, not a classifier")
+                if args.explain and model.task == "segmentation":
+                    raise ValueError(f"--explain: {args.model} is a segmentation model; its class map is the explanation")
                 body = model.predict(args.images, **options)
         except ServingError as error:
             raise ValueError(str(error).splitlines()[0]) from None
+        if args.explain:
+            _write_heatmaps(args.explain, args.images, body.get("views") or body.get("predictions") or [])
         if args.json:
             print(json.dumps(body, indent=2))
         elif args.study:
@@ -330,6 +339,20 @@ def command_predict(args) -> None:
         else:
             for item in body.get("predictions") or body.get("segmentations") or []:
                 print(_predict_line(model.task, item))
+
+
+def _write_heatmaps(folder: Path, images: list[Path], answers: list[dict]) -> None:
+    """Each answer's heatmap_png as FOLDER/<image name>.heatmap.png (atomic writes)."""
+    import base64
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, answer in zip(images, answers):
+        target = folder / f"{path.stem}.heatmap.png"
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_bytes(base64.b64decode(answer["heatmap_png"]))
+        os.replace(temporary, target)
+        print(f"heatmap: {target}", file=sys.stderr)
 
 
 def main(argv=None) -> int:

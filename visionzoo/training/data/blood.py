@@ -7,11 +7,14 @@
   has the known size (13,759), or when `drop_last` says so.
 
 Class order is the AN2DL / BloodMNIST order. Splits follow the source: a stratified 20% test split,
-then 15% of the rest for validation, from a fixed seed.
+then 15% of the rest for validation, from a fixed seed. The PBC loader lists the files with their
+labels (`list_images`), splits the list (`split_indices`; `list_splits` gives the result without
+decoding), then decodes the files the splits use.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +55,23 @@ def detect_npz(data_dir: Path) -> bool:
         return {"images", "labels"} <= set(archive.files)
 
 
-def _split(images: np.ndarray, labels: np.ndarray, ids: np.ndarray, seed: int) -> dict[str, Examples]:
-    examples = Examples(images=images, targets={"label": labels}, ids=ids)
-    return {name: examples.subset(idx) for name, idx in stratified_split(labels, SPLIT_FRACTIONS, seed).items()}
+@dataclass(frozen=True)
+class Listing:
+    """PBC images found on disk with their labels, in a fixed order, not decoded."""
+
+    paths: list[Path]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: np.ndarray) -> Listing:
+        return Listing([self.paths[i] for i in indices], self.labels[indices])
 
 
-def load_pbc(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
-    """Read `<class>/<file>` folders; every class folder must be one of CLASS_NAMES."""
+def list_images(data_dir: Path) -> Listing:
+    """Every image in the `<class>/<file>` folders: class folders by name, files by name within each.
+    Every class folder must be one of CLASS_NAMES."""
     root = require_path(_pbc_root(Path(data_dir)), "a PBC folder with one sub-folder per class")
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     unknown = [p.name for p in folders if p.name not in CLASS_NAMES]
@@ -71,11 +84,61 @@ def load_pbc(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool 
         labels += [CLASS_NAMES.index(folder.name)] * len(files)
     if not paths:
         raise DataFormatError(f"{root}: no images found in the class folders")
-    pixels, kept, skipped = decode_images(paths, spec, skip_bad, "blood cells")
-    labels_array = np.array(labels, dtype=np.int64)[kept]
-    ids = np.array([str(paths[i]) for i in kept])
+    return Listing(paths, np.array(labels, dtype=np.int64))
+
+
+def split_indices(labels: np.ndarray, seed: int = 42) -> dict[str, np.ndarray]:
+    """The train/val/test indices, stratified on the label (what both loaders split with)."""
+    return stratified_split(labels, SPLIT_FRACTIONS, seed)
+
+
+def list_splits(data_dir: Path, seed: int = 42) -> dict[str, Listing]:
+    """The splits `load_pbc` makes, as file lists with labels, without decoding anything. The same as
+    `load_pbc`'s when every image decodes (with `skip_bad`, unreadable files are left out and the
+    readable ones split again, as before)."""
+    listing = list_images(data_dir)
+    return {name: listing.subset(idx) for name, idx in split_indices(listing.labels, seed).items()}
+
+
+def _split(images: np.ndarray, labels: np.ndarray, ids: np.ndarray, seed: int) -> dict[str, Examples]:
+    examples = Examples(images=images, targets={"label": labels}, ids=ids)
+    return {name: examples.subset(idx) for name, idx in split_indices(labels, seed).items()}
+
+
+def _limit(indices: np.ndarray, count: int | None) -> np.ndarray:
+    """`count` evenly spaced members of a split, as `train._limit` picks them after loading."""
+    if count is None or len(indices) <= count:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, count).astype(np.int64)]
+
+
+def load_pbc(
+    data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False, max_examples: int | None = None
+) -> SplitData:
+    """Read `<class>/<file>` folders: list the files, split the list, then decode what the splits use.
+
+    `max_examples` (a smoke limit) keeps that many evenly spaced files per split before decoding;
+    the result equals limiting the full load's splits afterwards when every kept file decodes.
+    """
+    root = _pbc_root(Path(data_dir))
+    listing = list_images(Path(data_dir))
+    indices = {name: _limit(idx, max_examples) for name, idx in split_indices(listing.labels, seed).items()}
+    used = np.unique(np.concatenate(list(indices.values())))  # listing order; every file without a limit
+    pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "blood cells")
+    decoded = used[kept]  # listing indices of the rows of `pixels`
+    ids = np.array([str(listing.paths[i]) for i in decoded])
+    if skipped and max_examples is None:
+        # What this loader always did with unreadable files: split only the images that decoded.
+        splits = _split(pixels, listing.labels[decoded], ids, seed)
+    else:
+        row = np.full(len(listing), -1, dtype=np.int64)
+        row[decoded] = np.arange(len(decoded))
+        splits = {}
+        for name, idx in indices.items():
+            idx = idx[row[idx] >= 0]  # unreadable files (skip_bad) leave their split
+            splits[name] = Examples(images=pixels[row[idx]], targets={"label": listing.labels[idx]}, ids=ids[row[idx]])
     return SplitData(
-        splits=_split(pixels, labels_array, ids, seed),
+        splits=splits,
         class_names={"label": CLASS_NAMES},
         source=f"PBC folders at {root}",
         skipped=skipped,

@@ -12,7 +12,8 @@ Two on-disk forms:
   `msl/labels/test/masked-gold-min3-100agree/*_merged.png`). Frames are cut into 64x128 tiles
   without distorting aspect (preprocessing.prepare_tiles: a 256x256 frame gives its two halves,
   each downsampled x2). Training frames are split 85/15 into train/val by frame; the gold frames
-  are the test split.
+  are the test split. The frame pairs are listed and split first (`list_splits`, no decoding),
+  then each split's frames are decoded.
 
 `balance_classes` is the source's oversampling of rare classes (§7.1).
 """
@@ -133,26 +134,39 @@ def _examples_from_pairs(pairs, spec: ImageSpec, skip_bad: bool, description: st
     return Examples(images=flat[..., :-1].copy(), targets={"mask": flat[..., -1].copy()}, ids=ids, groups=frames), skipped
 
 
+def split_frames(count: int, seed: int = 42) -> dict[str, np.ndarray]:
+    """Train/val indices into `count` training frames (85/15 by frame, seeded)."""
+    return stratified_split(np.zeros(count), AI4MARS_SPLIT, seed)
+
+
+def list_splits(data_dir: Path, seed: int = 42) -> dict[str, list[tuple[Path, Path]]]:
+    """The (image, mask) frame pairs of each split `load_ai4mars` makes, without decoding anything:
+    train and val from the training frames, test from the gold frames (absent when there are none)."""
+    train_pairs, test_pairs = _ai4mars_pairs(Path(data_dir))
+    splits = {name: [train_pairs[i] for i in idx] for name, idx in split_frames(len(train_pairs), seed).items()}
+    if test_pairs:
+        splits["test"] = test_pairs
+    return splits
+
+
 def load_ai4mars(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
+    """List the frame pairs, split them by frame, then decode each split's frames into tiles."""
     root = Path(data_dir)
-    train_pairs, test_pairs = _ai4mars_pairs(root)
-    frames = np.arange(len(train_pairs))
-    parts = stratified_split(np.zeros(len(frames)), AI4MARS_SPLIT, seed)
+    pairs = list_splits(root, seed)
     splits, skipped = {}, []
-    for name, idx in parts.items():
-        examples, bad = _examples_from_pairs([train_pairs[i] for i in idx], spec, skip_bad, f"AI4Mars {name}")
-        splits[name], skipped = examples, skipped + bad
-    test, bad = _examples_from_pairs(test_pairs, spec, skip_bad, "AI4Mars gold test")
-    if test is not None:
-        splits["test"] = test
+    for name, split_pairs in pairs.items():
+        description = "AI4Mars gold test" if name == "test" else f"AI4Mars {name}"
+        splits[name], bad = _examples_from_pairs(split_pairs, spec, skip_bad, description)
+        skipped += bad
+    frames = {"train+val": sum(len(pairs[name]) for name in AI4MARS_SPLIT), "test_gold": len(pairs.get("test", []))}
     return SplitData(
         splits=splits,
         class_names={"mask": CLASS_NAMES},
         source=f"AI4Mars layout at {root}",
-        skipped=skipped + bad,
+        skipped=skipped,
         notes={
             "split_seed": seed,
-            "frames": {"train+val": len(train_pairs), "test_gold": len(test_pairs)},
+            "frames": frames,
             "split_unit": "frame (both tiles of a frame stay in one split)",
             "label_mapping": "AI4Mars 255 unlabelled -> 0 background; 0 soil, 1 bedrock, 2 sand, 3 big rock -> 1..4",
             "dataset": AI4MARS_DATASET,

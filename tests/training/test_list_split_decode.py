@@ -1,0 +1,143 @@
+"""One loader protocol: list files and labels, split the list, then decode only what the splits use.
+
+`list_splits` must give the same membership and order as the loader's splits, without decoding.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionzoo.preprocessing import ImageSpec
+from visionzoo.training.data import blood, common, mars
+
+REPO = Path(__file__).resolve().parents[2]
+BLOOD = ImageSpec(96, 96)
+TILE = ImageSpec(64, 128, "grayscale", tiling="rows")
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Any attempt to open or decode an image fails the test; undo with `monkeypatch.undo()`."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"listing must not decode anything (called with {args[:1]})")
+
+    monkeypatch.setattr(Image, "open", refuse)
+    for module in (common, blood, mars):
+        monkeypatch.setattr(module, "decode_images", refuse)
+    monkeypatch.setattr(blood, "prepare_image", refuse)
+    monkeypatch.setattr(mars, "_decode_pair", refuse)
+    return monkeypatch
+
+
+def _frames(ids: np.ndarray) -> list[str]:
+    """The frame of each tile id (`<image>#<tile>`), in order, each once."""
+    return list(dict.fromkeys(str(i).split("#")[0] for i in ids))
+
+
+@pytest.mark.parametrize("seed", [7, 42])
+def test_blood_list_splits_are_load_pbc_splits_without_decoding(synthetic, no_decoding, seed):
+    listed = blood.list_splits(synthetic["blood_pbc"], seed)
+    with pytest.raises(AssertionError, match="must not decode"):  # the guard does catch decoding
+        blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=seed)
+    no_decoding.undo()
+    data = blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=seed)
+    assert list(listed) == list(data.splits) == ["train", "val", "test"]
+    for name, split in data.splits.items():
+        assert [str(p) for p in listed[name].paths] == split.ids.tolist()
+        assert np.array_equal(listed[name].labels, split.targets["label"])
+    assert sum(len(s) for s in listed.values()) == len(blood.list_images(synthetic["blood_pbc"]))
+
+
+def test_blood_unreadable_files_leave_and_the_readable_ones_split_again(synthetic):
+    """skip_bad keeps its old meaning: split only the images that decoded."""
+    listing = blood.list_images(synthetic["blood_pbc_corrupt"])
+    data = blood.load_pbc(synthetic["blood_pbc_corrupt"], BLOOD, skip_bad=True)
+    bad = {path for path, _ in data.skipped}
+    readable = listing.subset(np.array([i for i, p in enumerate(listing.paths) if str(p) not in bad]))
+    assert len(bad) == 1 and len(readable) == len(listing) - 1
+    for name, idx in blood.split_indices(readable.labels).items():
+        assert data.splits[name].ids.tolist() == [str(readable.paths[i]) for i in idx]
+
+
+def test_blood_max_examples_limits_before_decoding_as_prepare_does_after(synthetic, monkeypatch):
+    # what prepare() applies to every split after loading
+    from visionzoo.training.train import _limit
+
+    full = blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=3)
+    decoded = []
+    real_decode = blood.decode_images
+
+    def counting(paths, *args, **kwargs):
+        decoded.extend(paths)
+        return real_decode(paths, *args, **kwargs)
+
+    monkeypatch.setattr(blood, "decode_images", counting)
+    limited = blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=3, max_examples=5)
+    assert limited.counts() == {"train": 5, "val": 5, "test": 5}
+    assert len(decoded) == 15  # only the files the limited splits use
+    for name, split in full.splits.items():
+        expected = _limit(split, 5)
+        got = limited.splits[name]
+        assert got.ids.tolist() == expected.ids.tolist()
+        assert np.array_equal(got.images, expected.images)
+        assert np.array_equal(got.targets["label"], expected.targets["label"])
+    assert limited.notes == full.notes
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_ai4mars_list_splits_are_load_ai4mars_splits_without_decoding(synthetic, no_decoding, seed):
+    listed = mars.list_splits(synthetic["ai4mars"], seed)
+    with pytest.raises(AssertionError, match="must not decode"):
+        mars.load_ai4mars(synthetic["ai4mars"], TILE, seed=seed)
+    no_decoding.undo()
+    data = mars.load_ai4mars(synthetic["ai4mars"], TILE, seed=seed)
+    assert list(listed) == list(data.splits) == ["train", "val", "test"]
+    for name, split in data.splits.items():
+        assert _frames(split.ids) == [str(image) for image, _ in listed[name]]
+        assert len(split) == 2 * len(listed[name])  # a 256x256 frame gives two tiles
+    assert data.notes["frames"] == {"train+val": len(listed["train"]) + len(listed["val"]), "test_gold": len(listed["test"])}
+    assert all(mask.suffix == ".png" and mask.is_file() for pairs in listed.values() for _, mask in pairs)
+
+
+def test_ai4mars_without_gold_frames_has_no_test_split(synthetic, tmp_path):
+    manifest = synthetic["ai4mars"] / "subset_manifest.csv"
+    lines = [line for line in manifest.read_text().splitlines() if ",test_gold," not in line]
+    root = tmp_path / "ai4mars"
+    root.mkdir()
+    (root / "data").symlink_to(synthetic["ai4mars"] / "data")
+    (root / "subset_manifest.csv").write_text("\n".join(lines) + "\n")
+    assert list(mars.list_splits(root)) == ["train", "val"]
+
+
+def _shipped_counts(run: str) -> dict:
+    return json.loads((REPO / "runs" / run / "data.json").read_text())
+
+
+@pytest.mark.realdata
+def test_real_pbc_list_splits_match_the_shipped_blood_cell_run(real_data, no_decoding):
+    shipped = _shipped_counts("bloodcell_mobilenetv3-20261122-023313")
+    assert shipped["split_seed"] == 42 and shipped["skipped_files"] == 0
+    listed = blood.list_splits(real_data / "blood_pbc", shipped["split_seed"])
+    assert set(listed) == set(shipped["splits"])
+    for name, split in listed.items():
+        counts = np.bincount(split.labels, minlength=len(blood.CLASS_NAMES)).tolist()
+        assert len(split) == shipped["splits"][name]["examples"]
+        assert dict(zip(blood.CLASS_NAMES, counts)) == shipped["splits"][name]["label"]
+
+
+@pytest.mark.realdata
+def test_real_ai4mars_list_splits_match_the_shipped_mars_run(real_data, no_decoding):
+    shipped = _shipped_counts("mars_dual_unet-20261122-051745")
+    listed = mars.list_splits(real_data / "mars_ai4mars", shipped["split_seed"])
+    frames = {"train+val": len(listed["train"]) + len(listed["val"]), "test_gold": len(listed["test"])}
+    assert frames == shipped["frames"]
+    tiles = {name: 2 * len(pairs) for name, pairs in listed.items()}  # two tiles per 256x256 frame
+    examples = {name: split["examples"] for name, split in shipped["splits"].items()}
+    examples["train"] -= shipped["balance_classes_added"]  # prepare() appended those crops after loading
+    assert tiles == examples
