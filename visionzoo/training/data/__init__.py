@@ -64,9 +64,18 @@ def resolve_format(path: Path, candidates: Sequence[str], explicit: str | None =
     raise DataFormatError(f"{path} does not look like any format this model reads ({described})")
 
 
-def load_data(path: Path, spec: ImageSpec, candidates: Sequence[str], *, explicit: str | None = None, **options) -> SplitData:
+def load_data(path: Path, spec: ImageSpec, candidates: Sequence[str], *, explicit: str | None = None,
+              max_examples: int | None = None, **options) -> SplitData:
+    """Read a dataset in the first format of `candidates` it matches (or `explicit`). Loaders that
+    take `max_examples` keep that many evenly spaced examples per split before decoding (smoke
+    runs); for the others the caller trims after loading."""
+    import inspect
+
     name = resolve_format(path, candidates, explicit)
-    return FORMATS[name].load(Path(path), spec, **options)
+    loader = FORMATS[name].load
+    if max_examples is not None and "max_examples" in inspect.signature(loader).parameters:
+        options["max_examples"] = max_examples
+    return loader(Path(path), spec, **options)
 
 
 __all__ = ["FORMATS", "DataFormat", "DataFormatError", "Examples", "SplitData", "load_data", "resolve_format", "register_formats"]
