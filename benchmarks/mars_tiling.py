@@ -36,20 +36,18 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.paths import portable
 from visionzoo.preprocessing import ImageSpec, open_image
 from visionzoo.serving import processing
 from visionzoo.serving.engines import EngineRequest, build
 from visionzoo.serving.repository import ModelVersion, load_version
-from visionzoo.training.data.common import stratified_split
 from visionzoo.training.data.mars import (
-    AI4MARS_SPLIT,
     AI4MARS_TO_CLASSES,
     CLASS_NAMES,
     _ai4mars_pairs,
     detect_ai4mars,
+    list_splits,
 )
-
-from benchmarks.paths import portable
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "exported_models" / "mars_dual_unet"  # the newest version: the variants set tiling and classes themselves
@@ -75,9 +73,8 @@ def load_model(path: Path) -> ModelVersion:
 
 def splits(data_dir: Path, seed: int) -> dict[str, list[Pair]]:
     """The held-out validation frames of `load_ai4mars` (same functions, same seed) and the gold frames."""
-    train_pairs, gold_pairs = _ai4mars_pairs(data_dir)
-    held_out = stratified_split(np.zeros(len(train_pairs)), AI4MARS_SPLIT, seed)["val"]
-    return {"val": [train_pairs[i] for i in held_out], "gold": gold_pairs}
+    found = list_splits(data_dir, seed)
+    return {"val": found["val"], "gold": found.get("test", [])}
 
 
 def read_mask(path: Path) -> np.ndarray:

@@ -57,10 +57,10 @@ def test_sync_http_client_calls_every_endpoint(served):
 
     metadata = json.loads((folder / "metadata.json").read_text())
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-    spec = {k: metadata["preprocessing"][k] for k in ("height", "width", "color_mode", "resize_method", "tiling")}
     from visionzoo.preprocessing import ImageSpec
 
-    (expected,) = session.run(None, {"image": np.stack([prepare_image(p, ImageSpec(**spec)) for p in blood]).astype(np.float32)})
+    spec = ImageSpec.from_metadata(metadata["preprocessing"])
+    (expected,) = session.run(["probabilities"], {"image": np.stack([prepare_image(p, spec) for p in blood]).astype(np.float32)})
     labels = metadata["labels"]["probabilities"]
     got = [[prediction["probabilities"][label] for label in labels] for prediction in cells["predictions"]]
     np.testing.assert_allclose(got, expected, atol=1e-5)
