@@ -100,6 +100,14 @@ def grpc_client(grpc_address):
     client.close()
 
 
+def served_argmax(name: str, probabilities: np.ndarray) -> np.ndarray:
+    """The per-pixel class the service answers: the arg-max over the version's learnable classes."""
+    from visionzoo.serving.processing import argmax_classes
+    from visionzoo.serving.repository import load_served
+
+    return argmax_classes(probabilities, load_served(name).metadata.get("learnable_classes"))
+
+
 def pixels(count: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, *shape)).astype(np.float32)
 
@@ -127,7 +135,10 @@ def test_rest_server_routes(rest):
     # everything), while each model answers for itself.
     assert rest.get("/v2/health/ready").status_code == 503
     assert rest.get("/v2/models/bloodcell/ready").json() == {"name": "bloodcell", "ready": True}
-    assert rest.get("/v2/models/bloodcell/versions/1").json()["name"] == "bloodcell"
+    from visionzoo.serving.repository import load_served
+
+    served = load_served("bloodcell").version
+    assert rest.get(f"/v2/models/bloodcell/versions/{served}").json()["name"] == "bloodcell"
 
 
 @pytest.mark.parametrize(
@@ -167,7 +178,7 @@ def test_rest_json_infer_and_json_outputs(rest):
     response = http_infer(rest, "mars", [image], outputs=wanted)
     assert response.headers["content-type"] == "application/json"
     result = parse(response)
-    expected = reference("mars", batch)["probabilities"].argmax(-1)
+    expected = served_argmax("mars", reference("mars", batch)["probabilities"])
     np.testing.assert_array_equal(result.as_numpy("class_map").reshape(expected.shape), expected)
 
 
@@ -235,7 +246,7 @@ def test_grpc_raw_infer_matches_onnxruntime(grpc_client):
     result = grpc_client.infer("mars", [image], request_id="r-1")
     expected = reference("mars", batch)["probabilities"]
     np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5)
-    np.testing.assert_array_equal(result.as_numpy("class_map"), expected.argmax(-1))
+    np.testing.assert_array_equal(result.as_numpy("class_map"), served_argmax("mars", expected))
     assert result.get_response().id == "r-1"
 
 
@@ -246,7 +257,9 @@ def test_grpc_typed_contents(grpc_address):
                        contents=pb.InferTensorContents(uint_contents=batch.astype(np.uint32).reshape(-1).tolist()))
     with grpc.insecure_channel(grpc_address) as channel:
         reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
-        assert [o.name for o in reply.outputs] == ["probabilities"] and list(reply.outputs[0].shape) == [1, 8]
+        # no output named: every output (Triton's rule), the model's own order, probabilities first
+        assert [o.name for o in reply.outputs] == [o["name"] for o in load_served("bloodcell").outputs]
+        assert reply.outputs[0].name == "probabilities" and list(reply.outputs[0].shape) == [1, 8]
         found = np.frombuffer(reply.raw_output_contents[0], dtype="<f4").reshape(1, 8)
         np.testing.assert_allclose(found, reference("bloodcell", batch)["probabilities"], atol=1e-5)
         request.raw_input_contents.append(batch.astype(np.uint8).tobytes())
