@@ -386,7 +386,7 @@ FILE_CASES = [
                  "VISIONZOO_MAX_TILES_PER_IMAGE", id="mars-tall-thin-64x60000"),
     pytest.param("/mars/segment", lambda: [(f"{i}.png", grey_png(8000, 8000)) for i in range(16)], 413,
                  "VISIONZOO_MAX_IMAGE_PIXELS", id="16-grey-pngs-8000x8000"),
-    pytest.param("/mars/segment", lambda: [(f"{i}.png", encoded(Image.new("L", (128, 1024)), "PNG")) for i in range(9)], 413,
+    pytest.param("/mars/segment", lambda: [(f"{i}.png", encoded(Image.new("L", (128, 512)), "PNG")) for i in range(9)], 413,  # 15 overlapping tiles each
                  "VISIONZOO_MAX_TILES_PER_REQUEST", id="mars-tiles-over-request-limit"),
     pytest.param("/bloodcell/predict", lambda: [("tib.npy", npy_header_only((1 << 20, 1 << 20)))], 413,
                  "VISIONZOO_MAX_IMAGE_PIXELS", id="npy-header-declares-1-TiB"),

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import Limits, Upload, class_map_from_tiles, decode_upload
+from visionzoo.serving.processing import Limits, Upload, argmax_classes, class_map_from_tiles, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.e2e
@@ -136,6 +136,9 @@ def test_model_metadata_lists_exactly_what_is_accepted(clients, references, prot
     assert metadata["outputs"] == version.outputs + class_map
 
 
+ENGINE_TOLERANCE = {"cam": 1e-3, "probabilities": 1e-4, "abnormal": 1e-4, "body_part": 1e-4}  # cam: divided by its peak
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.parametrize("name", list(config.served_models()))
 def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name):
@@ -144,14 +147,16 @@ def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name
     result = client.infer(name, [tensor(protocol, "image", batch, "FP32")])
     expected = reference.run(batch)
     for output, values in expected.items():
-        np.testing.assert_allclose(result.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+        # float32 sums in another order (the server's thread count and batch): the export's parity bound
+        np.testing.assert_allclose(result.as_numpy(output), values, atol=ENGINE_TOLERANCE[output], rtol=1e-5)
     if name == "mars":
-        np.testing.assert_array_equal(result.as_numpy("class_map"), result.as_numpy("probabilities").argmax(-1))
+        learnable = reference.version.metadata.get("learnable_classes")
+        np.testing.assert_array_equal(result.as_numpy("class_map"), argmax_classes(result.as_numpy("probabilities"), learnable))
     # The same pixels as UINT8: the same answer.
     rounded = np.round(batch).astype(np.uint8)
     as_uint8 = client.infer(name, [tensor(protocol, "image_uint8", rounded, "UINT8")])
     for output, values in reference.run(rounded).items():
-        np.testing.assert_allclose(as_uint8.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+        np.testing.assert_allclose(as_uint8.as_numpy(output), values, atol=ENGINE_TOLERANCE[output], rtol=1e-5)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -175,7 +180,7 @@ def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references,
     else:
         expected = reference.run(np.concatenate([image.tiles for image in decoded]))
         for output, values in expected.items():
-            np.testing.assert_allclose(result.as_numpy(output), values, atol=1e-5, rtol=1e-5)
+            np.testing.assert_allclose(result.as_numpy(output), values, atol=ENGINE_TOLERANCE[output], rtol=1e-5)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
