@@ -91,7 +91,7 @@ def recalibrate(folder: Path, metadata: dict) -> None:
 
     path = folder / "model.onnx"
     model = onnx.load(path)
-    output = model.graph.output[0].name
+    output = metadata["outputs"][0]["name"]  # the answer (a `cam` output may sit beside it)
     (softmax,) = [node for node in model.graph.node if output in node.output]
     logits = softmax.input[0]
     model.graph.initializer.append(numpy_helper.from_array(np.array(0.5, dtype=np.float32), "hot_swap/temperature"))

@@ -80,6 +80,9 @@ class Inference:
     compute_ns: int = 0
 
 
+DRAIN_QUIET_SECONDS = 0.5  # shutdown: how long no request may be in progress before the batchers close
+
+
 class ServedModel:
     """One served model: its live slot, the previous one (for rollback), its batcher."""
 
@@ -96,6 +99,7 @@ class ServedModel:
         self.reason = ""
         self.batcher = DynamicBatcher(self._run, settings.batcher, self.name, self._observe)
         self.requests = {"success": [0, 0], "fail": [0, 0]}  # count, ns
+        self.answering = 0  # BentoML requests between arrival and answer (decode included): a shutdown waits for them
         self._swap_lock = asyncio.Lock()
 
     # ---- loading (blocking: called in a thread) ---------------------------------------------
@@ -245,6 +249,7 @@ class ServedModel:
         computed it). Raises ServingError subclasses."""
         started = time.perf_counter()
         version = self.slot.number if self.slot else ""
+        self.answering += 1
         try:
             slot = self.live()
             version = slot.number
@@ -262,6 +267,8 @@ class ServedModel:
         except Exception:
             self.count(version, protocol, started, "internal")
             raise
+        finally:
+            self.answering -= 1
         self.count(version, protocol, started)
         return {"model": {"name": self.name, "export": slot.version.export_name, "version": slot.number}, **body}
 
@@ -371,7 +378,22 @@ class ModelSet:
                 for name, model in self.models.items()]
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
-        await asyncio.gather(*(model.batcher.stop(drain_seconds) for model in self.models.values()))
+        """Let requests already received finish (those still decoding reach their queue: the batchers
+        keep taking them), for up to `drain_seconds` in all; then stop the batchers and engines."""
+        deadline = time.monotonic() + drain_seconds
+        quiet_since = None  # a request still being read has not reached `answer` yet: wait for a quiet spell
+        while time.monotonic() < deadline:
+            busy = any(model.answering or model.batcher.queued_items for model in self.models.values())
+            now = time.monotonic()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= DRAIN_QUIET_SECONDS:
+                break
+            await asyncio.sleep(0.01)
+        remaining = max(0.0, deadline - time.monotonic())
+        await asyncio.gather(*(model.batcher.stop(remaining) for model in self.models.values()))
         for model in self.models.values():
             for slot in (model.slot, model.previous):
                 if slot is not None:

@@ -69,9 +69,23 @@ def name_batch_dimension(graph) -> None:
                 dim.dim_param = BATCH_DIM
 
 
+def order_outputs(graph, names: list[str]) -> None:
+    """List the graph's outputs in metadata.json's order (tf2onnx sorts them by name: `cam` would
+    come before `probabilities`); outputs not named stay last, in their order."""
+    rank = {name: index for index, name in enumerate(names)}
+    ordered = sorted(graph.output, key=lambda value: rank.get(value.name, len(rank)))
+    if [value.name for value in ordered] != [value.name for value in graph.output]:
+        copies = [type(value)() for value in ordered]
+        for copy, value in zip(copies, ordered):
+            copy.CopyFrom(value)
+        del graph.output[:]
+        graph.output.extend(copies)
+
+
 def annotate(onnx_path: Path, metadata: dict) -> None:
     """Write `properties(metadata)` into the ONNX file's metadata_props (replacing earlier values
-    of those keys, keeping others) and name its batch dimension; atomic (temporary file + rename)."""
+    of those keys, keeping others), name its batch dimension and list its outputs in metadata.json's
+    order; atomic (temporary file + rename)."""
     import onnx
 
     onnx_path = Path(onnx_path)
@@ -86,6 +100,7 @@ def annotate(onnx_path: Path, metadata: dict) -> None:
     if metadata.get("description"):
         model.doc_string = metadata["description"]
     name_batch_dimension(model.graph)
+    order_outputs(model.graph, [output["name"] for output in metadata.get("outputs", [])])
     temporary = onnx_path.with_name(f".{onnx_path.name}.tmp")
     onnx.save(model, str(temporary))
     onnx.checker.check_model(str(temporary))
@@ -122,7 +137,7 @@ def _outputs(onnx_path: Path, metadata: dict) -> list:
             feed[tensor.name] = rng.uniform(0, 255, size=shape).astype(np.float32)
         else:
             feed[tensor.name] = rng.integers(0, 2, size=shape).astype(np.int64 if "int64" in tensor.type else np.int32)
-    return session.run(None, feed)
+    return dict(zip([output.name for output in session.get_outputs()], session.run(None, feed)))
 
 
 def upgrade(folder: Path) -> dict[str, tuple[str | None, str]]:
@@ -160,9 +175,9 @@ def upgrade(folder: Path) -> dict[str, tuple[str | None, str]]:
         path = folder / name
         expected = _outputs(path, document)
         annotate(path, document)
-        for old, new in zip(expected, _outputs(path, document)):
-            if not np.array_equal(old, new):
-                raise RuntimeError(f"{path}: outputs changed by annotation; restore the file from git")
+        found = _outputs(path, document)
+        if set(found) != set(expected) or any(not np.array_equal(expected[name], found[name]) for name in expected):
+            raise RuntimeError(f"{path}: outputs changed by annotation; restore the file from git")
 
     renamed = {(key[len(LEGACY_SAVED_MODEL) + 1:] if key.startswith(f"{LEGACY_SAVED_MODEL}/") else key): key for key in before}
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != "metadata.json"}
