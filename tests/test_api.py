@@ -243,6 +243,8 @@ def test_readme_examples_without_a_server_run_as_written(tmp_path):
                               timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
         assert "basophil" in done.stdout and '"segmentations"' in done.stdout
+    heatmap = Path("/tmp/heatmaps/MO_946848.heatmap.png")  # the --explain example
+    assert heatmap.is_file() and heatmap.read_bytes().startswith(b"\x89PNG")
     done = subprocess.run([sys.executable, "-c", python], cwd=repo, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "basophil"
