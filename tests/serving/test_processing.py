@@ -224,3 +224,28 @@ def test_heatmaps_are_drawn_at_the_image_size_and_warmest_where_the_map_peaks():
     assert heatmap.shape == (90, 120, 3)
     red_minus_blue = heatmap[..., 0] - heatmap[..., 2]
     assert red_minus_blue[45, 100] > red_minus_blue[45, 20] + 50  # warm on the right, cool on the left
+
+
+def test_explain_needs_a_cam_output_and_asks_the_engine_for_it_only_when_requested():
+    from visionzoo.serving.tasks import Classification
+
+    def classifier(with_cam: bool) -> Classification:
+        outputs = [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+        if with_cam:
+            outputs.append({"name": "cam", "datatype": "FP32", "shape": [-1, 3, 3]})
+        return Classification(ModelVersion("cells", "cells", "4", Path("."), {
+            "task": "classification", "labels": {"probabilities": ["a", "b"]}, "outputs": outputs}))
+
+    plain, explaining = classifier(False), classifier(True)
+    with pytest.raises(RequestError, match="version 4 of 'cells' has no Grad-CAM output"):
+        plain.check("predict", {"explain": True, "top_k": 1})
+    plain.check("predict", {"top_k": 1})  # without explain: fine
+    assert plain.engine_outputs({"explain": False}) is None  # all outputs: the model has only the answer
+    assert explaining.engine_outputs({}) == ("probabilities",)  # the Grad-CAM branch is skipped
+    assert explaining.engine_outputs({"explain": True}) == ("probabilities", "cam")
+    images = decode([Upload("x.png", png(np.full((8, 8, 3), 90, np.uint8)))], ImageSpec(8, 8))
+    cam = np.zeros((1, 3, 3), np.float32)
+    cam[0, 0, 0] = 1.0
+    (prediction,) = explaining.results("predict", images, {"probabilities": np.array([[0.2, 0.8]], np.float32), "cam": cam},
+                                       {"explain": True, "top_k": 1})["predictions"]
+    assert prediction["label"] == "b" and Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"]))).size == (8, 8)
