@@ -248,6 +248,7 @@ def write_onnx(serve, specs, path: Path) -> None:
 
     gradcam.register_gradient_converters()  # a Grad-CAM graph holds gradient kernels tf2onnx lacks
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=OPSET, output_path=str(path))
+    onnx_metadata.share_transposed_weights(path)  # a gradient's transposed copy of a kernel: one copy on disk
     onnx.checker.check_model(str(path), full_check=True)
     del model_proto
 
