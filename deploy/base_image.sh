@@ -5,12 +5,23 @@
 # `pip install uv`). Used by `make container-test`; users build on python:3.11-slim instead.
 #
 #   deploy/base_image.sh [IMAGE]      default IMAGE: localhost/visionzoo-base:bookworm-py3.11
+# The Debian mirror: DEBIAN_MIRROR, else the first one this machine's apt sources name.
 # Needs root, podman and debootstrap (deploy/install_podman.sh). Skips work that is done already.
 set -euo pipefail
 
 IMAGE=${1:-localhost/visionzoo-base:bookworm-py3.11}
 DEBIAN_IMAGE=localhost/debian-bookworm:min
-MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+configured_mirror() {
+    # deb822 (*.sources: "URIs: ...") or one-line (sources.list: "deb URI suite ..."), main archive first
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
+      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; break}}'
+    } | grep -v -- '-security' | head -n 1
+}
+MIRROR=${DEBIAN_MIRROR:-$(configured_mirror)}
+if [[ -z "$MIRROR" ]]; then
+    echo "base_image.sh: no Debian mirror: set DEBIAN_MIRROR=<your mirror's URL> (none found in /etc/apt/sources*)" >&2
+    exit 1
+fi
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 if podman image exists "$IMAGE"; then
