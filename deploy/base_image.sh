@@ -13,9 +13,10 @@ IMAGE=${1:-localhost/visionzoo-base:bookworm-py3.11}
 DEBIAN_IMAGE=localhost/debian-bookworm:min
 configured_mirror() {
     # deb822 (*.sources: "URIs: ...") or one-line (sources.list: "deb URI suite ..."), main archive first
-    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}'
-      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | awk '{for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; break}}'
-    } | grep -v -- '-security' | head -n 1
+    { grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' || true
+      grep -hs '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+        | awk '{for (i = 2; i <= NF; i++) if ($i ~ /:\/\//) {print $i; break}}' || true
+    } | { grep -v -- '-security' || true; } | head -n 1 || true
 }
 MIRROR=${DEBIAN_MIRROR:-$(configured_mirror)}
 if [[ -z "$MIRROR" ]]; then
