@@ -55,7 +55,9 @@ TOKEN = "faults-admin-token"
 @pytest.fixture(scope="module")
 def served_env():
     # room for four 128-tile requests at once (the default, 8 x max batch = 64 tiles, sheds three of them)
-    return {"VISIONZOO_SHUTDOWN_GRACE_SECONDS": str(GRACE_S), "VISIONZOO_MARS_MAX_QUEUE_SIZE": "1024"}
+    # and a queue timeout past the grace period: this module tests draining, not overload
+    return {"VISIONZOO_SHUTDOWN_GRACE_SECONDS": str(GRACE_S), "VISIONZOO_MARS_MAX_QUEUE_SIZE": "1024",
+            "VISIONZOO_MARS_QUEUE_TIMEOUT_US": str(int((GRACE_S + 20) * 1e6))}
 
 
 @pytest.fixture(scope="module")

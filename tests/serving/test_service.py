@@ -66,7 +66,7 @@ def test_bloodcell_predict_matches_onnx_runtime(client, golden):
 def test_mura_predict_and_study_match_onnx_runtime(client, golden):
     files = golden["mura"][1][:3]
     version = load_served("mura")
-    abnormal, body_part = direct("mura", np.stack([prepare_image(path, version.spec) for path in files]))
+    abnormal, body_part = direct("mura", np.stack([prepare_image(path, version.spec) for path in files]))[:2]  # (then cam)
     body = client.post("/mura/predict", files=upload(files)).json()
     for prediction, probability, parts in zip(body["predictions"], abnormal[:, 0], body_part):
         assert prediction["abnormal_probability"] == pytest.approx(float(probability), abs=1e-5)
@@ -74,6 +74,11 @@ def test_mura_predict_and_study_match_onnx_runtime(client, golden):
     study = client.post("/mura/predict_study", files=upload(files)).json()
     assert study["abnormal_probability"] == pytest.approx(float(abnormal[:, 0].mean()), abs=1e-5)
     assert len(study["views"]) == len(files)
+    if "cam" in {output["name"] for output in version.outputs}:  # explain=true: a heatmap per view, at its size
+        explained = client.post("/mura/predict_study", files=upload(files), data={"explain": "true"})
+        assert explained.status_code == 200, explained.text
+        for view, path in zip(explained.json()["views"], files):
+            assert Image.open(io.BytesIO(base64.b64decode(view["heatmap_png"]))).size == Image.open(path).size
 
 
 def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
