@@ -37,7 +37,12 @@ class Task:
         return None
 
     def validation_weights(self, examples: Examples, config) -> dict[str, np.ndarray] | None:
-        """Weights that define what validation measures (masks of unscored pixels); never balancing."""
+        """Weights that define what validation measures; never balancing."""
+        return None
+
+    def label_weights(self, examples: Examples, config, training: bool) -> dict[str, np.ndarray] | None:
+        """Per-class weight vectors, by output: the input pipeline looks each target label up *after*
+        augmentation, so a per-pixel weight map moves with its mask (flips, zooms, shifts)."""
         return None
 
     def losses(self, config) -> dict:
@@ -203,24 +208,49 @@ class HybridMURA(Binary):
 class Segmentation(Task):
     """Per-pixel softmax: output "probabilities" (N, H, W, K), target "mask" (N, H, W).
 
-    `config.ignore_background` gives unlabelled/background pixels zero loss weight (AI4Mars marks
-    47.9% of pixels unlabelled; the source trained on its background class).
+    Pixel weights are looked up from the mask after augmentation (`label_weights`):
+    - `config.ignore_background` gives unlabelled/background pixels (class 0) zero weight (AI4Mars
+      marks 47.9% of pixels unlabelled; the source trained on its background class);
+    - `config.class_weight` "balanced" weighs each learnable class by 1 / its share of the labelled
+      training pixels, "balanced_sqrt" by 1 / sqrt(share) (milder); both scaled so the mean weight
+      of a labelled training pixel is 1. Validation is never balanced.
+
+    Until 2026-12 the mask weights were fixed per example before augmentation, so after a flip or
+    shift they no longer lined up with the mask: background pixels were trained towards class 0 and
+    labelled ones were skipped (mars_dual_unet versions 1-2 were trained so).
     """
 
     target: str = "mask"
     output: str = "probabilities"
+    num_classes: int = 5
     kind = "segmentation"
 
     def targets(self, examples):
         return {self.output: examples.targets[self.target]}
 
-    def sample_weights(self, examples, config):
-        if not config.ignore_background:
+    def label_weights(self, examples, config, training):
+        weights = np.ones(self.num_classes, dtype=np.float64)
+        if config.ignore_background:
+            weights[0] = 0.0
+        if training and config.class_weight:
+            weights *= self.class_balance(examples.targets[self.target], config.class_weight, weights > 0)
+        if np.all(weights == 1.0):
             return None
-        return {self.output: (examples.targets[self.target] != 0).astype(np.float32)}
+        return {self.output: weights.astype(np.float32)}
 
-    def validation_weights(self, examples, config):
-        return self.sample_weights(examples, config)  # val_loss/val_accuracy on labelled pixels too
+    def class_balance(self, masks: np.ndarray, method: str, learnable: np.ndarray) -> np.ndarray:
+        """Per-class multipliers from the learnable pixels' class shares (1 for absent classes)."""
+        powers = {"balanced": 1.0, "balanced_sqrt": 0.5}
+        if method not in powers:
+            raise ValueError(f"class_weight {method!r} is not known for segmentation; use one of {sorted(powers)} or none")
+        counts = np.bincount(np.asarray(masks).reshape(-1), minlength=self.num_classes)[: self.num_classes].astype(np.float64)
+        counts[~learnable] = 0
+        present = counts > 0
+        share = counts / counts.sum()
+        multipliers = np.ones(self.num_classes)
+        multipliers[present] = share[present] ** -powers[method]
+        multipliers[present] /= (share[present] * multipliers[present]).sum()  # mean labelled-pixel weight 1
+        return multipliers
 
     def losses(self, config):
         if config.loss == "focal":

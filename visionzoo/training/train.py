@@ -332,6 +332,7 @@ def make_datasets(prepared: Prepared):
             task.features(examples, data.class_names), task.targets(examples), config.batch_size,
             shuffle=training, seed=config.seed, augment=augment if training else None,
             sample_weights=task.sample_weights(examples, config) if training else task.validation_weights(examples, config),
+            label_weights=task.label_weights(examples, config, training),
             repeat=training and config.steps_per_epoch is not None,
         )
 

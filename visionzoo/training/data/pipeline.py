@@ -25,12 +25,15 @@ def make_dataset(
     shuffle: bool,
     seed: int,
     sample_weights: Arrays | None = None,
+    label_weights: Arrays | None = None,
     augment: Augment | None = None,
     repeat: bool = False,
 ) -> tf.data.Dataset:
     """Yield (features, targets[, sample_weights]) batches of dicts keyed by model input/output names.
 
     Images (uint8) are cast to float32 pixels in 0..255; scaling is part of each model.
+    `sample_weights` are per example, fixed before augmentation; `label_weights` are per-class
+    vectors looked up from each (augmented) integer target, so per-pixel weights follow their mask.
     """
     columns = {**{f"x/{k}": v for k, v in features.items()}, **{f"y/{k}": v for k, v in targets.items()}}
     if sample_weights:
@@ -63,7 +66,11 @@ def make_dataset(
         x, y = parts["x"], parts["y"]
         if augment is not None:
             x, y = augment(x, y)
-        return (x, y, parts["w"]) if parts["w"] else (x, y)
+        weights = parts["w"]
+        for key, vector in (label_weights or {}).items():
+            looked_up = tf.gather(tf.constant(vector, tf.float32), tf.cast(y[key], tf.int32))
+            weights[key] = looked_up * tf.cast(weights[key], tf.float32) if key in weights else looked_up
+        return (x, y, weights) if weights else (x, y)
 
     dataset = tf.data.Dataset.range(count)
     if shuffle:
