@@ -80,3 +80,22 @@ def test_segmentation_class_balance_weighs_rare_classes_up():
     assert 1 < sqrt[4] < weights[4] and sqrt[1] < 1
     with pytest.raises(ValueError, match="balanced_sqrt"):
         task.class_balance(mask, "inverse", np.ones(5, bool))
+
+
+def test_the_table_is_complete_without_registration():
+    """augment.py owns every augmentation: importing the registry adds none, and every name a recipe
+    gives is in the table (fresh interpreter, so no earlier import can have filled it in)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import visionzoo.training.data.synthetic\n"
+        "from visionzoo.training.data.augment import AUGMENTATIONS\n"
+        "before = set(AUGMENTATIONS)\n"
+        "from visionzoo.training.registry import RECIPES\n"
+        "assert set(AUGMENTATIONS) == before, sorted(set(AUGMENTATIONS) - before)\n"
+        "missing = {r.name: r.augmentation for r in RECIPES.values() if r.augmentation and r.augmentation not in before}\n"
+        "assert not missing, missing\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -12,19 +12,21 @@ import pytest
 
 from visionzoo.preprocessing import ImageDecodeError, ImageSpec
 from visionzoo.training.data import FORMATS, cifar, dogs_vs_cats, folders, idx, kaggle_digits, resolve_format
-from visionzoo.training.data import synthetic_classic as writers
+from visionzoo.training.data import synthetic as writers
 from visionzoo.training.data.common import DataFormatError
 from visionzoo.training.data.holdout import parse_validation, sklearn_shuffle_split, validation_indices
 
 GREY_28 = ImageSpec(28, 28, "grayscale")
 RGB_32 = ImageSpec(32, 32, "rgb")
+CLASSIC_LAYOUTS = ("idx", "idx_mnist_pngs", "idx_fashion_pngs", "image_folders", "image_folders_tar", "cifar_pickle",
+                   "cifar100_pickle", "kaggle_digits", "dogs_vs_cats")
 
 
 @pytest.fixture(scope="module")
 def classic(tmp_path_factory):
     """One tiny dataset per classic layout, written once for this module."""
     root = tmp_path_factory.mktemp("classic")
-    return {name: write(root / name) for name, write in writers.WRITERS.items()}
+    return {name: writers.WRITERS[name](root / name) for name in CLASSIC_LAYOUTS}
 
 
 # --- idx -------------------------------------------------------------------------------------

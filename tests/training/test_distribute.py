@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visionzoo.training.data import synthetic_classic as writers
+from visionzoo.training.data import synthetic as writers
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "cifar10_ablation_base"

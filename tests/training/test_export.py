@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import tf_keras as keras
 
-from visionzoo.training import export, onnx_metadata
+from visionzoo.training import export, onnx_metadata, runs
 from visionzoo.training.registry import get_recipe
 
 from .helpers import build_small, calibrate_batch_norm, fake_examples
@@ -163,7 +163,6 @@ def test_annotation_leaves_the_outputs_unchanged_and_is_idempotent(tmp_path):
 
 def test_upgrade_moves_a_legacy_savedmodel_up_and_rehashes(tmp_path):
     """`python -m visionzoo.training.onnx_metadata --upgrade`: what migrated the shipped exports."""
-    from visionzoo.training import train
 
     _, folder = _export("mars_bigrock_unet", tmp_path)
     legacy = json.loads((folder / "metadata.json").read_text())
@@ -172,7 +171,7 @@ def test_upgrade_moves_a_legacy_savedmodel_up_and_rehashes(tmp_path):
         entry.rename(folder / "saved_model" / entry.name)
     legacy["files"] = {(f"saved_model/{k}" if k.split("/")[0] in onnx_metadata.SAVED_MODEL_ENTRIES else k): v
                        for k, v in legacy["files"].items()}
-    train.write_json(folder / "metadata.json", legacy)
+    runs.write_json(folder / "metadata.json", legacy)
     onnx_metadata.main(["--upgrade", str(folder)])
     upgraded = json.loads((folder / "metadata.json").read_text())
     assert not (folder / "saved_model").exists() and (folder / "saved_model.pb").is_file()

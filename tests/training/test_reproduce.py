@@ -10,7 +10,7 @@ import pytest
 
 from visionzoo.training import reproduce
 from visionzoo.training.__main__ import main
-from visionzoo.training.data import synthetic_classic as writers
+from visionzoo.training.data import synthetic as writers
 from visionzoo.training.registry import RECIPES
 
 ONE_STEP = ["--smoke", "--set", "steps_per_epoch=1", "--set", "data_options.validation=fraction:0.2"]

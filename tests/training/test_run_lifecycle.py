@@ -44,7 +44,7 @@ def test_missing_imagenet_weights_is_one_line_and_leaves_no_run_folder(synthetic
 
 
 def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
-    from visionzoo.training.data.synthetic_classic import write_idx_files
+    from visionzoo.training.data.synthetic import write_idx_files
 
     data = write_idx_files(tmp_path / "idx")
     out = tmp_path / "runs"

@@ -134,7 +134,7 @@ def _candidate_inputs(model, real_images: np.ndarray | None, seed: int):
     shape = (PARITY_BATCH, *model.inputs[0].shape[1:])
     candidates = []
     if real_images is not None and len(real_images):
-        candidates.append(("real images", real_images[_spread(len(real_images), PARITY_BATCH)].astype(np.float32)))
+        candidates.append(("real images", real_images[runs.spread(len(real_images), PARITY_BATCH)].astype(np.float32)))
     coarse = rng.uniform(0, 255, size=(shape[0], max(shape[1] // 8, 1), max(shape[2] // 8, 1), shape[3]))
     smooth = np.kron(coarse, np.ones((1, 8, 8, 1)))[:, : shape[1], : shape[2]]
     smooth = np.pad(smooth, [(0, 0), (0, shape[1] - smooth.shape[1]), (0, shape[2] - smooth.shape[2]), (0, 0)], mode="edge")
@@ -253,16 +253,11 @@ def write_onnx(serve, specs, path: Path) -> None:
     del model_proto
 
 
-def _spread(count: int, wanted: int) -> np.ndarray:
-    """`wanted` indices spread evenly over `count` examples (splits are often sorted by class)."""
-    return np.unique(np.linspace(0, count - 1, min(count, wanted)).astype(int))
-
-
 def _golden_sources(examples, count: int) -> list[tuple[str, bytes | None, np.ndarray]]:
     """Up to `count` (name, original file bytes or None, model pixels) from distinct source files,
     spread over the split."""
     chosen, seen = [], set()
-    order = np.argsort(np.abs(np.arange(len(examples))[:, None] - _spread(len(examples), count)[None]), axis=0)
+    order = np.argsort(np.abs(np.arange(len(examples))[:, None] - runs.spread(len(examples), count)[None]), axis=0)
     for column in order.T:  # for each evenly spaced target, the nearest example from an unused file
         for index in column:
             source = str(examples.ids[index]).split("#")[0].split("@")[0]
@@ -401,7 +396,7 @@ def export_model(
         document["version"] = version
         onnx_metadata.annotate(staging / "model.onnx", document)  # metadata only: outputs unchanged
         document["files"] = file_hashes(staging)
-        train.write_json(staging / "metadata.json", document)
+        runs.write_json(staging / "metadata.json", document)
         final = model_root / version
         os.rename(staging, final)  # atomic on one filesystem; fails if a concurrent export took the number
     except BaseException:
@@ -415,6 +410,43 @@ def _step(number: int, text: str) -> None:
     logger.info("export [%d/%d] %s", number, EXPORT_STEPS, text)
 
 
+def recorded_examples(run_dir: Path, spec: ImageSpec):
+    """The run's recorded evaluation samples (runs.read_samples) decoded from their files through
+    the serving preprocessing, which gives training's pixels (tests/test_pixel_parity.py); None
+    when the run recorded none or one is not a readable image file (archive members, pickled rows)."""
+    from .data.common import Examples
+
+    ids = runs.read_samples(run_dir).get("ids") or []
+    if not ids:
+        return None
+    images, cache = [], {}
+    for sample in ids:
+        source, _, tile = sample.partition("#")
+        path = Path(source)
+        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or (tile and not tile.isdigit()):
+            logger.info("export: sample %s is not an image file here; re-reading the dataset instead", sample)
+            return None
+        if spec.tiling == "none":
+            images.append(prepare_image(path, spec))
+        else:
+            if source not in cache:
+                cache[source] = prepare_tiles(path, spec)
+            images.append(cache[source][int(tile or 0)])
+    logger.info("export: decoded the run's %d recorded samples (no dataset re-read)", len(ids))
+    return Examples(images=np.stack(images), targets={}, ids=np.array(ids))
+
+
+def _reread_examples(config, data: dict, class_names: dict):
+    """Runs without usable samples: load the dataset again for the evaluation split (slow)."""
+    try:
+        prepared = train.prepare(config)
+    except (OSError, ValueError) as error:  # data moved away: export still works, with synthetic parity inputs
+        logger.warning("cannot re-read the training data (%s); parity uses random inputs and no golden files", error)
+        return None, class_names
+    data.setdefault("dataset", prepared.data.notes.get("dataset"))
+    return prepared.data.splits[train.evaluation_split(prepared.data)], prepared.data.class_names
+
+
 def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always",
                force: bool = False) -> Path:
     """Export a run's best checkpoint with its metrics, data description and recipe.
@@ -426,35 +458,28 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     from .models import objectives  # noqa: F401  (registers custom objects)
 
     run_dir = Path(run_dir)
-    config, checkpoint = train.load_run(run_dir)
+    config, checkpoint = runs.load_run(run_dir)
     refusal = runs.export_refusal(run_dir)
     if refusal and not force:
         raise ExportError(refusal)
     if refusal:
         logger.warning("exporting anyway (--force): %s", refusal)
-    logger.info("export: loading %s and re-reading its data", checkpoint)
+    logger.info("export: loading %s", checkpoint)
     recipe = get_recipe(config.model)
     model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
-    read = lambda file: json.loads((run_dir / file).read_text()) if (run_dir / file).is_file() else {}  # noqa: E731
-    data = read("data.json")
-    real_examples = None
-    try:
-        prepared = train.prepare(config)
-        split = "test" if "test" in prepared.data.splits else "val"
-        real_examples = prepared.data.splits[split]
-        class_names = prepared.data.class_names
-        data.setdefault("dataset", prepared.data.notes.get("dataset"))
-    except (OSError, ValueError) as error:  # data moved away: export still works, with synthetic parity inputs
-        logger.warning("cannot re-read the training data (%s); parity uses random inputs and no golden files", error)
-        class_names = data.get("class_names", {})
+    data = runs.read_json(run_dir / "data.json")
+    class_names = data.get("class_names", {})
+    real_examples = recorded_examples(run_dir, config.image_spec(recipe))
+    if real_examples is None:
+        real_examples, class_names = _reread_examples(config, data, class_names)
     metadata = {
         "description": recipe.summary,
         "run": run_dir.as_posix(),
-        "metrics": read("metrics.json"),
+        "metrics": runs.read_json(run_dir / "metrics.json"),
         "data": {**data, "class_names": class_names},
         "recipe": {"name": recipe.name, "family": recipe.family, "source": recipe.source, "source_reported": recipe.reported,
                    "config": json.loads(config.to_json())},
-        "training": read("training.json"),
+        "training": runs.read_json(run_dir / "training.json"),
         "run_state": runs.read_state(run_dir),
     }
     return export_model(

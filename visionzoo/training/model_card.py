@@ -106,7 +106,7 @@ def failure_modes_for(name: str, cards: Path = CARDS) -> list[str]:
 def write_card(folder: Path, evidence_reports: list[Path] = ()) -> dict:
     path = Path(folder) / "metadata.json"
     metadata = json.loads(path.read_text())
-    from .train import write_json  # atomic
+    from .runs import write_json  # atomic
 
     metadata["model_card"] = card(metadata, failure_modes_for(metadata["name"]), [evidence_from(p) for p in evidence_reports])
     write_json(path, metadata)

@@ -188,7 +188,7 @@ def upgrade(folder: Path) -> dict[str, tuple[str | None, str]]:
     import numpy as np
 
     from .export import saved_model_note
-    from .train import write_json
+    from .runs import write_json
 
     folder = Path(folder)
     metadata_path = folder / "metadata.json"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import onnx_metadata, train
+from . import onnx_metadata, runs, train
 from .export import sha256
 from .recipe import TrainConfig
 from .registry import get_recipe
@@ -139,7 +139,7 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
         shutil.rmtree(staging, ignore_errors=True)
     document.setdefault("variants", {})["int8"] = entry
     document["files"][VARIANT_FILE] = sha256(final)
-    train.write_json(metadata_path, document)
+    runs.write_json(metadata_path, document)
     logger.info("%s: INT8 variant written; test %s", folder, headline(entry["test"]))
     return entry
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-from .data import augment_classic
 from .recipe import Recipe
 from .recipes import bloodcell, cifar_ablation, cnn_architectures, fashion_cifar, mars, mura
 
@@ -16,7 +15,6 @@ for _module in (mura, bloodcell, mars, fashion_cifar, cifar_ablation, cnn_archit
     if _clash:
         raise RuntimeError(f"duplicate recipe names {sorted(_clash)} in {_module.__name__}")
     RECIPES.update(_module.RECIPES)
-augment_classic.register()  # the augmentations the classic recipes name, into visionzoo.training.data.augment's table
 
 
 def get_recipe(name: str) -> Recipe:

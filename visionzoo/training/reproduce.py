@@ -208,7 +208,8 @@ def command_line(models, data_dir, out, overrides: dict | None) -> str:
 
 def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | None = None) -> Path:
     """Train every stage of one reproduction target; returns the last stage's run folder."""
-    from .train import resolve_config, run_training, write_json
+    from .runs import write_json
+    from .train import resolve_config, run_training
 
     entry = _entry(target)
     folder = data_folder(data_dir, entry)

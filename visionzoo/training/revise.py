@@ -33,7 +33,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import export, onnx_metadata, train
+from . import export, onnx_metadata, runs, train
 from .recipe import TrainConfig
 from .registry import get_recipe
 
@@ -82,7 +82,7 @@ def rewrite_golden(folder: Path, spec: ImageSpec) -> None:
             arrays[f"{index}/{output.name}"] = values
         entry["tiles"] = int(len(batch))
     np.savez_compressed(golden / "expected.npz", **arrays)
-    train.write_json(golden / "inputs.json", listing)
+    runs.write_json(golden / "inputs.json", listing)
 
 
 def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_classes: list[int] | None = None) -> Path:
@@ -116,7 +116,7 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
         if (staging / "golden" / "inputs.json").is_file():
             rewrite_golden(staging, spec)
         document["files"] = export.file_hashes(staging)
-        train.write_json(staging / "metadata.json", document)
+        runs.write_json(staging / "metadata.json", document)
         final = folder.parent / version
         os.rename(staging, final)
     except BaseException:

@@ -1,4 +1,14 @@
-"""Run folder state: the one owner of `<run>/status.json` (no TensorFlow, so any tool can read it).
+"""Run folders: the one module that reads and writes them (no TensorFlow, so any tool can read one).
+
+    <run>/config.json      the resolved TrainConfig          load_run
+    <run>/data.json        splits, class names, skipped files read_json / write_json (atomic)
+    <run>/samples.json     a few evenly spread evaluation examples, by id, so export decodes only
+                           those files instead of re-reading the dataset   write_samples / read_samples
+    <run>/history.csv      one row per epoch                  read_history / write_history (atomic)
+    <run>/status.json      the run's state, below             read_status / write_status
+    <run>/metrics.json, training.json, plots/, best_model.keras
+
+The state in status.json:
 
 States:
     unfinished  training started and has not completed (running now, killed, or stopped by an error
@@ -12,12 +22,18 @@ training.json, the last file `run_training` writes, else as unfinished.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 STATUS_FILE = "status.json"
+SAMPLES_FILE = "samples.json"
+SAMPLE_COUNT = 16  # export keeps four distinct files of these as golden files
 FINAL_FILE = "training.json"  # written last by run_training; marks legacy runs as finished
 UNFINISHED, FINISHED, SMOKE = "unfinished", "finished", "smoke"
 STATES = (UNFINISHED, FINISHED, SMOKE)
@@ -45,9 +61,7 @@ def write_status(run_dir: Path, state: str, **fields) -> None:
     previous = json.loads(path.read_text()) if path.is_file() else {}
     document = {**previous, **fields, "state": state,
                 "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=2, sort_keys=True))
-    os.replace(temporary, path)
+    write_json(path, document)
 
 
 def export_refusal(run_dir: Path) -> str | None:
@@ -60,3 +74,74 @@ def export_refusal(run_dir: Path) -> str | None:
         return (f"{run_dir} is unfinished (training did not complete); continue it with "
                 f"`visionzoo train --resume {run_dir}`, or pass --force to export its best checkpoint so far")
     return None
+
+
+def write_json(path: Path, data) -> None:
+    """Write JSON atomically (temporary file + rename), so readers never see half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
+    os.replace(temporary, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON file's content, {} when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_history(path: Path) -> list[dict]:
+    """history.csv as a list of rows (strings), oldest epoch first; [] when absent."""
+    if not Path(path).is_file():
+        return []
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    columns = ["epoch"] + sorted({key for row in rows for key in row} - {"epoch"})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp")
+    temporary.write_text(buffer.getvalue())
+    os.replace(temporary, path)
+
+
+def spread(count: int, wanted: int) -> np.ndarray:
+    """`wanted` indices spread evenly over `count` examples (splits are often sorted by class)."""
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).astype(int))
+
+
+def write_samples(run_dir: Path, split: str, ids, count: int = SAMPLE_COUNT) -> None:
+    """Record `count` evenly spread example ids of `split` (the split export checks parity on)."""
+    ids = np.asarray(ids)
+    write_json(Path(run_dir) / SAMPLES_FILE, {"split": split, "ids": [str(i) for i in ids[spread(len(ids), count)]]})
+
+
+def read_samples(run_dir: Path) -> dict:
+    """{"split": ..., "ids": [...]} or {} for runs that recorded none."""
+    return read_json(Path(run_dir) / SAMPLES_FILE)
+
+
+def load_run(run_dir: Path):
+    """(TrainConfig, best checkpoint path) of a run folder; clear errors for anything else."""
+    from .recipe import TrainConfig
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the folder `visionzoo train` printed")
+    checkpoint = run_dir / "best_model.keras"
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"{run_dir} has no best_model.keras; did training finish?")
+    return TrainConfig.from_json(config_path.read_text()), checkpoint

@@ -127,30 +127,6 @@ def make_optimizer(spec: dict, total_steps: int | None = None):
     return optimizers[name](**options)
 
 
-def read_history(path: Path) -> list[dict]:
-    """history.csv as a list of rows (strings), oldest epoch first; [] when absent."""
-    import csv
-
-    if not Path(path).is_file():
-        return []
-    with Path(path).open(newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
-def _write_history(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
-    columns = ["epoch"] + sorted({key for row in rows for key in row} - {"epoch"})
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(buffer.getvalue())
-    os.replace(temporary, path)
-
-
 def _best_so_far(rows: list[dict], monitor: str, mode: str) -> float | None:
     """The best `monitor` value in earlier epochs (so a resumed ModelCheckpoint keeps the real best)."""
     values = [float(row[monitor]) for row in rows if row.get(monitor) not in (None, "")]
@@ -173,7 +149,7 @@ def _run_callbacks(run_dir: Path, backup_dir: Path | None, chief: bool) -> list:
         keeps its earlier rows."""
 
         def on_train_begin(self, logs=None):
-            self.rows, self.first = read_history(history_path), True
+            self.rows, self.first = runs.read_history(history_path), True
 
         def on_epoch_begin(self, epoch, logs=None):
             if self.first:  # fit starts at the restored epoch: drop rows from any later, lost attempt
@@ -181,7 +157,7 @@ def _run_callbacks(run_dir: Path, backup_dir: Path | None, chief: bool) -> list:
 
         def on_epoch_end(self, epoch, logs=None):
             self.rows.append({"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()}})
-            _write_history(history_path, self.rows)
+            runs.write_history(history_path, self.rows)
 
     class EpochStatus(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -216,7 +192,7 @@ def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoin
             monitor, mode = options.get("monitor", "val_loss"), options.get("mode", "auto")
         else:
             raise ValueError(f"unknown callback type {kind!r}; expected early_stopping, reduce_lr or checkpoint")
-    best = _best_so_far(read_history(run_dir / "history.csv"), monitor, mode)  # None unless resuming
+    best = _best_so_far(runs.read_history(run_dir / "history.csv"), monitor, mode)  # None unless resuming
     callbacks += [
         keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True,
                                         initial_value_threshold=best),
@@ -260,6 +236,11 @@ def prepare(config: TrainConfig) -> Prepared:
         data.splits["train"] = balance_classes(data.splits["train"])
         data.notes["balance_classes_added"] = len(data.splits["train"]) - before
     return Prepared(recipe, config, data)
+
+
+def evaluation_split(data: SplitData) -> str:
+    """The split export checks parity on and takes golden files from: test, else val."""
+    return "test" if "test" in data.splits else "val"
 
 
 def build_for_data(prepared: Prepared):
@@ -365,23 +346,8 @@ def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "te
         plots.task_plots(prepared.recipe.task, results[split], predictions, prepared.data.splits[split], run_dir / "plots", split)
     metrics_path = run_dir / "metrics.json"
     merged = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    write_json(metrics_path, {**merged, **results})
+    runs.write_json(metrics_path, {**merged, **results})
     return results
-
-
-def write_json(path: Path, data) -> None:
-    """Write JSON atomically (temporary file + rename), so readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default))
-    os.replace(temporary, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -425,8 +391,10 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
         if not resume:
             (work_dir / "plots").mkdir(parents=True, exist_ok=True)
             (work_dir / "config.json").write_text(config.to_json())
-            write_json(work_dir / "data.json", {**prepared.data.describe(), "class_names": prepared.data.class_names,
+            runs.write_json(work_dir / "data.json", {**prepared.data.describe(), "class_names": prepared.data.class_names,
                                                 "skipped": prepared.data.skipped})
+            split = evaluation_split(prepared.data)
+            runs.write_samples(work_dir, split, prepared.data.splits[split].ids)
             if chief:
                 runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=0)
         if not status.get("fitted"):
@@ -451,7 +419,7 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     best = keras.models.load_model(checkpoint)
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     metrics = evaluate_splits(best, prepared, run_dir)
-    write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
+    runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
@@ -484,24 +452,13 @@ def _headline(metrics: dict) -> str:
     return "n/a"
 
 
-def load_run(run_dir: Path) -> tuple[TrainConfig, Path]:
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json); pass the folder `visionzoo train` printed")
-    checkpoint = run_dir / "best_model.keras"
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"{run_dir} has no best_model.keras; did training finish?")
-    return TrainConfig.from_json(config_path.read_text()), checkpoint
-
-
 def evaluate_run(run_dir: Path, splits=("val", "test"), data_dir: str | None = None) -> dict:
     """Re-evaluate a run's best checkpoint on its data (optionally found at a new `data_dir`)."""
     import tf_keras as keras
 
     from .models import objectives  # noqa: F401  (registers custom objects for loading)
 
-    config, checkpoint = load_run(run_dir)
+    config, checkpoint = runs.load_run(run_dir)
     if data_dir:
         config = config.updated({"data_dir": str(data_dir)})
     prepared = prepare(config)

@@ -40,14 +40,6 @@ FORMATS: dict[str, DataFormat] = {
 }
 
 
-def register_formats(extra: dict[str, DataFormat]) -> None:
-    """Add formats from another module (used by the classic-zoo loaders); duplicates are an error."""
-    clash = set(extra) & set(FORMATS)
-    if clash:
-        raise ValueError(f"data formats already registered: {sorted(clash)}")
-    FORMATS.update(extra)
-
-
 def resolve_format(path: Path, candidates: Sequence[str], explicit: str | None = None) -> str:
     """The format to read `path` with: `explicit` if given, else the first candidate that matches."""
     if explicit:
@@ -78,4 +70,4 @@ def load_data(path: Path, spec: ImageSpec, candidates: Sequence[str], *, explici
     return loader(Path(path), spec, **options)
 
 
-__all__ = ["FORMATS", "DataFormat", "DataFormatError", "Examples", "SplitData", "load_data", "resolve_format", "register_formats"]
+__all__ = ["FORMATS", "DataFormat", "DataFormatError", "Examples", "SplitData", "load_data", "resolve_format"]
