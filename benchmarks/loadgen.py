@@ -57,7 +57,7 @@ class LoadResult:
 
 class GrpcTarget:
     def __init__(self, address: str, model: str, input_name: str, images: np.ndarray, datatype: str = "FP32",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, outputs: list[str] | None = None) -> None:
         import grpc
         from tritonclient.grpc import service_pb2 as pb
         from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -66,6 +66,8 @@ class GrpcTarget:
         request = pb.ModelInferRequest(model_name=model)
         request.inputs.add(name=input_name, datatype=datatype, shape=list(images.shape))
         request.raw_input_contents.append(np.ascontiguousarray(images).tobytes())
+        for name in outputs or []:  # none named: the server returns every output (Triton's rule)
+            request.outputs.add(name=name)
         self.request = request
         self._grpc, self._pb_grpc = grpc, pb_grpc
         self.channel = None
@@ -125,12 +127,15 @@ class RestTarget(_HttpTarget):
     """OIP REST, binary tensor data (what tritonclient.http sends by default)."""
 
     def __init__(self, url: str, model: str, input_name: str, images: np.ndarray, datatype: str = "FP32",
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, outputs: list[str] | None = None) -> None:
         super().__init__(timeout)
         raw = np.ascontiguousarray(images).tobytes()
-        header = json.dumps({"inputs": [{"name": input_name, "datatype": datatype, "shape": list(images.shape),
-                                         "parameters": {"binary_data_size": len(raw)}}],
-                             "parameters": {"binary_data_output": True}}).encode()
+        request = {"inputs": [{"name": input_name, "datatype": datatype, "shape": list(images.shape),
+                               "parameters": {"binary_data_size": len(raw)}}],
+                   "parameters": {"binary_data_output": True}}
+        if outputs:
+            request["outputs"] = [{"name": name, "parameters": {"binary_data": True}} for name in outputs]
+        header = json.dumps(request).encode()
         self.url = f"{url}/v2/models/{model}/infer"
         self.body = header + raw
         self.headers = {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"}
@@ -236,3 +241,11 @@ def _record(result: LoadResult, kind: str | None, latency_ms: float) -> None:
         result.errors += 1
         result.error_kinds[kind] = result.error_kinds.get(kind, 0) + 1
         result.error_latencies_ms.append(latency_ms)
+
+
+def answer_outputs(metadata: dict) -> list[str]:
+    """The outputs a client asks for to get the answer: every output but the Grad-CAM map, which
+    the engine computes only when it is requested (or when a request names no outputs)."""
+    from visionzoo.serving.processing import CAM_OUTPUT
+
+    return [output["name"] for output in metadata["outputs"] if output["name"] != CAM_OUTPUT]

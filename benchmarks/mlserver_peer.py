@@ -288,9 +288,11 @@ BLOODCELL = max((ROOT / "exported_models" / "bloodcell_mobilenetv3").glob("[0-9]
 
 
 def _model_description(folder: Path) -> tuple[Path, str, list[str], list[int]]:
+    from benchmarks.loadgen import answer_outputs
+
     metadata = json.loads((folder / "metadata.json").read_text())
     found = metadata["inputs"][0]
-    return folder / "model.onnx", found["name"], [o["name"] for o in metadata["outputs"]], found["shape"]
+    return folder / "model.onnx", found["name"], answer_outputs(metadata), found["shape"]
 
 
 def _infer(address: str, model: str, input_name: str, images, outputs: list[str]) -> dict:

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.loadgen import GrpcTarget, LoadResult, MultipartTarget, RestTarget, closed_loop, open_loop
+from benchmarks.loadgen import GrpcTarget, LoadResult, MultipartTarget, RestTarget, answer_outputs, closed_loop, open_loop
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -62,6 +62,14 @@ def golden_requests(model: str = MODEL, export: str = EXPORT) -> tuple[list[tupl
     else:
         pixels = np.stack([prepare_image(data, version.spec, name) for name, data in files]).astype(np.float32)
     return files, pixels, version.inputs[0]["name"]
+
+
+def requested_outputs(model: str = MODEL, export: str = EXPORT) -> list[str]:
+    """The outputs OIP clients name: the answer, not the Grad-CAM map (as a client wanting only the
+    answer asks; a request that names none gets every output, the map included)."""
+    from visionzoo.serving.repository import load_version
+
+    return answer_outputs(load_version(model, export, REPO / "exported_models").metadata)
 
 
 def tree_rss_mib(pid: int) -> float:
@@ -106,21 +114,22 @@ def sized(files: list[tuple[str, bytes]], pixels: np.ndarray, count: int) -> tup
 class Endpoints:
     """Targets for one running server."""
 
-    def __init__(self, url: str, grpc_address: str, files, pixels, input_name: str, model: str = MODEL) -> None:
+    def __init__(self, url: str, grpc_address: str, files, pixels, input_name: str, model: str = MODEL,
+                 export: str = EXPORT) -> None:
         self.url, self.grpc_address, self.files, self.pixels, self.input_name = url, grpc_address, files, pixels, input_name
-        self.model = model
+        self.model, self.outputs = model, requested_outputs(model, export)
 
     def target(self, protocol: str, images: int):
         files, pixels = sized(self.files, self.pixels, images)
         if protocol == "grpc":
-            return GrpcTarget(self.grpc_address, self.model, self.input_name, pixels)
+            return GrpcTarget(self.grpc_address, self.model, self.input_name, pixels, outputs=self.outputs)
         if protocol == "rest":
-            return RestTarget(self.url, self.model, self.input_name, pixels)
+            return RestTarget(self.url, self.model, self.input_name, pixels, outputs=self.outputs)
         return MultipartTarget(self.url, f"/{self.model}/predict", files)
 
     def of(self, model: str, export: str) -> "Endpoints":
         files, pixels, input_name = golden_requests(model, export)
-        return Endpoints(self.url, self.grpc_address, files, pixels, input_name, model)
+        return Endpoints(self.url, self.grpc_address, files, pixels, input_name, model, export)
 
 
 def point(result: LoadResult, **labels) -> dict:
@@ -218,7 +227,8 @@ async def mlserver_runs(grpc_address: str, pixels: np.ndarray, input_name: str, 
     for images in IMAGES:
         _, batch = sized([None] * len(pixels), pixels, images)
         for clients in CLIENTS:
-            result = await closed_loop(GrpcTarget(grpc_address, MODEL, input_name, batch), clients, warmup, duration, images)
+            target = GrpcTarget(grpc_address, MODEL, input_name, batch, outputs=requested_outputs())
+            result = await closed_loop(target, clients, warmup, duration, images)
             rows.append(point(result, protocol="grpc", images_per_request=images, server="mlserver"))
     return rows
 
@@ -232,7 +242,7 @@ def mlserver(pixels: np.ndarray, input_name: str, warmup: float, duration: float
     python = mlserver_peer.ensure_venv()
     http_port, grpc_port = free_port(), free_port()
     started = time.perf_counter()
-    handle = mlserver_peer.start_mlserver(version.onnx_path, MODEL, input_name, [o["name"] for o in version.outputs],
+    handle = mlserver_peer.start_mlserver(version.onnx_path, MODEL, input_name, requested_outputs(),
                                           http_port, grpc_port, python=python)
     try:
         ready_s = time.perf_counter() - started

@@ -33,7 +33,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, open_loop  # noqa: E402
+from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, answer_outputs, open_loop  # noqa: E402
 from benchmarks.service_bench import tree_rss_mib  # noqa: E402
 from tests.e2e.conftest import bentoml_serve  # noqa: E402
 
@@ -54,7 +54,8 @@ def server_tmp(names: set[str]) -> list[str]:
     return sorted(n for n in names if n.startswith("visionzoo-serve-") or "prometheus" in n.lower())
 
 
-def targets(served, input_names: dict[str, str]) -> list[tuple[str, str, object, float]]:
+def targets(served, inputs_outputs: dict[str, tuple[str, list[str]]]) -> list[tuple[str, str, object, float]]:
+    """Every model x protocol stream; OIP clients name the answer's outputs (not the Grad-CAM map)."""
     found = []
     total = sum(WEIGHTS.values()) * 3
     for model, (export, route, shape) in MODELS.items():
@@ -63,8 +64,9 @@ def targets(served, input_names: dict[str, str]) -> list[tuple[str, str, object,
         golden = sorted((newest / "golden").glob("*.jpg"))[:1]
         files = [(p.name, p.read_bytes()) for p in golden]
         share = WEIGHTS[model] / total
-        found.append((model, "grpc", GrpcTarget(served.grpc_address, model, input_names[model], images, timeout=30), share))
-        found.append((model, "rest", RestTarget(served.url, model, input_names[model], images, timeout=30), share))
+        input_name, outputs = inputs_outputs[model]
+        found.append((model, "grpc", GrpcTarget(served.grpc_address, model, input_name, images, timeout=30, outputs=outputs), share))
+        found.append((model, "rest", RestTarget(served.url, model, input_name, images, timeout=30, outputs=outputs), share))
         found.append((model, "multipart", MultipartTarget(served.url, route, files, timeout=30), share))
     return found
 
@@ -86,8 +88,8 @@ def main() -> int:
     with bentoml_serve(log_dir=log_dir) as served:
         import httpx
 
-        input_names = {m: httpx.get(f"{served.url}/v2/models/{m}", timeout=30).json()["inputs"][0]["name"] for m in MODELS}
-        streams = targets(served, input_names)
+        described = {m: httpx.get(f"{served.url}/v2/models/{m}", timeout=30).json() for m in MODELS}
+        streams = targets(served, {m: (d["inputs"][0]["name"], answer_outputs(d)) for m, d in described.items()})
         stop = threading.Event()
         started = time.monotonic()
 
