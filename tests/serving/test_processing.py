@@ -147,7 +147,8 @@ def test_study_probability_is_the_mean_of_the_views():
 def mars_task(**metadata) -> Segmentation:
     version = ModelVersion("mars", "mars_dual_unet", "1", Path("."), {
         "task": "segmentation", "labels": {"probabilities": MARS_LABELS},
-        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 64, 128, 5]}], **metadata})
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 64, 128, 5]}],
+        "preprocessing": TILE.to_dict(), **metadata})
     return Segmentation(version)
 
 

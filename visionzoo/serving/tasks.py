@@ -229,7 +229,7 @@ class Segmentation(Task):
     @property
     def tile_overlap(self) -> float:
         """How much the model's tiles overlap (ImageSpec.tile_overlap): their outputs are blended."""
-        return float(self.metadata.get("preprocessing", {}).get("tile_overlap", 0.0))
+        return self.version.spec.tile_overlap
 
     def keep_source(self, options: dict) -> bool:
         return bool(options.get("overlay"))
