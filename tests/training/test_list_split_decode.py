@@ -141,3 +141,28 @@ def test_real_ai4mars_list_splits_match_the_shipped_mars_run(real_data, no_decod
     examples = {name: split["examples"] for name, split in shipped["splits"].items()}
     examples["train"] -= shipped["balance_classes_added"]  # prepare() appended those crops after loading
     assert tiles == examples
+
+
+def test_mura_list_splits_are_load_splits_and_smoke_limits_come_before_decoding(synthetic, monkeypatch):
+    from visionzoo.training.data import mura
+    from visionzoo.training.train import _limit
+
+    spec = ImageSpec(64, 64, "grayscale_rgb")
+    monkeypatch.setattr(mura, "decode_images", lambda *a, **k: (_ for _ in ()).throw(AssertionError("decoded")))
+    listed, _ = mura.list_splits(synthetic["mura"], seed=7)  # no decoding
+    monkeypatch.undo()
+    data = mura.load(synthetic["mura"], spec, seed=7)
+    assert list(listed) == list(data.splits) == ["train", "val", "test"]
+    for name, split in data.splits.items():
+        assert [str(r[0]) for r in listed[name]] == split.ids.tolist()
+    train_patients = set(data.splits["train"].extras["patient"])
+    assert not train_patients & set(data.splits["val"].extras["patient"])  # split by patient
+
+    decoded = []
+    real_decode = mura.decode_images
+    monkeypatch.setattr(mura, "decode_images", lambda paths, *a, **k: (decoded.extend(paths), real_decode(paths, *a, **k))[1])
+    small = mura.load(synthetic["mura"], spec, seed=7, max_examples=3)
+    assert len(decoded) == sum(len(s) for s in small.splits.values()) <= 9
+    for name, split in small.splits.items():
+        expected = _limit(data.splits[name], 3)
+        assert split.ids.tolist() == expected.ids.tolist() and np.array_equal(split.images, expected.images)

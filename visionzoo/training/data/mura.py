@@ -92,6 +92,27 @@ def _read_split(root: Path, split: str, drop_first_row: bool, source_bug: bool):
     return records, unlabelled
 
 
+def list_splits(data_dir: Path, *, seed: int = 42, drop_first_row: bool = False,
+                source_body_part_bug: bool = False) -> tuple[dict[str, list[tuple]], dict[str, int]]:
+    """The splits `load` makes, as records (path, abnormal, body part, study, patient), without
+    decoding anything; and per official split the count of images whose study has no label row.
+    Validation is carved out of `train` by patient over the listed images."""
+    root = _root(Path(data_dir))
+    listed, without_label = {}, {}
+    for split in ("train", "valid"):
+        listed[split], without_label[split] = _read_split(root, split, drop_first_row, source_body_part_bug)
+    train = listed.pop("train")
+    parts = grouped_split(np.array([r[4] for r in train]), {"train": 1 - VALIDATION_FRACTION, "val": VALIDATION_FRACTION}, seed)
+    return {**{name: [train[i] for i in idx] for name, idx in parts.items()}, "test": listed["valid"]}, without_label
+
+
+def _limit(records: list, count: int | None) -> list:
+    """`count` evenly spaced records, as `train._limit` picks examples after loading."""
+    if count is None or len(records) <= count:
+        return records
+    return [records[i] for i in np.linspace(0, len(records) - 1, count).astype(np.int64)]
+
+
 def load(
     data_dir: Path,
     spec: ImageSpec,
@@ -100,19 +121,23 @@ def load(
     skip_bad: bool = False,
     drop_first_row: bool = False,
     source_body_part_bug: bool = False,
+    max_examples: int | None = None,
 ) -> SplitData:
+    """List the CSVs, split by patient, then decode only what each split keeps (`max_examples`, a
+    smoke limit, applies before decoding). With `skip_bad`, an unreadable image leaves its split
+    after the split is made (the split never depends on which files decode)."""
     root = _root(Path(data_dir))
     body_parts = ["other"] if source_body_part_bug else BODY_PARTS
+    listed, without_label = list_splits(root, seed=seed, drop_first_row=drop_first_row,
+                                        source_body_part_bug=source_body_part_bug)
     splits: dict[str, Examples] = {}
     skipped_all: list[tuple[str, str]] = []
-    without_label = {}
-    for split in ("train", "valid"):
-        records, without_label[split] = _read_split(root, split, drop_first_row, source_body_part_bug)
-        paths = [r[0] for r in records]
-        pixels, kept, skipped = decode_images(paths, spec, skip_bad, f"MURA {split}")
+    for split, records in listed.items():
+        records = _limit(records, max_examples)
+        pixels, kept, skipped = decode_images([r[0] for r in records], spec, skip_bad, f"MURA {split}")
         skipped_all += skipped
         pick = lambda column: [records[i][column] for i in kept]  # noqa: E731
-        examples = Examples(
+        splits[split] = Examples(
             images=pixels,
             targets={
                 "abnormal": np.array(pick(1), dtype=np.int64),
@@ -122,11 +147,6 @@ def load(
             groups=np.array(pick(3)),
             extras={"patient": np.array(pick(4))},
         )
-        if split == "valid":
-            splits["test"] = examples
-        else:
-            parts = grouped_split(examples.extras["patient"], {"train": 1 - VALIDATION_FRACTION, "val": VALIDATION_FRACTION}, seed)
-            splits.update({name: examples.subset(idx) for name, idx in parts.items()})
     return SplitData(
         splits=splits,
         class_names={"abnormal": ABNORMAL_NAMES, "body_part": body_parts},
