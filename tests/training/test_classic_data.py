@@ -118,7 +118,7 @@ def test_shuffle_split_matches_scikit_learn():
 
 
 def test_validation_test_and_limit(classic):
-    data = idx.load(classic["idx"], GREY_28, validation="test", limit=7)
+    data = idx.load(classic["idx"], GREY_28, validation="test", max_examples=7)
     assert data.splits["val"] is data.splits["test"] and data.notes["val_is_test"]
     assert data.counts() == {"train": 7, "test": 7, "val": 7}
     assert data.notes["listed"]["train"]["examples"] == 60 and data.notes["limit_per_split"] == 7
@@ -259,7 +259,7 @@ def test_real_classic_datasets(real_data, folder, fmt, spec, counts):
     root = real_data / folder
     candidates = ("cifar_pickle", "image_folders") if fmt == "image_folders" else ("idx", "image_folders")
     assert resolve_format(root, candidates) == fmt
-    data = FORMATS[fmt].load(root, spec, validation="last:5000", limit=64)
+    data = FORMATS[fmt].load(root, spec, validation="last:5000", max_examples=64)
     listed = data.notes["listed"]
     assert listed["train"]["examples"] + listed["val"]["examples"] == counts["train"]
     assert listed["test"]["examples"] == counts["test"]
@@ -272,7 +272,7 @@ def test_real_classic_datasets(real_data, folder, fmt, spec, counts):
 
 @pytest.mark.realdata
 def test_real_dogs_vs_cats(real_data):
-    data = dogs_vs_cats.load(real_data / "dogs_vs_cats", ImageSpec(150, 150, "rgb"), limit=8)
+    data = dogs_vs_cats.load(real_data / "dogs_vs_cats", ImageSpec(150, 150, "rgb"), max_examples=8)
     listed = data.notes["listed"]
     assert listed["train"]["examples"] + listed["test"]["examples"] == 600
     per_class = {name: listed["train"]["per_class"][name] + listed["test"]["per_class"][name] for name in ("cat", "dog")}

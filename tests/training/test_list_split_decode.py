@@ -166,3 +166,29 @@ def test_mura_list_splits_are_load_splits_and_smoke_limits_come_before_decoding(
     for name, split in small.splits.items():
         expected = _limit(data.splits[name], 3)
         assert split.ids.tolist() == expected.ids.tolist() and np.array_equal(split.images, expected.images)
+
+
+@pytest.mark.parametrize("loader, key, spec", [
+    ("fracatlas", "fracatlas", ImageSpec(64, 64, "grayscale_rgb")),
+    ("mars", "ai4mars", TILE),
+])
+def test_smoke_limits_apply_before_decoding(loader, key, spec, synthetic, monkeypatch):
+    """A smoke run reads a handful of files per split, not the dataset."""
+    from visionzoo.training.data import fracatlas
+
+    module = {"fracatlas": fracatlas, "mars": mars}[loader]
+    load = {"fracatlas": fracatlas.load, "mars": mars.load_ai4mars}[loader]
+    listed = sum(len(s) for s in module.list_splits(synthetic[key]).values())
+    decoded = []
+    real_decode = module.decode_images
+    monkeypatch.setattr(module, "decode_images", lambda items, *a, **k: (decoded.extend(items), real_decode(items, *a, **k))[1])
+    data = load(synthetic[key], spec, max_examples=2)
+    assert len(decoded) <= 2 * len(data.splits) < listed
+    assert all(1 <= len(split) for split in data.splits.values())
+    if loader == "fracatlas":  # the same images prepare() would keep from a full load
+        from visionzoo.training.train import _limit
+
+        monkeypatch.undo()
+        full = load(synthetic[key], spec)
+        for name, split in data.splits.items():
+            assert split.ids.tolist() == _limit(full.splits[name], 2).ids.tolist()

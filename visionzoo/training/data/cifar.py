@@ -121,7 +121,7 @@ def load(
     skip_bad: bool = False,
     validation: str = "last:5000",
     class_names: list[str] | None = None,
-    limit: int | None = None,
+    max_examples: int | None = None,
     label_mode: str = "fine",
 ) -> SplitData:
     """Read the training and test batches; validation is carved per `validation`."""
@@ -151,7 +151,7 @@ def load(
             ids += [f"{where(member)}#{i}" for i in range(len(labels[-1]))]
         listings[split] = array_listing(np.concatenate(images), np.concatenate(labels), np.array(ids), spec)
     return assemble(
-        listings["train"], listings["test"], validation=validation, seed=seed, limit=limit,
+        listings["train"], listings["test"], validation=validation, seed=seed, max_examples=max_examples,
         class_names=list(class_names) if class_names else names,
         source=f"{name} pickles {'in ' if archive else 'at '}{location}", notes={"label_mode": label_mode if FOLDERS[name] == 100 else None},
     )

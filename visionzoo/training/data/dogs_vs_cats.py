@@ -53,7 +53,7 @@ def load(
     skip_bad: bool = False,
     validation: str = "test",
     class_names: list[str] | None = None,
-    limit: int | None = None,
+    max_examples: int | None = None,
     test_fraction: float = 0.2,
 ) -> SplitData:
     folder = _folder(Path(data_dir))
@@ -70,6 +70,6 @@ def load(
     keys = [str(path) for path, _, _ in entries]
     listing = file_listing(keys, labels, keys, spec, lambda key: key, skip_bad, "dogs vs cats")
     return assemble(
-        listing, None, validation=validation, seed=seed, class_names=CLASS_NAMES, limit=limit, test_fraction=test_fraction,
+        listing, None, validation=validation, seed=seed, class_names=CLASS_NAMES, max_examples=max_examples, test_fraction=test_fraction,
         source=f"dogs vs cats folder {folder}",
     )

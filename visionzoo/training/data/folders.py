@@ -256,7 +256,7 @@ def load(
     skip_bad: bool = False,
     validation: str = "fraction:0.1",
     class_names: list[str] | None = None,
-    limit: int | None = None,
+    max_examples: int | None = None,
     test_fraction: float | None = None,
 ) -> SplitData:
     """Read train/ (+ val/) + test/ image folders from a folder or an archive."""
@@ -277,7 +277,7 @@ def load(
         flat = None if test_folders else _csv_labels(tree, names)
         test = split_listing(tree, "test", names, mapping, spec, skip_bad, flat_labels=flat)
     return assemble(
-        train, test, validation=validation, seed=seed, class_names=names, limit=limit, val=val,
+        train, test, validation=validation, seed=seed, class_names=names, max_examples=max_examples, val=val,
         test_fraction=test_fraction if test is None else None,
         source=f"image folders {'in archive ' if tree.archive else 'at '}{tree.root}",
     )

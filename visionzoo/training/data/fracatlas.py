@@ -107,18 +107,40 @@ def list_splits(data_dir: Path, seed: int = 42) -> dict[str, Listing]:
     return {name: listing.subset(idx) for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
 
 
-def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
+def _limit(indices: np.ndarray, count: int | None) -> np.ndarray:
+    """`count` evenly spaced members of a split, as `train._limit` picks them after loading."""
+    if count is None or len(indices) <= count:
+        return indices
+    return indices[np.linspace(0, len(indices) - 1, count).astype(np.int64)]
+
+
+def _examples(listing: Listing, pixels: np.ndarray, rows: np.ndarray, members: np.ndarray) -> Examples:
+    """Examples of the listing's `members`, whose pixels are `pixels[rows]`."""
+    return Examples(images=pixels[rows], targets={"abnormal": listing.abnormal[members], "body_part": listing.body_part[members]},
+                    ids=np.array([str(listing.paths[i]) for i in members]), extras={"hardware": listing.hardware[members]})
+
+
+def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False, max_examples: int | None = None) -> SplitData:
+    """List the images, split the list, then decode what the splits use (`max_examples`, a smoke
+    limit, keeps that many evenly spaced images per split before decoding)."""
     root = Path(data_dir)
     listing = list_images(root)
-    pixels, kept, skipped = decode_images(listing.paths, spec, skip_bad, "x-rays")
-    examples = Examples(
-        images=pixels,
-        targets={"abnormal": listing.abnormal[kept], "body_part": listing.body_part[kept]},
-        ids=np.array([str(listing.paths[i]) for i in kept]),
-        extras={"hardware": listing.hardware[kept]},
-    )
-    indices = split_indices(examples.targets["abnormal"], examples.targets["body_part"], seed)
-    splits = {name: examples.subset(idx) for name, idx in indices.items()}
+    indices = {name: _limit(idx, max_examples) for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
+    used = np.unique(np.concatenate(list(indices.values())))  # listing order; every image without a limit
+    pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "x-rays")
+    decoded = used[kept]  # listing indices of the rows of `pixels`
+    if skipped and max_examples is None:
+        # What this loader always did with unreadable files: split only the images that decoded.
+        readable = listing.subset(decoded)
+        splits = {name: _examples(readable, pixels, idx, idx)
+                  for name, idx in split_indices(readable.abnormal, readable.body_part, seed).items()}
+    else:
+        row = np.full(len(listing), -1, dtype=np.int64)
+        row[decoded] = np.arange(len(decoded))
+        splits = {}
+        for name, idx in indices.items():
+            idx = idx[row[idx] >= 0]  # unreadable images (skip_bad) leave their split
+            splits[name] = _examples(listing, pixels, row[idx], idx)
     return SplitData(
         splits=splits,
         class_names={"abnormal": ABNORMAL_NAMES, "body_part": BODY_PARTS},

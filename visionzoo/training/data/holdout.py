@@ -3,7 +3,7 @@ step that turns listed-but-not-decoded splits into `SplitData`.
 
 The classic loaders (idx, image folders, CIFAR pickles, Kaggle CSV, dogs vs cats) first *list*
 each split (ids and labels), then `assemble` carves validation out of train the way the source did,
-trims splits for smoke runs (`limit`), and decodes only what is kept.
+trims splits for smoke runs (`max_examples`), and decodes only what is kept.
 
 Validation specs (`data_options.validation`, e.g. `--set data_options.validation=last:5000`):
 
@@ -180,7 +180,7 @@ def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
 
 
 def _class_counts(labels: np.ndarray, class_names: list[str]) -> dict:
-    """{"examples": n, "per_class": {name: count}} of a split before any `limit`."""
+    """{"examples": n, "per_class": {name: count}} of a split before any `max_examples`."""
     counts = np.bincount(labels, minlength=len(class_names))
     return {"examples": len(labels), "per_class": {name: int(c) for name, c in zip(class_names, counts)}}
 
@@ -200,7 +200,7 @@ def assemble(
     seed: int,
     class_names: list[str],
     source: str,
-    limit: int | None = None,
+    max_examples: int | None = None,
     test_fraction: float | None = None,
     val: Listing | None = None,
     notes: dict | None = None,
@@ -212,7 +212,7 @@ def assemble(
             the data has no test split, like the Kaggle digit CSV).
         validation: a spec from the module docstring; ignored when `val` (a listed validation
             folder) is given.
-        limit: decode at most this many examples per split (evenly spaced), for smoke runs.
+        max_examples: decode at most this many examples per split (evenly spaced), for smoke runs.
         test_fraction: carve a stratified test split of this share from train first (seeded).
     """
     spec = parse_validation(validation, seed)
@@ -246,26 +246,26 @@ def assemble(
         summary["listed"]["test"] = _class_counts(test.labels, class_names)
     splits: dict[str, Examples] = {}
     skipped: list = []
-    splits["train"], bad = _decode(train, _limit(train_positions, limit))
+    splits["train"], bad = _decode(train, _limit(train_positions, max_examples))
     skipped += bad
     if val is not None:
-        splits["val"], bad = _decode(val, _limit(np.arange(len(val)), limit))
+        splits["val"], bad = _decode(val, _limit(np.arange(len(val)), max_examples))
         skipped += bad
     elif val_positions is not None:
-        splits["val"], bad = _decode(train, _limit(val_positions, limit))
+        splits["val"], bad = _decode(train, _limit(val_positions, max_examples))
         skipped += bad
     if test is not None:
-        splits["test"], bad = _decode(test, _limit(np.arange(len(test)), limit))
+        splits["test"], bad = _decode(test, _limit(np.arange(len(test)), max_examples))
         skipped += bad
     elif test_indices is not None:
-        splits["test"], bad = _decode(train, _limit(test_indices, limit))
+        splits["test"], bad = _decode(train, _limit(test_indices, max_examples))
         skipped += bad
     if spec.kind == "test" and val is None:
         if "test" not in splits:
             raise DataFormatError(f"{source}: validation 'test' needs a test split, and this data has none")
         splits["val"] = splits["test"]
         summary["val_is_test"] = True
-    if limit is not None:
-        summary["limit_per_split"] = limit
+    if max_examples is not None:
+        summary["limit_per_split"] = max_examples
     return SplitData(splits=splits, class_names={"label": list(class_names)}, source=source, skipped=skipped,
                      notes={**summary, **(notes or {})})

@@ -145,7 +145,7 @@ def load(
     skip_bad: bool = False,
     validation: str = "fraction:0.1",
     class_names: list[str] | None = None,
-    limit: int | None = None,
+    max_examples: int | None = None,
 ) -> SplitData:
     """Read the train and test splits (idx or PNGs, see the module docstring)."""
     root = Path(data_dir)
@@ -178,6 +178,6 @@ def load(
     labels = np.concatenate([listing.labels for listing in listings.values()])
     names = list(class_names) if class_names else [str(i) for i in range(max(10, int(labels.max()) + 1))]
     return assemble(
-        listings["train"], listings.get("test"), validation=validation, seed=seed, class_names=names, limit=limit,
+        listings["train"], listings.get("test"), validation=validation, seed=seed, class_names=names, max_examples=max_examples,
         source=f"MNIST-style idx/PNG data at {root}", notes={"read_from": origins},
     )

@@ -125,7 +125,7 @@ def load(
     skip_bad: bool = False,
     validation: str = "shuffle:0.03:2019",
     class_names: list[str] | None = None,
-    limit: int | None = None,
+    max_examples: int | None = None,
 ) -> SplitData:
     train_path = _train_file(Path(data_dir))
     if train_path is None:
@@ -145,7 +145,7 @@ def load(
         else:
             notes["unlabelled_test_csv"] = f"{test_path} has no label column (Kaggle's submission file); not read"
     result = assemble(
-        train, test, validation=validation, seed=seed, limit=limit,
+        train, test, validation=validation, seed=seed, max_examples=max_examples,
         class_names=list(class_names) if class_names else [str(i) for i in range(10)],
         source=f"Kaggle digit CSV {train_path}", notes=notes,
     )

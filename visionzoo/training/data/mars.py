@@ -149,12 +149,18 @@ def list_splits(data_dir: Path, seed: int = 42) -> dict[str, list[tuple[Path, Pa
     return splits
 
 
-def load_ai4mars(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False) -> SplitData:
-    """List the frame pairs, split them by frame, then decode each split's frames into tiles."""
+def load_ai4mars(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False,
+                 max_examples: int | None = None) -> SplitData:
+    """List the frame pairs, split them by frame, then decode each split's frames into tiles.
+
+    `max_examples` (a smoke limit) keeps that many evenly spaced frames per split before decoding
+    (each gives at least one tile; `train.prepare` then keeps `max_examples` tiles)."""
     root = Path(data_dir)
     pairs = list_splits(root, seed)
     splits, skipped = {}, []
     for name, split_pairs in pairs.items():
+        if max_examples is not None and len(split_pairs) > max_examples:
+            split_pairs = [split_pairs[i] for i in np.linspace(0, len(split_pairs) - 1, max_examples).astype(np.int64)]
         description = "AI4Mars gold test" if name == "test" else f"AI4Mars {name}"
         splits[name], bad = _examples_from_pairs(split_pairs, spec, skip_bad, description)
         skipped += bad
