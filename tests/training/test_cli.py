@@ -70,7 +70,8 @@ def test_model_help_shows_the_recipes_defaults():
 
 def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
     """The foundation's acceptance run: train mars_dual_unet --smoke, then export the run."""
-    result = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]), "--out", str(tmp_path / "runs"))
+    result = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]), "--out", str(tmp_path / "runs"),
+                       "--set", "ignore_background=true")
     run = Path(next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run folder: ")))
     for name in ("config.json", "data.json", "history.csv", "best_model.keras", "metrics.json", "training.json", "plots/learning_curves.png",
                  "plots/iou_val.png", "plots/overlays_val.png"):
@@ -89,7 +90,7 @@ def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
         "train without --smoke, or pass --force to export it anyway")]
     assert not (tmp_path / "exported").exists()
 
-    result = visionzoo("export", str(run), "--out", str(tmp_path / "exported"), "--force")
+    result = visionzoo("export", str(run), "--out", str(tmp_path / "exported"), "--force", "--tile-overlap", "0.5")
     folder = tmp_path / "exported" / "mars_dual_unet" / "1"
     assert f"exported: {folder}" in result.stdout
     assert all(f"export [{step}/5]" in result.stderr for step in range(1, 6))
@@ -97,6 +98,8 @@ def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
     assert metadata["parity"]["passed"] and metadata["parity"]["outputs"]["probabilities"]["max_abs_diff_onnx"] < 1e-4
     assert metadata["metrics"]["val"]["mean_iou"] >= 0
     assert metadata["recipe"]["name"] == "mars_dual_unet" and metadata["data"]["artifact_samples_removed"] == 4
+    # trained with background ignored: serving's arg-max skips it; the served version cuts overlapping tiles
+    assert metadata["learnable_classes"] == [1, 2, 3, 4] and metadata["preprocessing"]["tile_overlap"] == 0.5
     assert (folder / "saved_model.pb").is_file() and (folder / "variables" / "variables.index").is_file()  # TF Serving layout
     assert (folder / "model.onnx").is_file()
 

@@ -43,7 +43,8 @@ def test_missing_imagenet_weights_is_one_line_and_leaves_no_run_folder(synthetic
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
 
 
-def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
+def _killed_run(tmp_path) -> Path:
+    """A LeNet run SIGKILLed after at least two completed epochs of EPOCHS."""
     from visionzoo.training.data.synthetic import write_idx_files
 
     data = write_idx_files(tmp_path / "idx")
@@ -67,6 +68,11 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
         if process.poll() is None:
             process.kill()
     assert run is not None, "no epoch completed in time"
+    return run
+
+
+def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
+    run = _killed_run(tmp_path)
     assert runs.read_state(run) == runs.UNFINISHED and (run / "backup").is_dir()
     before = _history(run)
     completed = runs.read_status(run)["epochs_completed"]
@@ -87,6 +93,24 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
     assert again.returncode == 2 and "already finished" in again.stderr
     mixed = visionzoo("train", "--resume", str(run), "--epochs", "3", check=False)
     assert mixed.returncode == 2 and "recorded settings" in mixed.stderr
+
+
+def test_a_killed_run_can_be_finished_where_it_stands(tmp_path):
+    """`visionzoo train --finish RUN`: evaluate the best checkpoint so far and mark the run finished,
+    recording how many of the planned epochs it completed (what to do when time runs out)."""
+    run = _killed_run(tmp_path)
+    completed = runs.read_status(run)["epochs_completed"]
+    assert runs.export_refusal(run) is not None
+    result = visionzoo("train", "--finish", str(run))
+    assert f"run folder: {run}" in result.stdout and "Epoch " not in result.stdout + result.stderr  # no training
+    assert runs.read_state(run) == runs.FINISHED and runs.export_refusal(run) is None and not (run / "backup").exists()
+    training = json.loads((run / "training.json").read_text())
+    assert training["stopped_early"] == {"epochs_completed": completed, "epochs_planned": EPOCHS} and training["seconds"] > 0
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["accuracy"] <= 1 and set(metrics) == {"val", "test"}
+    assert runs.read_samples(run)["split"] == "test"
+    again = visionzoo("train", "--finish", str(run), check=False)
+    assert again.returncode == 2 and "already finished" in again.stderr
 
 
 def test_run_state_is_recorded_and_old_runs_count_as_finished(tmp_path):

@@ -47,6 +47,9 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     train.add_argument("--resume", type=Path, metavar="RUN",
                        help="continue an unfinished (killed) run from its last completed epoch, with its recorded "
                             "config and optimizer state")
+    train.add_argument("--finish", type=Path, metavar="RUN",
+                       help="end an unfinished (killed) run where it stands: evaluate its best checkpoint so far, record "
+                            "the epochs it completed of those planned, and mark it finished (exportable)")
     train.add_argument("--data-format", help="force a data format instead of detecting it (see `visionzoo list --formats`)")
     train.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner); default: the recipe's")
     train.add_argument("--batch-size", type=int, help="global batch size; default: the recipe's")
@@ -77,6 +80,9 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                              "it is written and parity-checked either way")
     export.add_argument("--force", action="store_true",
                         help="export even a smoke or unfinished run, or a model whose outputs are (nearly) constant on real inputs")
+    export.add_argument("--tile-overlap", type=float,
+                        help="tiled models: how the served version cuts frames, overlap of consecutive tiles 0 to <1 "
+                             "(0.5: a tile over every seam, outputs blended); default: as trained (0)")
 
     quantize = commands.add_parser(
         "quantize", help="write an INT8 variant of an export, calibrated on real training images, scored on the test split",
@@ -217,15 +223,19 @@ def command_list(args) -> None:
 
 
 def command_train(args) -> None:
-    if args.resume:
+    if args.resume and args.finish:
+        raise ValueError("--resume continues a run, --finish ends it: pass one")
+    existing = args.resume or args.finish
+    if existing:
+        flag = "--resume" if args.resume else "--finish"
         overrides = _train_overrides(args)
         if args.model or args.data_dir or overrides:
             given = ([args.model] if args.model else []) + (["--data-dir"] if args.data_dir else []) + sorted(overrides)
-            raise ValueError(f"--resume continues {args.resume} with its recorded settings ({args.resume}/config.json); "
+            raise ValueError(f"{flag} takes {existing} with its recorded settings ({existing}/config.json); "
                              f"drop {', '.join(given)}")
-        from .train import resume_run
+        from .train import finish_run, resume_run
 
-        run_dir = resume_run(args.resume)
+        run_dir = resume_run(args.resume) if args.resume else finish_run(args.finish)
     else:
         if not args.model or not args.data_dir:
             raise ValueError("train needs MODEL and --data-dir DATA_DIR (or --resume RUN); see `visionzoo train --help`")
@@ -249,7 +259,7 @@ def command_evaluate(args) -> None:
 def command_export(args) -> None:
     from .export import export_run
 
-    folder = export_run(args.run, args.out, args.name, args.savedmodel, force=args.force)
+    folder = export_run(args.run, args.out, args.name, args.savedmodel, force=args.force, tile_overlap=args.tile_overlap)
     print(f"exported: {folder}")
 
 

@@ -23,6 +23,7 @@ serving picks the newest unless pinned.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -448,10 +449,13 @@ def _reread_examples(config, data: dict, class_names: dict):
 
 
 def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always",
-               force: bool = False) -> Path:
+               force: bool = False, tile_overlap: float | None = None) -> Path:
     """Export a run's best checkpoint with its metrics, data description and recipe.
 
     Refuses smoke and unfinished runs (runs.export_refusal) and (nearly) constant models unless `force`.
+    `tile_overlap`: how the served version cuts frames (ImageSpec.tile_overlap; training's tiles do
+    not overlap). Models trained with an ignored class record `learnable_classes`, so serving's
+    arg-max never answers a class training gave no loss.
     """
     import tf_keras as keras
 
@@ -469,7 +473,9 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
     data = runs.read_json(run_dir / "data.json")
     class_names = data.get("class_names", {})
-    real_examples = recorded_examples(run_dir, config.image_spec(recipe))
+    training_spec = config.image_spec(recipe)
+    serving_spec = training_spec if tile_overlap is None else dataclasses.replace(training_spec, tile_overlap=tile_overlap)
+    real_examples = recorded_examples(run_dir, training_spec)
     if real_examples is None:
         real_examples, class_names = _reread_examples(config, data, class_names)
     metadata = {
@@ -482,8 +488,11 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         "training": runs.read_json(run_dir / "training.json"),
         "run_state": runs.read_state(run_dir),
     }
+    learnable = recipe.task.learnable_classes(config)
+    if learnable is not None:
+        metadata["learnable_classes"] = learnable
     return export_model(
-        model, name or recipe.name, out_root, image_spec=config.image_spec(recipe), task_kind=recipe.task.kind,
+        model, name or recipe.name, out_root, image_spec=serving_spec, task_kind=recipe.task.kind,
         output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
         savedmodel=savedmodel, force=force, explain=recipe.explain if len(model.inputs) == 1 else None,
     )

@@ -19,18 +19,19 @@ from .recipe import read_config_file
 from .train import resolve_config, run_training
 
 CONFIGS = Path(__file__).parent / "configs"
-SHIPPED = {
-    "bloodcell_mobilenetv3": ("blood_pbc", "bloodcell_scratch.toml"),
-    "mura_multitask_cnn": ("xray_fracatlas", "xray_fracatlas.toml"),
-    "mars_dual_unet": ("mars_ai4mars", "mars_ai4mars.toml"),
+SHIPPED = {  # model -> (dataset folder, config file, export options)
+    "bloodcell_mobilenetv3": ("blood_pbc", "bloodcell_scratch.toml", {}),
+    "mura_multitask_cnn": ("xray_fracatlas", "xray_fracatlas.toml", {}),
+    # tiles overlapping by half, blended: chosen on validation (benchmarks/mars_tiling.py)
+    "mars_dual_unet": ("mars_ai4mars", "mars_ai4mars.toml", {"tile_overlap": 0.5}),
 }
 
 
 def ship(model: str, data_root: Path, runs: Path = Path("runs"), exports: Path = Path("exported_models")) -> Path:
-    folder, config_file = SHIPPED[model]
+    folder, config_file, export_options = SHIPPED[model]
     overrides = {**read_config_file(CONFIGS / config_file), "out": str(runs)}
     run_dir = run_training(resolve_config(model, str(data_root / folder), overrides))
-    return export_run(run_dir, exports, savedmodel="auto")
+    return export_run(run_dir, exports, savedmodel="auto", **export_options)
 
 
 def main(argv=None) -> None:

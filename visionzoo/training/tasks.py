@@ -40,6 +40,11 @@ class Task:
         """Weights that define what validation measures; never balancing."""
         return None
 
+    def learnable_classes(self, config) -> list[int] | None:
+        """The classes training gives loss to, when some class gets none (metadata.json
+        `learnable_classes`: serving's arg-max runs over these only); None: every class."""
+        return None
+
     def label_weights(self, examples: Examples, config, training: bool) -> dict[str, np.ndarray] | None:
         """Per-class weight vectors, by output: the input pipeline looks each target label up *after*
         augmentation, so a per-pixel weight map moves with its mask (flips, zooms, shifts)."""
@@ -227,6 +232,9 @@ class Segmentation(Task):
 
     def targets(self, examples):
         return {self.output: examples.targets[self.target]}
+
+    def learnable_classes(self, config):
+        return list(range(1, self.num_classes)) if config.ignore_background else None
 
     def label_weights(self, examples, config, training):
         weights = np.ones(self.num_classes, dtype=np.float64)

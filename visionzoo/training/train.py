@@ -442,6 +442,41 @@ def resume_run(run_dir: Path) -> Path:
     return run_training(TrainConfig.from_json(config_path.read_text()), run_dir, resume=True)
 
 
+def finish_run(run_dir: Path) -> Path:
+    """End an unfinished run where it stands (e.g. killed when time ran out): evaluate its best
+    checkpoint so far on val and test, write training.json with the wall time from the run's start
+    (config.json written) to its last completed epoch and `stopped_early` {epochs_completed,
+    epochs_planned}, and mark it finished, so it exports without --force. The learning-rate
+    schedule was planned for all epochs: the record says how far it got."""
+    import tf_keras as keras
+
+    run_dir = Path(run_dir)
+    config, checkpoint = runs.load_run(run_dir)
+    status = runs.read_status(run_dir)
+    if status["state"] != runs.UNFINISHED:
+        raise ValueError(f"{run_dir} is already {status['state']}; nothing to finish")
+    completed = int(status.get("epochs_completed", 0))
+    if completed == 0 or "updated_at" not in status:
+        raise ValueError(f"{run_dir} completed no epoch; train it again instead")
+    prepared = prepare(config)
+    best = keras.models.load_model(checkpoint)
+    plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
+    if not runs.read_samples(run_dir):  # runs from before samples were recorded
+        split = evaluation_split(prepared.data)
+        runs.write_samples(run_dir, split, prepared.data.splits[split].ids)
+    metrics = evaluate_splits(best, prepared, run_dir)
+    started = (run_dir / "config.json").stat().st_mtime
+    ended = datetime.fromisoformat(status["updated_at"]).timestamp()
+    runs.write_json(run_dir / "training.json", {
+        "seconds": round(ended - started, 1), "strategy": config.strategy, "best_checkpoint": checkpoint.name,
+        "stopped_early": {"epochs_completed": completed, "epochs_planned": config.epochs},
+    })
+    runs.write_status(run_dir, runs.FINISHED, stopped_early=True)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    logger.info("run %s finished after %d of %d epochs; metrics: %s", run_dir, completed, config.epochs, _headline(metrics))
+    return run_dir
+
+
 def _headline(metrics: dict) -> str:
     split = metrics.get("test") or metrics.get("val") or {}
     for key in ("accuracy", "mean_iou"):
