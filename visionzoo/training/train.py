@@ -28,7 +28,7 @@ import numpy as np
 
 from . import plots, runs
 from .data import SplitData, load_data
-from .data.common import Examples
+from .data.common import Examples, smoke_positions
 from .recipe import Recipe, TrainConfig
 from .registry import get_recipe
 
@@ -216,7 +216,7 @@ def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
 def _limit(examples: Examples, count: int | None) -> Examples:
     if count is None or len(examples) <= count:
         return examples
-    return examples.subset(np.linspace(0, len(examples) - 1, count).astype(np.int64))
+    return examples.subset(smoke_positions(len(examples), count))
 
 
 def prepare(config: TrainConfig) -> Prepared:

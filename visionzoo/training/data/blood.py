@@ -22,7 +22,15 @@ from PIL import Image
 
 from visionzoo.preprocessing import ImageSpec, prepare_image
 
-from .common import DataFormatError, Examples, SplitData, decode_images, require_path, stratified_split
+from .common import (
+    DataFormatError,
+    Examples,
+    SplitData,
+    decode_images,
+    require_path,
+    smoke_positions,
+    stratified_split,
+)
 
 CLASS_NAMES = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 DISPLAY_NAMES = {"ig": "immature granulocyte"}
@@ -105,13 +113,6 @@ def _split(images: np.ndarray, labels: np.ndarray, ids: np.ndarray, seed: int) -
     return {name: examples.subset(idx) for name, idx in split_indices(labels, seed).items()}
 
 
-def _limit(indices: np.ndarray, count: int | None) -> np.ndarray:
-    """`count` evenly spaced members of a split, as `train._limit` picks them after loading."""
-    if count is None or len(indices) <= count:
-        return indices
-    return indices[np.linspace(0, len(indices) - 1, count).astype(np.int64)]
-
-
 def load_pbc(
     data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = False, max_examples: int | None = None
 ) -> SplitData:
@@ -122,7 +123,7 @@ def load_pbc(
     """
     root = _pbc_root(Path(data_dir))
     listing = list_images(Path(data_dir))
-    indices = {name: _limit(idx, max_examples) for name, idx in split_indices(listing.labels, seed).items()}
+    indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.labels, seed).items()}
     used = np.unique(np.concatenate(list(indices.values())))  # listing order; every file without a limit
     pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "blood cells")
     decoded = used[kept]  # listing indices of the rows of `pixels`

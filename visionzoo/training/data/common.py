@@ -148,6 +148,15 @@ def decode_images(
     return pixels, kept, skipped
 
 
+def smoke_positions(length: int, count: int | None) -> np.ndarray:
+    """Positions of `count` evenly spaced members of a sequence of `length` (every position when
+    `count` is None or not smaller): the one smoke-limit rule, which loaders apply before decoding
+    and `train.prepare` after loading, so both pick the same examples."""
+    if count is None or length <= count:
+        return np.arange(length)
+    return np.linspace(0, length - 1, count).astype(np.int64)
+
+
 def stratified_split(
     labels: np.ndarray, fractions: dict[str, float], seed: int
 ) -> dict[str, np.ndarray]:

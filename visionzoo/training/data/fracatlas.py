@@ -21,7 +21,15 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from .common import DataFormatError, Examples, SplitData, decode_images, require_path, stratified_split
+from .common import (
+    DataFormatError,
+    Examples,
+    SplitData,
+    decode_images,
+    require_path,
+    smoke_positions,
+    stratified_split,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,13 +115,6 @@ def list_splits(data_dir: Path, seed: int = 42) -> dict[str, Listing]:
     return {name: listing.subset(idx) for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
 
 
-def _limit(indices: np.ndarray, count: int | None) -> np.ndarray:
-    """`count` evenly spaced members of a split, as `train._limit` picks them after loading."""
-    if count is None or len(indices) <= count:
-        return indices
-    return indices[np.linspace(0, len(indices) - 1, count).astype(np.int64)]
-
-
 def _examples(listing: Listing, pixels: np.ndarray, rows: np.ndarray, members: np.ndarray) -> Examples:
     """Examples of the listing's `members`, whose pixels are `pixels[rows]`."""
     return Examples(images=pixels[rows], targets={"abnormal": listing.abnormal[members], "body_part": listing.body_part[members]},
@@ -125,7 +126,7 @@ def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = Fa
     limit, keeps that many evenly spaced images per split before decoding)."""
     root = Path(data_dir)
     listing = list_images(root)
-    indices = {name: _limit(idx, max_examples) for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
+    indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
     used = np.unique(np.concatenate(list(indices.values())))  # listing order; every image without a limit
     pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "x-rays")
     decoded = used[kept]  # listing indices of the rows of `pixels`

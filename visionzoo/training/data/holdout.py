@@ -27,7 +27,14 @@ from PIL import Image
 
 from visionzoo.preprocessing import ImageSpec, prepare_image
 
-from .common import DataFormatError, Examples, SplitData, decode_images, stratified_split
+from .common import (
+    DataFormatError,
+    Examples,
+    SplitData,
+    decode_images,
+    smoke_positions,
+    stratified_split,
+)
 
 Decoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]]
 
@@ -173,12 +180,6 @@ def validation_indices(labels: np.ndarray, validation: Validation) -> tuple[np.n
     raise ValueError(f"validation {validation.kind!r} does not carve from train")
 
 
-def _limit(indices: np.ndarray, limit: int | None) -> np.ndarray:
-    if limit is None or len(indices) <= limit:
-        return indices
-    return indices[np.linspace(0, len(indices) - 1, limit).astype(np.int64)]
-
-
 def _class_counts(labels: np.ndarray, class_names: list[str]) -> dict:
     """{"examples": n, "per_class": {name: count}} of a split before any `max_examples`."""
     counts = np.bincount(labels, minlength=len(class_names))
@@ -246,19 +247,19 @@ def assemble(
         summary["listed"]["test"] = _class_counts(test.labels, class_names)
     splits: dict[str, Examples] = {}
     skipped: list = []
-    splits["train"], bad = _decode(train, _limit(train_positions, max_examples))
+    splits["train"], bad = _decode(train, train_positions[smoke_positions(len(train_positions), max_examples)])
     skipped += bad
     if val is not None:
-        splits["val"], bad = _decode(val, _limit(np.arange(len(val)), max_examples))
+        splits["val"], bad = _decode(val, smoke_positions(len(val), max_examples))
         skipped += bad
     elif val_positions is not None:
-        splits["val"], bad = _decode(train, _limit(val_positions, max_examples))
+        splits["val"], bad = _decode(train, val_positions[smoke_positions(len(val_positions), max_examples)])
         skipped += bad
     if test is not None:
-        splits["test"], bad = _decode(test, _limit(np.arange(len(test)), max_examples))
+        splits["test"], bad = _decode(test, smoke_positions(len(test), max_examples))
         skipped += bad
     elif test_indices is not None:
-        splits["test"], bad = _decode(train, _limit(test_indices, max_examples))
+        splits["test"], bad = _decode(train, test_indices[smoke_positions(len(test_indices), max_examples)])
         skipped += bad
     if spec.kind == "test" and val is None:
         if "test" not in splits:

@@ -26,9 +26,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from visionzoo.preprocessing import ImageDecodeError, ImageSpec, open_image, prepare_mask_tiles, prepare_tiles
+from visionzoo.preprocessing import (
+    ImageDecodeError,
+    ImageSpec,
+    open_image,
+    prepare_mask_tiles,
+    prepare_tiles,
+)
 
-from .common import DataFormatError, Examples, SplitData, decode_images, require_path, stratified_split
+from .common import (
+    DataFormatError,
+    Examples,
+    SplitData,
+    decode_images,
+    require_path,
+    smoke_positions,
+    stratified_split,
+)
 
 CLASS_NAMES = ["background", "soil", "bedrock", "sand", "big_rock"]
 CLASS_COLORS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]  # the source's palette
@@ -159,8 +173,7 @@ def load_ai4mars(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: b
     pairs = list_splits(root, seed)
     splits, skipped = {}, []
     for name, split_pairs in pairs.items():
-        if max_examples is not None and len(split_pairs) > max_examples:
-            split_pairs = [split_pairs[i] for i in np.linspace(0, len(split_pairs) - 1, max_examples).astype(np.int64)]
+        split_pairs = [split_pairs[i] for i in smoke_positions(len(split_pairs), max_examples)]
         description = "AI4Mars gold test" if name == "test" else f"AI4Mars {name}"
         splits[name], bad = _examples_from_pairs(split_pairs, spec, skip_bad, description)
         skipped += bad

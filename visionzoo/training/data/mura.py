@@ -26,7 +26,15 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from .common import DataFormatError, Examples, SplitData, decode_images, grouped_split, require_path
+from .common import (
+    DataFormatError,
+    Examples,
+    SplitData,
+    decode_images,
+    grouped_split,
+    require_path,
+    smoke_positions,
+)
 
 BODY_PARTS = ["elbow", "finger", "forearm", "hand", "humerus", "shoulder", "wrist"]
 ABNORMAL_NAMES = ["normal", "abnormal"]
@@ -106,13 +114,6 @@ def list_splits(data_dir: Path, *, seed: int = 42, drop_first_row: bool = False,
     return {**{name: [train[i] for i in idx] for name, idx in parts.items()}, "test": listed["valid"]}, without_label
 
 
-def _limit(records: list, count: int | None) -> list:
-    """`count` evenly spaced records, as `train._limit` picks examples after loading."""
-    if count is None or len(records) <= count:
-        return records
-    return [records[i] for i in np.linspace(0, len(records) - 1, count).astype(np.int64)]
-
-
 def load(
     data_dir: Path,
     spec: ImageSpec,
@@ -133,7 +134,7 @@ def load(
     splits: dict[str, Examples] = {}
     skipped_all: list[tuple[str, str]] = []
     for split, records in listed.items():
-        records = _limit(records, max_examples)
+        records = [records[i] for i in smoke_positions(len(records), max_examples)]
         pixels, kept, skipped = decode_images([r[0] for r in records], spec, skip_bad, f"MURA {split}")
         skipped_all += skipped
         pick = lambda column: [records[i][column] for i in kept]  # noqa: E731
