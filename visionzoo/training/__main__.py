@@ -137,6 +137,8 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     reproduce.add_argument("--report", type=Path, default=Path("benchmarks/REPRODUCTION.md"), help="the Markdown table to write")
     reproduce.add_argument("--report-only", action="store_true", help="only rebuild the table from existing run folders")
     reproduce.add_argument("--smoke", action="store_true", help="a few batches per model, to check the setup")
+    reproduce.add_argument("--full-schedule", action="store_true",
+                           help="the source's epochs and data for models whose row runs a shorter, CPU-sized schedule")
     reproduce.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting for every model")
     return parser
 
@@ -286,7 +288,7 @@ def command_reproduce(args) -> None:
     if args.smoke:
         overrides["smoke"] = True
     report = reproduce(args.models, Path(args.data_dir) if args.data_dir else None, args.out, args.report, overrides,
-                       report_only=args.report_only)
+                       report_only=args.report_only, full_schedule=args.full_schedule)
     print(f"report: {report}")
 
 

@@ -36,6 +36,13 @@ FASHION_CAVEAT = "Fashion-MNIST PNGs with remapped pixels (background 23, max 22
 MNIST_CAVEAT = "same data: official test idx; training PNGs pixel-identical to the official set"
 CIFAR_CAVEAT = ("CIFAR-10 lossy JPEG re-encodes; official training order unknown (classes interleaved), "
                 "so the validation slice differs")
+MURA_STANDIN = "FracAtlas radiographs stand in for MURA (licence-restricted); abnormal = fractured"
+MARS_STANDIN = "AI4Mars NAVCAM tiles stand in for the AN2DL Mars set (labelled pixels, 4 terrain classes)"
+IMAGE_FOLDER_STANDIN = ("CIFAR-10 JPEG folders, upscaled to the model's input, stand in for an ImageNet-style image folder "
+                        "(10 classes)")
+FROM_SCRATCH = ("trained from scratch (ImageNet weights cannot be downloaded here, so the frozen backbone is random); with "
+                "`--weights imagenet` (or a local file) expect roughly the source's figure on the source's data")
+NO_WEIGHTS = (("model_options.weights", None),)
 
 
 @dataclass(frozen=True)
@@ -45,7 +52,7 @@ class Reproduction:
 
     model: str
     data: str
-    source_accuracy: float
+    source_accuracy: float | None  # None: no comparable figure (other data, other weights, or none printed)
     source_figure: str
     caveat: str
     same_data: bool
@@ -53,6 +60,33 @@ class Reproduction:
     overrides: tuple[tuple[str, object], ...] = ()
     target: str = ""  # row name when it differs from the recipe (a flagged variant)
     note: str = ""  # shown under the table
+    # Per-stage settings of the shorter schedule run here (fewer epochs, first N examples per split),
+    # when the source's does not fit a 2-core CPU; `--full-schedule` drops them.
+    shortened: tuple[dict, ...] = ()
+    metric: str = "accuracy"  # or "mean_iou" (segmenters)
+
+    def stage_settings(self, full_schedule: bool = False) -> list[dict]:
+        """Each stage's settings: the source's, then this machine's shortening unless `full_schedule`."""
+        shortening = () if full_schedule else self.shortened
+        return [{**stage, **(shortening[index] if index < len(shortening) else {})} for index, stage in enumerate(self.stages)]
+
+    def source_epochs(self) -> int:
+        recipe_epochs = get_recipe(self.model).epochs
+        return sum(stage.get("epochs", recipe_epochs) for stage in self.stages)
+
+    def schedule_note(self) -> str:
+        """The shortening in words, with the command for the source's schedule ('' when not shortened)."""
+        if not self.shortened:
+            return ""
+        run = self.stage_settings()
+        recipe_epochs = get_recipe(self.model).epochs
+        epochs = sum(stage.get("epochs", recipe_epochs) for stage in run)
+        parts = [f"{epochs} of the source's {self.source_epochs()} epochs"]
+        limits = {stage["max_examples"] for stage in run if "max_examples" in stage}
+        if limits:
+            parts.append(f"the first {min(limits):,} examples of each split")
+        return (f"shortened schedule ({', '.join(parts)}) to fit 2 CPU cores; the source's: "
+                f"`visionzoo reproduce --models {self.name} --data-dir $VISIONZOO_DATA --full-schedule`")
 
     @property
     def name(self) -> str:
@@ -87,57 +121,56 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
                  stages=({"epochs": 40}, {"epochs": 20}, {"epochs": 50, "augmentation": "cifar_shift_flip"})),
     Reproduction("alexnet_cifar10", "cifar10_jpg", 0.5324, "val(=test) 0.5324 (architecture unknown)", CIFAR_CAVEAT, False),
     Reproduction("zfnet_cifar10", "cifar10_jpg", 0.5529, "test 0.5529 (architecture unknown)", CIFAR_CAVEAT, False),
+    # Stand-in data or no ImageNet weights: the source's figure is shown, not compared (no Δ).
+    Reproduction("mura_binary_cnn", "xray_fracatlas", None, "52.18% val accuracy (MURA)", MURA_STANDIN, False,
+                 shortened=({"epochs": 6},)),
+    *(Reproduction(name, "xray_fracatlas", None, f"{get_recipe(name).reported} (MURA, ImageNet weights)",
+                   f"{MURA_STANDIN}; {FROM_SCRATCH}", False, overrides=NO_WEIGHTS, shortened=({"epochs": 2},))
+      for name in ("mura_resnet50_gap", "mura_resnet50_gmp", "mura_efficientnetb0_binary", "mura_efficientnetb0_binary_gmp",
+                   "mura_efficientnetb0_multitask", "mura_inceptionv3_hybrid_v1", "mura_inceptionv3_hybrid_v2")),
+    *(Reproduction(name, "dogs_vs_cats", None, f"{get_recipe(name).reported} (ImageNet weights)",
+                   f"600 of the Kaggle dogs-vs-cats training images; {FROM_SCRATCH}", False, overrides=NO_WEIGHTS,
+                   shortened=({"epochs": 3},))
+      for name in ("vgg16_feature_extraction", "vgg16_fine_tuning")),
+    Reproduction("kaggle_lenet50", "mnist", None, "failed in the source: loss NaN (missing CSV values)",
+                 "MNIST (official test idx, training PNGs) stands in for the Kaggle digit-recognizer CSV: the same digits, "
+                 "another split", False, shortened=({"epochs": 10},)),
+    Reproduction("resnet_bottleneck_cifar100", "cifar10_jpg", None, "val(=test) 0.4732 after 5 epochs (CIFAR-100)",
+                 f"CIFAR-10 stands in for CIFAR-100 (not in the shared data): 10 classes, not comparable; {CIFAR_CAVEAT}", False,
+                 shortened=({"epochs": 2, "max_examples": 5000},)),
+    *(Reproduction(name, "cifar10_jpg", None, get_recipe(name).reported, IMAGE_FOLDER_STANDIN, False, shortened=(short,))
+      for name, short in (("alexnet", {"epochs": 2, "max_examples": 5000}), ("zfnet", {"epochs": 1, "max_examples": 2000}),
+                          ("vgg16_scratch", {"epochs": 1, "max_examples": 500}),
+                          ("vgg16_scratch_grayscale", {"epochs": 1, "max_examples": 500}),
+                          ("resnet50_cifar10", {"epochs": 1, "max_examples": 2000}))),
+    *(Reproduction(name, "mars_ai4mars", None, get_recipe(name).reported, MARS_STANDIN, False, metric="mean_iou",
+                   shortened=({"epochs": 2},))
+      for name in ("mars_bigrock_unet", "mars_ensemble")),
 )}
 # Affordable on a 2-core CPU (an hour or so each at most), and the ones the issue asks for.
 DEFAULT_MODELS = ("fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_lenet", "mnist_4conv", "cifar10_cnn",
                   "cifar10_cnn2", "cifar10_ablation_base")
 
 
-IMAGENET = ("its source's figure depends on ImageNet weights, which cannot be downloaded on this machine; from scratch on "
-            "the {data} here a randomly initialised, partly frozen backbone would measure noise. With weights (network, or "
-            "--weights PATH): expect roughly the source's figure on the source's data")
 SHIPPED = "served model, trained by `make ship` with its from-scratch config; no shipped version in exported_models/"
-# Why a registry model has no measured row here, and the command that trains it. Every registry
-# entry is either measured (REPRODUCTIONS, a run folder under runs/) or listed with its reason.
-NOT_MEASURED: dict[str, tuple[str, str]] = {
-    "mura_multitask_cnn": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models mura_multitask_cnn"),
-    "bloodcell_mobilenetv3": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models bloodcell_mobilenetv3"),
-    "mars_dual_unet": (SHIPPED, "python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models mars_dual_unet"),
-    "mura_binary_cnn": ("not run yet: CPU time went to the served models; stand-in data (FracAtlas for MURA), about half an hour on 2 cores",
-                        "visionzoo train mura_binary_cnn --data-dir $VISIONZOO_DATA/xray_fracatlas"),
-    **{name: (IMAGENET.format(data="715 FracAtlas radiographs (the MURA stand-in)"),
-              f"visionzoo train {name} --data-dir PATH/MURA-v1.1 --weights imagenet")
-       for name in ("mura_resnet50_gap", "mura_resnet50_gmp", "mura_efficientnetb0_binary", "mura_efficientnetb0_binary_gmp",
-                    "mura_efficientnetb0_multitask", "mura_inceptionv3_hybrid_v1", "mura_inceptionv3_hybrid_v2")},
-    **{name: (IMAGENET.format(data="600 dogs-vs-cats images"), f"visionzoo train {name} --data-dir $VISIONZOO_DATA/dogs_vs_cats --weights imagenet")
-       for name in ("vgg16_feature_extraction", "vgg16_fine_tuning")},
-    "mars_bigrock_unet": ("not run yet: the big-rock specialist of the source's ensemble; CPU time (mars_dual_unet: 39 min for 6 epochs "
-                          "on 2 cores); stand-in data (AI4Mars for the AN2DL Mars set)",
-                          "visionzoo train mars_bigrock_unet --data-dir $VISIONZOO_DATA/mars_ai4mars"),
-    "mars_ensemble": ("not run yet: needs the dual U-Net and the big-rock U-Net trained first; stand-in data (AI4Mars)",
-                      "visionzoo train mars_ensemble --data-dir $VISIONZOO_DATA/mars_ai4mars"),
-    **{f"cifar10_ablation_{v}": ("not run yet in a finished session (about 4-15 min each on 2 cores)",
-                                 f"visionzoo reproduce --models cifar10_ablation_{v} --data-dir $VISIONZOO_DATA")
-       for v in ABLATIONS},
-    "cifar10_final": ("three stages, 110 epochs: about 2.5 h on 2 cores", "visionzoo reproduce --models cifar10_final --data-dir $VISIONZOO_DATA"),
-    "alexnet_cifar10": ("about 1.5 h on 2 cores; the source's 32x32 architecture is unknown (ours is a reconstruction)",
-                        "visionzoo reproduce --models alexnet_cifar10 --data-dir $VISIONZOO_DATA"),
-    "zfnet_cifar10": ("about 20 min on 2 cores; the source's 32x32 architecture is unknown (ours is a reconstruction)",
-                      "visionzoo reproduce --models zfnet_cifar10 --data-dir $VISIONZOO_DATA"),
-    "kaggle_lenet50": ("the Kaggle digit-recognizer train.csv is not in the shared data (its MNIST copy is: the same digits, another split)",
-                       "visionzoo train kaggle_lenet50 --data-dir PATH/digit-recognizer"),
-    "alexnet": ("as printed: 227x227 ImageNet-style input, 60M parameters; no ImageNet-scale image folder here, and a GPU job",
-                "visionzoo train alexnet --data-dir PATH/image-folders"),
-    "zfnet": ("as printed: 224x224 input, 218M parameters (`make test-slow` builds and exports it); no ImageNet-scale data here, and a GPU job",
-              "visionzoo train zfnet --data-dir PATH/image-folders"),
-    "vgg16_scratch": ("as printed: 224x224 input, 138M parameters from scratch; no ImageNet-scale data here, and a GPU job",
-                      "visionzoo train vgg16_scratch --data-dir PATH/image-folders"),
-    "vgg16_scratch_grayscale": ("as printed: 224x224 grey input, 138M parameters; no ImageNet-scale data here, and a GPU job",
-                                "visionzoo train vgg16_scratch_grayscale --data-dir PATH/image-folders"),
-    "resnet50_cifar10": ("CIFAR-10 upscaled for a torchvision-style ResNet50: about 20 h on 2 cores; a GPU job",
-                         "visionzoo train resnet50_cifar10 --data-dir $VISIONZOO_DATA/cifar10_jpg"),
-    "resnet_bottleneck_cifar100": ("CIFAR-100 is not in the shared data", "visionzoo train resnet_bottleneck_cifar100 --data-dir PATH/cifar-100-python"),
+# Why a registry model has no measured row yet. Every registry entry is measured (REPRODUCTIONS, a
+# run folder under runs/), shipped (exported_models/), or listed under "Not measured here" with the
+# reason below and the command that trains it (`train_command`).
+NOT_MEASURED: dict[str, str] = {
+    "mura_multitask_cnn": SHIPPED,
+    "bloodcell_mobilenetv3": SHIPPED,
+    "mars_dual_unet": SHIPPED,
+    "cifar10_final": "three stages, 110 epochs: about 2.5 h on 2 cores",
+    "alexnet_cifar10": "100 epochs: about 1.5 h on 2 cores; the source's 32x32 architecture is unknown (ours is a reconstruction)",
 }
+NOT_RUN_YET = "not run yet on this machine (CPU time went to the rows above)"
+
+
+def train_command(name: str) -> str:
+    """The command that trains a registry model as its row would (portable: `$VISIONZOO_DATA`)."""
+    if name in NOT_MEASURED and NOT_MEASURED[name] == SHIPPED:
+        return f"python -m visionzoo.training.ship --data-dir $VISIONZOO_DATA --models {name}"
+    return f"visionzoo reproduce --models {name} --data-dir $VISIONZOO_DATA"
 
 
 def unmeasured(records: dict[str, dict], shipped: set[str] = frozenset()) -> list[str]:
@@ -198,16 +231,18 @@ def data_folder(data_dir: Path, entry: Reproduction) -> Path:
     return nested if nested.is_dir() else Path(data_dir)
 
 
-def command_line(models, data_dir, out, overrides: dict | None) -> str:
+def command_line(models, data_dir, out, overrides: dict | None, full_schedule: bool = False) -> str:
     """The `visionzoo reproduce` call that trains `models` (recorded in reproduction.json)."""
     words = ["visionzoo", "reproduce", "--models", *models, "--data-dir", str(data_dir), "--out", str(out)]
     for key, value in (overrides or {}).items():
         words += ["--smoke"] if key == "smoke" and value is True else ["--set", f"{key}={json.dumps(value)}"]
-    return shlex.join(words)
+    return shlex.join(words + (["--full-schedule"] if full_schedule else []))
 
 
-def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | None = None) -> Path:
-    """Train every stage of one reproduction target; returns the last stage's run folder."""
+def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | None = None,
+                    full_schedule: bool = False) -> Path:
+    """Train every stage of one reproduction target (this machine's shortened schedule where the entry
+    has one, unless `full_schedule`); returns the last stage's run folder."""
     from .runs import write_json
     from .train import resolve_config, run_training
 
@@ -215,7 +250,7 @@ def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | No
     folder = data_folder(data_dir, entry)
     run_dirs: list[Path] = []
     started = time.perf_counter()
-    for stage in entry.stages:
+    for stage in entry.stage_settings(full_schedule):
         settings = {"out": str(out), **dict(entry.overrides), **stage, **(overrides or {})}
         if run_dirs:
             settings["model_options.weights"] = str(run_dirs[-1] / "best_model.keras")
@@ -225,7 +260,8 @@ def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | No
     write_json(run_dirs[-1] / "reproduction.json", {
         "target": entry.name, "model": entry.model, "data_dir": str(folder), "stages": [p.name for p in run_dirs], "wall_seconds": round(seconds, 1),
         "overrides": overrides or {}, "smoke": bool((overrides or {}).get("smoke")),
-        "command": command_line([target], data_dir, out, overrides),
+        "shortened": not full_schedule and bool(entry.shortened),
+        "command": command_line([target], data_dir, out, overrides, full_schedule),
         "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": _cpus()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
     })
@@ -238,13 +274,29 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
 
 
-def _accuracy(split: dict) -> float | None:
-    if "accuracy" in split:
-        return float(split["accuracy"])
-    for value in split.values():  # binary tasks nest their scores under the target name
-        if isinstance(value, dict) and "accuracy" in value:
-            return float(value["accuracy"])
-    return None
+def _nested(split: dict) -> dict:
+    """Binary and multitask scores nest under the target's name ("abnormal"); the first such head."""
+    if "accuracy" in split or "mean_iou" in split:
+        return split
+    return next((value for value in split.values() if isinstance(value, dict) and "accuracy" in value), {})
+
+
+def _score(split: dict, metric: str = "accuracy") -> float | None:
+    value = _nested(split).get(metric)
+    return None if value is None else float(value)
+
+
+def _score_text(split: dict, metric: str) -> str:
+    """The row's figure: accuracy (with AUROC for a binary head), or mean IoU."""
+    scores = _nested(split)
+    value = _score(split, metric)
+    if value is None:
+        return "n/a"
+    if metric == "mean_iou":
+        return f"mean IoU {value:.3f}"
+    head = next((name for name, nested in split.items() if nested is scores), "")
+    extra = f" ({head} accuracy, AUROC {scores['auroc']:.3f})" if "auroc" in scores else ""
+    return f"{value:.4f}{extra}"
 
 
 def _history(run_dir: Path) -> list[dict]:
@@ -253,6 +305,15 @@ def _history(run_dir: Path) -> list[dict]:
         return []
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def _last_validation(rows: list[dict], metric: str) -> float | None:
+    """The last epoch's validation score: `val_<metric>`, else a head's (`val_abnormal_<metric>`)."""
+    if not rows:
+        return None
+    keys = [key for key in rows[-1] if key == f"val_{metric}"] or \
+           [key for key in rows[-1] if key.startswith("val_") and key.endswith(f"_{metric}")]
+    return float(rows[-1][keys[0]]) if keys and rows[-1][keys[0]] not in ("", None) else None
 
 
 def collect(out: Path) -> dict[str, dict]:
@@ -269,11 +330,9 @@ def collect(out: Path) -> dict[str, dict]:
         config = json.loads((run_dir / "config.json").read_text())
         record["config"] = config
         record["epochs_run"] = sum(len(_history(Path(out) / name)) for name in record["stages"])
-        record["final_val_accuracy"] = None
-        rows = _history(run_dir)
-        if rows and "val_accuracy" in rows[-1]:
-            record["final_val_accuracy"] = float(rows[-1]["val_accuracy"])
         target = record.get("target", record["model"])
+        metric = REPRODUCTIONS[target].metric if target in REPRODUCTIONS else "accuracy"
+        record["final_val_accuracy"] = _last_validation(_history(run_dir), metric)
         previous = found.get(target)
         if previous is None or record["finished_at"] >= previous["finished_at"]:
             found[target] = record
@@ -291,14 +350,18 @@ def render(records: dict[str, dict]) -> str:
         "Generated by `visionzoo reproduce` (visionzoo/training/reproduce.py) from the run folders it lists; do not edit by hand.",
         "Each model trained once with its source's recipe (optimizer, loss, batch size, epochs, callbacks,",
         "validation split) on the real data in `../shared/data`, on CPU. **Ours** is the test accuracy of the",
-        "run's best checkpoint (lowest validation loss, visionzoo/training/train.py), evaluated on the full test split.",
+        "run's best checkpoint (lowest validation loss, visionzoo/training/train.py), evaluated on the full test split",
+        "(binary heads: accuracy and AUROC; segmenters: mean IoU over labelled pixels).",
         "For recipes that validate on the test split (as their source did), that choice saw the test data;",
-        "the last epoch's test accuracy is given too. Δ = ours − source, in accuracy points;",
+        "the last epoch's test accuracy is given too. Δ = ours − source, in accuracy points, only where the",
+        "figures are comparable (the same task on the same kind of data, with the source's weights);",
         f"the aim is |Δ| ≤ {SAME_DATA_TOLERANCE} where the data is the same as the source's (✓ / ✗: MNIST only;",
         "the Fashion-MNIST and CIFAR-10 copies here differ from the sources' bytes, see the caveat column).",
         "Wall time: the whole `run_training` (loading, fitting, evaluation) on 2 CPU cores shared with other work.",
+        "Where the source's schedule does not fit 2 CPU cores, the row runs a shorter one (fewer epochs, the first",
+        "N examples of each split), says so in the epochs column and under the table, with the command for the full one.",
         "",
-        "| model (recipe) | source | source's printed result | ours (test acc.) | Δ points | last-epoch val acc. | epochs run | data caveat | wall time | run folder |",
+        "| model (recipe) | source | source's printed result | ours (test) | Δ points | last-epoch val | epochs run | data caveat | wall time | run folder |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     smoke = False
@@ -307,10 +370,12 @@ def render(records: dict[str, dict]) -> str:
         if record is None:
             continue
         smoke = smoke or record.get("smoke", False)
-        accuracy = _accuracy(record["metrics"].get("test", {}))
-        delta = "n/a" if accuracy is None else f"{100 * (accuracy - entry.source_accuracy):+.2f}"
+        test = record["metrics"].get("test", {})
+        accuracy = _score(test, entry.metric)
+        comparable = accuracy is not None and entry.source_accuracy is not None
+        delta = f"{100 * (accuracy - entry.source_accuracy):+.2f}" if comparable else "n/a"
         verdict = ""
-        if accuracy is not None and entry.same_data:
+        if comparable and entry.same_data:
             verdict = " ✓" if abs(100 * (accuracy - entry.source_accuracy)) <= SAME_DATA_TOLERANCE else " ✗"
         val_is_test = record["config"].get("data_options", {}).get("validation") == "test"
         last = record["final_val_accuracy"]
@@ -318,12 +383,15 @@ def render(records: dict[str, dict]) -> str:
         source = get_recipe(entry.model).source.replace("seed-models.md ", "")
         flags = ", ".join(f"{key.split('.')[-1]}={value}" for key, value in entry.overrides)
         label = f"`{entry.model}`" + (f" with {flags}" if flags else "")
+        epochs = f"{record['epochs_run']}" + (f" (shortened; source {entry.source_epochs()})" if record.get("shortened") else "")
         lines.append(
-            f"| {label} | {source} | {entry.source_figure} | {'n/a' if accuracy is None else f'{accuracy:.4f}'} "
-            f"| {delta}{verdict} | {last_text} | {record['epochs_run']} | {entry.caveat} | {_minutes(record['wall_seconds'])} "
+            f"| {label} | {source} | {entry.source_figure} | {_score_text(test, entry.metric)} "
+            f"| {delta}{verdict} | {last_text} | {epochs} | {entry.caveat} | {_minutes(record['wall_seconds'])} "
             f"| `{Path(record['run_dir']).as_posix()}` |"
         )
-    notes = [f"- `{target}`: {entry.note}" for target, entry in REPRODUCTIONS.items() if entry.note and target in records]
+    notes = [f"- `{target}`: {'; '.join(filter(None, (entry.note, entry.schedule_note() if records[target].get('shortened') else '')))}"
+             for target, entry in REPRODUCTIONS.items()
+             if target in records and (entry.note or records[target].get("shortened"))]
     if notes:
         lines += ["", "Notes:", *notes]
     if smoke:
@@ -341,8 +409,10 @@ def render(records: dict[str, dict]) -> str:
                   "that trains it (`$VISIONZOO_DATA`: the shared data folder; PATH: data not in it).", "",
                   "| model | source's printed result | why not here | command |", "|---|---|---|---|"]
         for name in missing:
-            reason, command = NOT_MEASURED.get(name, ("not run yet", f"visionzoo train {name} --data-dir PATH"))
-            lines.append(f"| `{name}` | {RECIPES[name].reported or 'n/a'} | {reason} | `{command}` |")
+            reason = NOT_MEASURED.get(name, NOT_RUN_YET)
+            schedule = REPRODUCTIONS[name].schedule_note() if name in REPRODUCTIONS else ""
+            lines.append(f"| `{name}` | {RECIPES[name].reported or 'n/a'} | {reason}{'; ' + schedule if schedule else ''} "
+                         f"| `{train_command(name)}` |")
     machines = {json.dumps(r.get("machine", {}), sort_keys=True) for r in records.values()}
     lines += ["", "Machines: " + "; ".join(sorted(machines)) + ".",
               "Commands: " + "; ".join(sorted({f'`{portable_command(r["command"])}`' for r in records.values() if r.get("command")})) + "."]
@@ -361,8 +431,10 @@ def write_report(out: Path, report: Path) -> Path:
 def reproduce(
     models: list[str] | None, data_dir: Path | None, out: Path = Path("runs"),
     report: Path = Path("benchmarks/REPRODUCTION.md"), overrides: dict | None = None, report_only: bool = False,
+    full_schedule: bool = False,
 ) -> Path:
-    """Train `models` (default: DEFAULT_MODELS) one after another, then rewrite the report."""
+    """Train `models` (default: DEFAULT_MODELS) one after another, then rewrite the report.
+    `full_schedule`: the source's epochs and data even where the entry has a CPU-sized shortening."""
     if not report_only:
         if data_dir is None:
             raise ValueError("--data-dir is required unless --report-only")
@@ -370,7 +442,7 @@ def reproduce(
             _entry(model)  # fail on a typo before hours of training
         for model in models or DEFAULT_MODELS:
             logger.info("reproducing %s", model)
-            run_dir = reproduce_model(model, Path(data_dir), Path(out), overrides)
+            run_dir = reproduce_model(model, Path(data_dir), Path(out), overrides, full_schedule)
             write_report(out, report)  # after each model, so a long series shows progress
             logger.info("%s done: %s", model, run_dir)
     return write_report(out, report)
