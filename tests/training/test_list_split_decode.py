@@ -28,8 +28,9 @@ def no_decoding(monkeypatch):
         raise AssertionError(f"listing must not decode anything (called with {args[:1]})")
 
     monkeypatch.setattr(Image, "open", refuse)
-    for module in (common, blood, mars):
+    for module in (common, mars):
         monkeypatch.setattr(module, "decode_images", refuse)
+    monkeypatch.setattr(blood, "decode_used", refuse)
     monkeypatch.setattr(blood, "prepare_image", refuse)
     monkeypatch.setattr(mars, "_decode_pair", refuse)
     return monkeypatch
@@ -71,13 +72,13 @@ def test_blood_max_examples_limits_before_decoding_as_prepare_does_after(synthet
 
     full = blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=3)
     decoded = []
-    real_decode = blood.decode_images
+    real_decode = common.decode_images  # blood.load_pbc decodes through common.decode_used
 
     def counting(paths, *args, **kwargs):
         decoded.extend(paths)
         return real_decode(paths, *args, **kwargs)
 
-    monkeypatch.setattr(blood, "decode_images", counting)
+    monkeypatch.setattr(common, "decode_images", counting)
     limited = blood.load_pbc(synthetic["blood_pbc"], BLOOD, seed=3, max_examples=5)
     assert limited.counts() == {"train": 5, "val": 5, "test": 5}
     assert len(decoded) == 15  # only the files the limited splits use
@@ -180,8 +181,9 @@ def test_smoke_limits_apply_before_decoding(loader, key, spec, synthetic, monkey
     load = {"fracatlas": fracatlas.load, "mars": mars.load_ai4mars}[loader]
     listed = sum(len(s) for s in module.list_splits(synthetic[key]).values())
     decoded = []
-    real_decode = module.decode_images
-    monkeypatch.setattr(module, "decode_images", lambda items, *a, **k: (decoded.extend(items), real_decode(items, *a, **k))[1])
+    decoding = common if loader == "fracatlas" else mars  # fracatlas decodes through common.decode_used
+    real_decode = decoding.decode_images
+    monkeypatch.setattr(decoding, "decode_images", lambda items, *a, **k: (decoded.extend(items), real_decode(items, *a, **k))[1])
     data = load(synthetic[key], spec, max_examples=2)
     assert len(decoded) <= 2 * len(data.splits) < listed
     assert all(1 <= len(split) for split in data.splits.values())

@@ -24,6 +24,21 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
+def recall_by_class(confusion) -> np.ndarray:
+    """Per-class recall from a confusion matrix (rows: true class); NaN for a class with no examples."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    support = matrix.sum(axis=1)
+    return np.divide(np.diag(matrix), support, out=np.full(len(support), np.nan), where=support > 0)
+
+
+def balanced_accuracy(confusion) -> float:
+    """Mean recall over the classes present (scikit-learn's balanced_accuracy_score), from a confusion
+    matrix, so metrics.json and model cards (which only keep the matrix) give the same figure."""
+    recall = recall_by_class(confusion)
+    present = ~np.isnan(recall)
+    return float(recall[present].mean()) if present.any() else 0.0
+
+
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, class_names: list[str]) -> dict:
     """Accuracy, balanced accuracy (mean per-class recall), macro-F1 and per-class precision / recall /
     F1 / support, plus the confusion matrix."""
@@ -33,10 +48,9 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
     precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     weights = support / max(support.sum(), 1)
-    present = support > 0
     return {
         "accuracy": float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
-        "balanced_accuracy": float(recall[present].mean()) if present.any() else 0.0,
+        "balanced_accuracy": balanced_accuracy(matrix),
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * weights).sum()),
         "per_class": {

@@ -24,22 +24,18 @@ from pathlib import Path
 
 import numpy as np
 
+from . import metrics
+from .metrics import recall_by_class
 
 CARDS = Path(__file__).parent / "configs" / "model_cards.toml"
 
 
 def recall_per_class(confusion: list[list[int]], names: list[str]) -> dict[str, float]:
-    matrix = np.asarray(confusion, dtype=np.float64)
-    support = matrix.sum(axis=1)
-    return {name: round(float(matrix[k, k] / support[k]), 4) for k, name in enumerate(names) if support[k] > 0}
+    return {name: round(float(value), 4) for name, value in zip(names, recall_by_class(confusion)) if not np.isnan(value)}
 
 
 def balanced_accuracy(confusion: list[list[int]]) -> float:
-    """Mean recall over the classes present (scikit-learn's balanced_accuracy_score)."""
-    matrix = np.asarray(confusion, dtype=np.float64)
-    support = matrix.sum(axis=1)
-    present = support > 0
-    return round(float((np.diag(matrix)[present] / support[present]).mean()), 4)
+    return round(metrics.balanced_accuracy(confusion), 4)
 
 
 def _classification(split: dict) -> dict:

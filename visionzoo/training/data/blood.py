@@ -26,7 +26,7 @@ from .common import (
     DataFormatError,
     Examples,
     SplitData,
-    decode_images,
+    decode_used,
     require_path,
     smoke_positions,
     stratified_split,
@@ -124,25 +124,22 @@ def load_pbc(
     root = _pbc_root(Path(data_dir))
     listing = list_images(Path(data_dir))
     indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.labels, seed).items()}
-    used = np.unique(np.concatenate(list(indices.values())))  # listing order; every file without a limit
-    pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "blood cells")
-    decoded = used[kept]  # listing indices of the rows of `pixels`
-    ids = np.array([str(listing.paths[i]) for i in decoded])
-    if skipped and max_examples is None:
+    decoded = decode_used(listing.paths, indices, spec, skip_bad, "blood cells")
+    ids = np.array([str(path) for path in listing.paths])
+    if decoded.skipped and max_examples is None:
         # What this loader always did with unreadable files: split only the images that decoded.
-        splits = _split(pixels, listing.labels[decoded], ids, seed)
+        readable = decoded.listing_indices
+        splits = _split(decoded.pixels, listing.labels[readable], ids[readable], seed)
     else:
-        row = np.full(len(listing), -1, dtype=np.int64)
-        row[decoded] = np.arange(len(decoded))
         splits = {}
         for name, idx in indices.items():
-            idx = idx[row[idx] >= 0]  # unreadable files (skip_bad) leave their split
-            splits[name] = Examples(images=pixels[row[idx]], targets={"label": listing.labels[idx]}, ids=ids[row[idx]])
+            members, rows = decoded.rows(idx)
+            splits[name] = Examples(images=decoded.pixels[rows], targets={"label": listing.labels[members]}, ids=ids[members])
     return SplitData(
         splits=splits,
         class_names={"label": CLASS_NAMES},
         source=f"PBC folders at {root}",
-        skipped=skipped,
+        skipped=decoded.skipped,
         notes={"split_seed": seed, "split_fractions": SPLIT_FRACTIONS, "dataset": PBC_DATASET},
     )
 

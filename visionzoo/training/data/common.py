@@ -103,6 +103,32 @@ def _worker_count() -> int:
     return min(8, (os.cpu_count() or 2) * 2)
 
 
+@dataclass(frozen=True)
+class DecodedListing:
+    """The decoded part of a file listing: `pixels[r]` is listing entry `listing_indices[r]`."""
+
+    pixels: np.ndarray
+    listing_indices: np.ndarray
+    skipped: list[tuple[str, str]]
+    listing_size: int
+
+    def rows(self, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the `members` that decoded, their rows of `pixels`): an unreadable file (skip_bad) leaves its split."""
+        row = np.full(self.listing_size, -1, dtype=np.int64)
+        row[self.listing_indices] = np.arange(len(self.listing_indices))
+        members = np.asarray(members)[row[members] >= 0]
+        return members, row[members]
+
+
+def decode_used(paths: Sequence[str | Path], splits: dict[str, np.ndarray], spec: ImageSpec, skip_bad: bool,
+                description: str) -> DecodedListing:
+    """Decode each listed file that some split uses, once, in listing order (the list-split-decode
+    loaders' last step)."""
+    used = np.unique(np.concatenate(list(splits.values())))
+    pixels, kept, skipped = decode_images([paths[i] for i in used], spec, skip_bad, description)
+    return DecodedListing(pixels, used[kept], skipped, len(paths))
+
+
 def decode_images(
     paths: Sequence[str | Path],
     spec: ImageSpec,

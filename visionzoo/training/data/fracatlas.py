@@ -25,7 +25,7 @@ from .common import (
     DataFormatError,
     Examples,
     SplitData,
-    decode_images,
+    decode_used,
     require_path,
     smoke_positions,
     stratified_split,
@@ -127,26 +127,20 @@ def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = Fa
     root = Path(data_dir)
     listing = list_images(root)
     indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
-    used = np.unique(np.concatenate(list(indices.values())))  # listing order; every image without a limit
-    pixels, kept, skipped = decode_images([listing.paths[i] for i in used], spec, skip_bad, "x-rays")
-    decoded = used[kept]  # listing indices of the rows of `pixels`
-    if skipped and max_examples is None:
+    decoded = decode_used(listing.paths, indices, spec, skip_bad, "x-rays")
+    if decoded.skipped and max_examples is None:
         # What this loader always did with unreadable files: split only the images that decoded.
-        readable = listing.subset(decoded)
-        splits = {name: _examples(readable, pixels, idx, idx)
+        readable = listing.subset(decoded.listing_indices)
+        splits = {name: _examples(readable, decoded.pixels, idx, idx)
                   for name, idx in split_indices(readable.abnormal, readable.body_part, seed).items()}
     else:
-        row = np.full(len(listing), -1, dtype=np.int64)
-        row[decoded] = np.arange(len(decoded))
-        splits = {}
-        for name, idx in indices.items():
-            idx = idx[row[idx] >= 0]  # unreadable images (skip_bad) leave their split
-            splits[name] = _examples(listing, pixels, row[idx], idx)
+        splits = {name: _examples(listing, decoded.pixels, rows, members)
+                  for name, (members, rows) in ((name, decoded.rows(idx)) for name, idx in indices.items())}
     return SplitData(
         splits=splits,
         class_names={"abnormal": ABNORMAL_NAMES, "body_part": BODY_PARTS},
         source=f"FracAtlas layout at {root}",
-        skipped=skipped,
+        skipped=decoded.skipped,
         notes={
             "split_seed": seed,
             "split_fractions": SPLIT_FRACTIONS,
