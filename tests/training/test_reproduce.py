@@ -44,8 +44,10 @@ def test_shortened_schedules_say_what_they_cut_and_full_schedule_restores_the_so
     note = entry.schedule_note()
     assert "2 of the source's 100 epochs" in note and "first 5,000 examples" in note
     assert "`visionzoo reproduce --models alexnet --data-dir $VISIONZOO_DATA --full-schedule`" in note
-    final = reproduce.REPRODUCTIONS["cifar10_final"]  # staged and not shortened: the source's 40 + 20 + 50
-    assert final.schedule_note() == "" and final.source_epochs() == 110
+    final = reproduce.REPRODUCTIONS["cifar10_final"]  # staged: the source's 40 + 20 + 50 (augmented), shortened per stage
+    assert final.source_epochs() == 110 and "25 of the source's 110 epochs" in final.schedule_note()
+    assert final.stage_settings() == [{"epochs": 10}, {"epochs": 5}, {"epochs": 10, "augmentation": "cifar_shift_flip"}]
+    assert reproduce.REPRODUCTIONS["mnist_lenet"].schedule_note() == ""  # the source's schedule fits
     # models whose figure needs ImageNet weights run from scratch here, and the row says what to expect with them
     transfer = reproduce.REPRODUCTIONS["mura_resnet50_gap"]
     assert dict(transfer.overrides)["model_options.weights"] is None and transfer.source_accuracy is None
@@ -65,8 +67,9 @@ def test_scores_name_the_figure_binary_heads_give_auroc_and_segmenters_mean_iou(
 def test_a_shortened_row_records_its_schedule_and_the_table_says_so(data_dir, tmp_path):
     runs = tmp_path / "runs"
     short = reproduce.reproduce_model("kaggle_lenet50", data_dir, runs, {"smoke": True, "steps_per_epoch": 1})
-    full = reproduce.reproduce_model("kaggle_lenet50", data_dir, tmp_path / "full", {"smoke": True, "steps_per_epoch": 1},
-                                     full_schedule=True)
+    assert main(["reproduce", "--models", "kaggle_lenet50", "--data-dir", str(data_dir), "--out", str(tmp_path / "full"),
+                 "--report", str(tmp_path / "full.md"), "--smoke", "--set", "steps_per_epoch=1", "--full-schedule"]) == 0
+    full = next((tmp_path / "full").glob("kaggle_lenet50-*"))
     assert json.loads((short / "reproduction.json").read_text())["shortened"] is True
     assert json.loads((full / "reproduction.json").read_text())["shortened"] is False
     assert "--full-schedule" in json.loads((full / "reproduction.json").read_text())["command"]

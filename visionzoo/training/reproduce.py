@@ -118,8 +118,10 @@ REPRODUCTIONS: dict[str, Reproduction] = {r.name: r for r in (
     *(Reproduction(f"cifar10_ablation_{v}", "cifar10_jpg", accuracy, f"test {accuracy:.4f}", CIFAR_CAVEAT, False)
       for v, (_, accuracy, _, _) in ABLATIONS.items()),
     Reproduction("cifar10_final", "cifar10_jpg", 0.7951, "test 0.7951 (report only)", CIFAR_CAVEAT, False,
-                 stages=({"epochs": 40}, {"epochs": 20}, {"epochs": 50, "augmentation": "cifar_shift_flip"})),
-    Reproduction("alexnet_cifar10", "cifar10_jpg", 0.5324, "val(=test) 0.5324 (architecture unknown)", CIFAR_CAVEAT, False),
+                 stages=({"epochs": 40}, {"epochs": 20}, {"epochs": 50, "augmentation": "cifar_shift_flip"}),
+                 shortened=({"epochs": 10}, {"epochs": 5}, {"epochs": 10})),
+    Reproduction("alexnet_cifar10", "cifar10_jpg", 0.5324, "val(=test) 0.5324 (architecture unknown)", CIFAR_CAVEAT, False,
+                 shortened=({"epochs": 10},)),
     Reproduction("zfnet_cifar10", "cifar10_jpg", 0.5529, "test 0.5529 (architecture unknown)", CIFAR_CAVEAT, False),
     # Stand-in data or no ImageNet weights: the source's figure is shown, not compared (no Δ).
     Reproduction("mura_binary_cnn", "xray_fracatlas", None, "52.18% val accuracy (MURA)", MURA_STANDIN, False,
