@@ -85,7 +85,7 @@ class Reproduction:
         limits = {stage["max_examples"] for stage in run if "max_examples" in stage}
         if limits:
             parts.append(f"the first {min(limits):,} examples of each split")
-        return (f"shortened schedule ({', '.join(parts)}) to fit 2 CPU cores; the source's: "
+        return (f"shortened schedule ({', '.join(parts)}) for CPU time; the source's: "
                 f"`visionzoo reproduce --models {self.name} --data-dir $VISIONZOO_DATA --full-schedule`")
 
     @property
