@@ -71,6 +71,7 @@ def test_a_shortened_row_records_its_schedule_and_the_table_says_so(data_dir, tm
                  "--report", str(tmp_path / "full.md"), "--smoke", "--set", "steps_per_epoch=1", "--full-schedule"]) == 0
     full = next((tmp_path / "full").glob("kaggle_lenet50-*"))
     assert json.loads((short / "reproduction.json").read_text())["shortened"] is True
+    assert json.loads((short / "reproduction.json").read_text())["schedule"] == [{"epochs": 10}]  # the row describes what ran
     assert json.loads((full / "reproduction.json").read_text())["shortened"] is False
     assert "--full-schedule" in json.loads((full / "reproduction.json").read_text())["command"]
     assert json.loads((short / "config.json").read_text())["epochs"] == 10  # the stage's shortening, not the recipe's 100

@@ -74,11 +74,12 @@ class Reproduction:
         recipe_epochs = get_recipe(self.model).epochs
         return sum(stage.get("epochs", recipe_epochs) for stage in self.stages)
 
-    def schedule_note(self) -> str:
-        """The shortening in words, with the command for the source's schedule ('' when not shortened)."""
+    def schedule_note(self, run: list[dict] | None = None) -> str:
+        """The shortening in words, with the command for the source's schedule ('' when not shortened).
+        `run`: the stage settings a run folder recorded (its schedule, should the entry change later)."""
         if not self.shortened:
             return ""
-        run = self.stage_settings()
+        run = run or self.stage_settings()
         recipe_epochs = get_recipe(self.model).epochs
         epochs = sum(stage.get("epochs", recipe_epochs) for stage in run)
         parts = [f"{epochs} of the source's {self.source_epochs()} epochs"]
@@ -263,6 +264,7 @@ def reproduce_model(target: str, data_dir: Path, out: Path, overrides: dict | No
         "target": entry.name, "model": entry.model, "data_dir": str(folder), "stages": [p.name for p in run_dirs], "wall_seconds": round(seconds, 1),
         "overrides": overrides or {}, "smoke": bool((overrides or {}).get("smoke")),
         "shortened": not full_schedule and bool(entry.shortened),
+        "schedule": entry.stage_settings(full_schedule),
         "command": command_line([target], data_dir, out, overrides, full_schedule),
         "machine": {"python": platform.python_version(), "processor": platform.machine(), "cpus": _cpus()},
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
