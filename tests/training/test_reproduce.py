@@ -97,6 +97,8 @@ def test_reproduce_writes_run_folders_and_the_table(data_dir, tmp_path, capsys):
     assert "| `cifar10_ablation_base` | §3.4 |" in text and "Smoke runs" in text
     assert text.index("mnist_4conv") < text.index("cifar10_ablation_base")  # table order = REPRODUCTIONS order
     assert "--models mnist_4conv_double_softmax" in record["command"]
+    commands = next(line for line in text.splitlines() if line.startswith("Commands"))
+    assert commands.count("`visionzoo reproduce --models NAME --data-dir") == 1  # one form, not one per row
 
     report.unlink()  # the table can be rebuilt from the run folders alone
     assert main(["reproduce", "--report-only", "--out", str(runs), "--report", str(report)]) == 0
