@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionzoo.preprocessing import ImageSpec
-from visionzoo.training.data import blood, common, mars
+from visionzoo.preprocessing import ImageDecodeError, ImageSpec
+from visionzoo.training.data import blood, common, fracatlas, mars
 
 REPO = Path(__file__).resolve().parents[2]
 BLOOD = ImageSpec(96, 96)
@@ -55,15 +55,21 @@ def test_blood_list_splits_are_load_pbc_splits_without_decoding(synthetic, no_de
     assert sum(len(s) for s in listed.values()) == len(blood.list_images(synthetic["blood_pbc"]))
 
 
-def test_blood_unreadable_files_leave_and_the_readable_ones_split_again(synthetic):
-    """skip_bad keeps its old meaning: split only the images that decoded."""
-    listing = blood.list_images(synthetic["blood_pbc_corrupt"])
-    data = blood.load_pbc(synthetic["blood_pbc_corrupt"], BLOOD, skip_bad=True)
+@pytest.mark.parametrize("key, loader, list_splits, spec", [
+    ("blood_pbc_corrupt", blood.load_pbc, blood.list_splits, BLOOD),
+    ("fracatlas_corrupt", fracatlas.load, fracatlas.list_splits, ImageSpec(64, 64, "grayscale")),
+])
+def test_an_unreadable_file_leaves_its_split_and_every_other_file_keeps_its_own(synthetic, key, loader, list_splits, spec):
+    """skip_bad drops the broken files only: the splits are the listing's, so a corrupt file cannot
+    move images between training and test (MURA's loader has the same rule)."""
+    with pytest.raises(ImageDecodeError, match="--skip-bad"):
+        loader(synthetic[key], spec)
+    data = loader(synthetic[key], spec, skip_bad=True)
     bad = {path for path, _ in data.skipped}
-    readable = listing.subset(np.array([i for i, p in enumerate(listing.paths) if str(p) not in bad]))
-    assert len(bad) == 1 and len(readable) == len(listing) - 1
-    for name, idx in blood.split_indices(readable.labels).items():
-        assert data.splits[name].ids.tolist() == [str(readable.paths[i]) for i in idx]
+    listed = list_splits(synthetic[key])
+    assert bad and sum(len(s) for s in data.splits.values()) == sum(len(s) for s in listed.values()) - len(bad)
+    for name, listing in listed.items():
+        assert data.splits[name].ids.tolist() == [str(p) for p in listing.paths if str(p) not in bad]
 
 
 def test_blood_max_examples_limits_before_decoding_as_prepare_does_after(synthetic, monkeypatch):

@@ -418,8 +418,8 @@ def render(records: dict[str, dict]) -> str:
         from .registry import RECIPES
 
         lines += ["", "## Not measured here", "",
-                  f"{len(missing)} of {len(RECIPES)} registry models have no measured row; each with the reason and the command "
-                  "that trains it (`$VISIONZOO_DATA`: the shared data folder; PATH: data not in it).", "",
+                  (f"{len(missing)} of {len(RECIPES)} registry models have no measured row; each with the reason and the command "
+                   "that trains it (`$VISIONZOO_DATA`: the shared data folder; PATH: data not in it)."), "",
                   "| model | source's printed result | why not here | command |", "|---|---|---|---|"]
         for name in missing:
             reason = NOT_MEASURED.get(name, NOT_RUN_YET)

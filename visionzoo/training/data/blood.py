@@ -102,8 +102,8 @@ def split_indices(labels: np.ndarray, seed: int = 42) -> dict[str, np.ndarray]:
 
 def list_splits(data_dir: Path, seed: int = 42) -> dict[str, Listing]:
     """The splits `load_pbc` makes, as file lists with labels, without decoding anything. The same as
-    `load_pbc`'s when every image decodes (with `skip_bad`, unreadable files are left out and the
-    readable ones split again, as before)."""
+    `load_pbc`'s, less any file that does not decode (with `skip_bad`, an unreadable file leaves its
+    split and every other file keeps its own, so one broken file cannot move images between splits)."""
     listing = list_images(data_dir)
     return {name: listing.subset(idx) for name, idx in split_indices(listing.labels, seed).items()}
 
@@ -126,15 +126,10 @@ def load_pbc(
     indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.labels, seed).items()}
     decoded = decode_used(listing.paths, indices, spec, skip_bad, "blood cells")
     ids = np.array([str(path) for path in listing.paths])
-    if decoded.skipped and max_examples is None:
-        # What this loader always did with unreadable files: split only the images that decoded.
-        readable = decoded.listing_indices
-        splits = _split(decoded.pixels, listing.labels[readable], ids[readable], seed)
-    else:
-        splits = {}
-        for name, idx in indices.items():
-            members, rows = decoded.rows(idx)
-            splits[name] = Examples(images=decoded.pixels[rows], targets={"label": listing.labels[members]}, ids=ids[members])
+    splits = {}
+    for name, idx in indices.items():
+        members, rows = decoded.rows(idx)  # an unreadable file (skip_bad) leaves its split; the others stay
+        splits[name] = Examples(images=decoded.pixels[rows], targets={"label": listing.labels[members]}, ids=ids[members])
     return SplitData(
         splits=splits,
         class_names={"label": CLASS_NAMES},

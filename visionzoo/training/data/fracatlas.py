@@ -128,14 +128,9 @@ def load(data_dir: Path, spec: ImageSpec, *, seed: int = 42, skip_bad: bool = Fa
     listing = list_images(root)
     indices = {name: idx[smoke_positions(len(idx), max_examples)] for name, idx in split_indices(listing.abnormal, listing.body_part, seed).items()}
     decoded = decode_used(listing.paths, indices, spec, skip_bad, "x-rays")
-    if decoded.skipped and max_examples is None:
-        # What this loader always did with unreadable files: split only the images that decoded.
-        readable = listing.subset(decoded.listing_indices)
-        splits = {name: _examples(readable, decoded.pixels, idx, idx)
-                  for name, idx in split_indices(readable.abnormal, readable.body_part, seed).items()}
-    else:
-        splits = {name: _examples(listing, decoded.pixels, rows, members)
-                  for name, (members, rows) in ((name, decoded.rows(idx)) for name, idx in indices.items())}
+    # an unreadable file (skip_bad) leaves its split; the others keep theirs
+    splits = {name: _examples(listing, decoded.pixels, rows, members)
+              for name, (members, rows) in ((name, decoded.rows(idx)) for name, idx in indices.items())}
     return SplitData(
         splits=splits,
         class_names={"abnormal": ABNORMAL_NAMES, "body_part": BODY_PARTS},
