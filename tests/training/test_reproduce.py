@@ -52,6 +52,9 @@ def test_shortened_schedules_say_what_they_cut_and_full_schedule_restores_the_so
     transfer = reproduce.REPRODUCTIONS["mura_resnet50_gap"]
     assert dict(transfer.overrides)["model_options.weights"] is None and transfer.source_accuracy is None
     assert "--weights imagenet" in transfer.caveat and "FracAtlas" in transfer.caveat
+    # on the AI4Mars stand-in "background" means unlabelled: no loss there, as for the shipped model
+    for name in ("mars_bigrock_unet", "mars_ensemble"):
+        assert dict(reproduce.REPRODUCTIONS[name].overrides)["ignore_background"] is True
 
 
 def test_scores_name_the_figure_binary_heads_give_auroc_and_segmenters_mean_iou():

@@ -143,10 +143,12 @@ def build_mars_bigrock_unet(input_shape=(64, 128, 1)) -> keras.Model:
     return keras.Model(inputs, _classifier(x, l2=0.0), name="mars_bigrock_unet")
 
 
-def build_mars_ensemble(input_shape=(64, 128, 1), main_weight: float = 0.7, main=None, specialist=None) -> keras.Model:
+def build_mars_ensemble(input_shape=(64, 128, 1), main_weight: float = 0.7, main=None, specialist=None,
+                        bn_momentum: float = 0.99) -> keras.Model:
     """§7.5: main_weight * dual U-Net + (1 - main_weight) * big-rock U-Net probabilities; both
-    sub-models stay trainable. Pass trained `main` / `specialist` models to combine them."""
-    main = main or build_mars_dual_unet(input_shape)
+    sub-models stay trainable. Pass trained `main` / `specialist` models to combine them.
+    `bn_momentum` is the dual U-Net's (see `build_mars_dual_unet`)."""
+    main = main or build_mars_dual_unet(input_shape, bn_momentum=bn_momentum)
     specialist = specialist or build_mars_bigrock_unet(input_shape)
     inputs = keras.Input(input_shape, name="image")
     weighted = [
