@@ -142,3 +142,4 @@ def test_every_registry_model_is_measured_shipped_or_listed_with_a_reason_and_a_
         reason = reproduce.NOT_MEASURED.get(name, reproduce.NOT_RUN_YET)
         assert f"| `{name}` |" in report and reason in report and f"`{reproduce.train_command(name)}`" in report
     assert "/work/" not in report and "/root/" not in report  # no machine paths in a committed table
+    assert f"`visionzoo list` shows every model ({len(RECIPES)})" in Path("README.md").read_text()
