@@ -424,9 +424,12 @@ def render(records: dict[str, dict]) -> str:
               "| model | source's printed result | ours, test split | data | training | version |", "|---|---|---|---|---|---|",
               *shipped.values()]
     missing = unmeasured(records, set(shipped))
-    if missing:
-        from .registry import RECIPES
+    from .registry import RECIPES
 
+    measured = {REPRODUCTIONS[target].model for target in records if target in REPRODUCTIONS}
+    lines += ["", (f"Coverage: {len(measured)} of the {len(RECIPES)} registry models measured above, {len(shipped)} shipped, "
+                   f"{len(missing)} not measured.")]
+    if missing:
         lines += ["", "## Not measured here", "",
                   (f"{len(missing)} of {len(RECIPES)} registry models have no measured row; each with the reason and the command "
                    "that trains it (`$VISIONZOO_DATA`: the shared data folder; PATH: data not in it)."), "",
