@@ -6,6 +6,7 @@
     visionzoo train --resume runs/bloodcell_mobilenetv3-20261122-101500
     visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
     visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
+    visionzoo ensemble RUN_A RUN_B                        (average models trained on one split)
     visionzoo predict bloodcell cell.jpg --top-k 3        (in-process inference, no TensorFlow)
 
 Also available as `python -m visionzoo.training`.
@@ -53,7 +54,8 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     train.add_argument("--data-format", help="force a data format instead of detecting it (see `visionzoo list --formats`)")
     train.add_argument("--epochs", type=int, help="maximum epochs (early stopping may end sooner); default: the recipe's")
     train.add_argument("--batch-size", type=int, help="global batch size; default: the recipe's")
-    train.add_argument("--seed", type=int, help="seed for splits, shuffles and initialisation (default 42)")
+    train.add_argument("--seed", type=int, help="seed for shuffles, augmentation and initialisation, and for the "
+                                                "train/val/test split unless --set split_seed=N (default 42)")
     train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
     train.add_argument("--smoke", action="store_true", help="a few batches on a few dozen examples, to check the setup")
     train.add_argument("--out", help="parent folder for the run folder (default: runs)")
@@ -83,6 +85,22 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     export.add_argument("--tile-overlap", type=float,
                         help="tiled models: how the served version cuts frames, overlap of consecutive tiles 0 to <1 "
                              "(0.5: a tile over every seam, outputs blended); default: as trained (0)")
+
+    ensemble = commands.add_parser(
+        "ensemble", help="average two or more models of one recipe trained on one split into one model (a run folder)",
+        description="Build the ensemble of trained members (run folders or export versions that ship a SavedModel): "
+                    "each output is the mean of the members' outputs. It is evaluated on val and test like a finished "
+                    "run and written as a run folder that `visionzoo export` ships like any other (Grad-CAM included). "
+                    "Members must share the split: train another member with a new --seed and --set split_seed=N.",
+        epilog="example:\n  visionzoo train bloodcell_mobilenetv3 --config visionzoo/training/configs/bloodcell_scratch.toml \\\n"
+               "      --data-dir $VISIONZOO_DATA/blood_pbc --seed 7 --set split_seed=42\n"
+               "  visionzoo ensemble exported_models/bloodcell_mobilenetv3/2 runs/bloodcell_mobilenetv3-20261203-055931\n"
+               "  visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ensemble.add_argument("members", nargs="+", type=Path, metavar="MEMBER",
+                          help="a run folder or an export version folder (two or more)")
+    ensemble.add_argument("--out", type=Path, default=Path("runs"), help="parent folder of the ensemble's run folder (default: runs)")
+    ensemble.add_argument("--data-dir", help="where the members' dataset is now, if it moved")
 
     quantize = commands.add_parser(
         "quantize", help="write an INT8 variant of an export, calibrated on real training images, scored on the test split",
@@ -265,6 +283,14 @@ def command_export(args) -> None:
     print(f"exported: {folder}")
 
 
+def command_ensemble(args) -> None:
+    from .ensemble import ensemble
+
+    run_dir = ensemble(args.members, args.out, args.data_dir)
+    print(f"ensemble run: {run_dir}")
+    print(f"export it with: visionzoo export {run_dir}")
+
+
 def command_quantize(args) -> None:
     from .quantize import headline, quantize_export
 
@@ -373,7 +399,8 @@ def main(argv=None) -> int:
     args = _parser(recipe_defaults(help_model) if help_model else "").parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"list": command_list, "train": command_train, "evaluate": command_evaluate, "export": command_export,
-                "quantize": command_quantize, "revise": command_revise, "reproduce": command_reproduce, "predict": command_predict}
+                "ensemble": command_ensemble, "quantize": command_quantize, "revise": command_revise,
+                "reproduce": command_reproduce, "predict": command_predict}
     try:
         handlers[args.command](args)
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:

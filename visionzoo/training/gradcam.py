@@ -54,10 +54,17 @@ class ExplainError(ValueError):
 
 class GradCam:
     """The model's outputs plus the Grad-CAM map, as one callable usable eagerly and in a
-    tf.function (the export traces it; parity compares the traced graph with the eager call)."""
+    tf.function (the export traces it; parity compares the traced graph with the eager call).
+
+    An ensemble (ensemble.py: members averaged output by output) is explained as one model whose
+    feature map is its members' maps side by side: the explained score is the ensemble's (its mean
+    of the members' scores for the ensemble's top class), so member m's channel weights are
+    (1/M) d(score_m)/d(pooled_m), and the map sums every member's weighted channels before the ReLU.
+    The members' feature maps must share a grid (the same architecture does).
+    """
 
     def __init__(self, model, explanation: Explanation):
-        import tf_keras as keras
+        from .ensemble import ensemble_members
 
         self.explanation = explanation
         self.output_names = list(model.output_names)
@@ -65,23 +72,14 @@ class GradCam:
             raise ExplainError(f"explain: no output {explanation.output!r}; outputs: {self.output_names}")
         if len(model.inputs) != 1:
             raise ExplainError("explain: only single-input models can be explained (the head must depend on the image alone)")
-        try:
-            pool = model.get_layer(explanation.layer)
-        except ValueError:
-            raise ExplainError(f"explain: no layer named {explanation.layer!r} in {model.name}") from None
-        kind = type(pool).__name__
-        if kind not in POOLING_LAYERS:
-            raise ExplainError(f"explain: layer {explanation.layer!r} is a {kind}; name a {' or '.join(POOLING_LAYERS)} layer")
-        if len(pool.input.shape) != 4:
-            raise ExplainError(f"explain: layer {explanation.layer!r} does not take a feature map (input shape {pool.input.shape})")
-        self.flatten = kind == "Flatten"
-        self.grid = tuple(int(d) for d in pool.input.shape[1:])  # (h, w, K)
-        self.features = keras.Model(model.inputs, pool.input, name=f"{model.name}_features")
-        self.pool = pool
-        try:
-            self.head = keras.Model(pool.output, model.outputs, name=f"{model.name}_head")
-        except Exception as error:  # a head that reads other tensors than the pooled vector
-            raise ExplainError(f"explain: the layers after {explanation.layer!r} do not depend on it alone ({error})") from error
+        self.parts = [_Part(member, explanation.layer) for member in ensemble_members(model) or [model]]
+        grids = {part.grid for part in self.parts}
+        if len(grids) != 1:
+            raise ExplainError(f"explain: the ensemble's members pool feature maps of different shapes {sorted(grids)}")
+        self.grid = grids.pop()  # (h, w, K)
+        for part in self.parts:
+            if set(part.output_names) != set(self.output_names):
+                raise ExplainError(f"explain: member outputs {part.output_names} differ from the ensemble's {self.output_names}")
 
     @property
     def cam_shape(self) -> tuple[int, int]:
@@ -90,30 +88,68 @@ class GradCam:
     def __call__(self, image) -> dict:
         import tensorflow as tf
 
-        feature_map = self.features(image, training=False)
-        pooled = self.pool(feature_map)
+        feature_maps = [part.features(image, training=False) for part in self.parts]
+        pooled = [part.pool(feature_map) for part, feature_map in zip(self.parts, feature_maps)]
         with tf.GradientTape() as tape:
-            tape.watch(pooled)
-            outputs = self.head(pooled, training=False)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            named = {name: tf.cast(value, tf.float32) for name, value in zip(self.output_names, outputs)}
+            for vector in pooled:
+                tape.watch(vector)
+            answers = [part.answer(vector) for part, vector in zip(self.parts, pooled)]
+            named = answers[0] if len(answers) == 1 else \
+                {name: tf.add_n([answer[name] for answer in answers]) / len(answers) for name in self.output_names}
             explained = named[self.explanation.output]
             classes = explained.shape[-1]
             index = tf.argmax(explained, axis=-1) if self.explanation.target == "top" else \
                 tf.fill(tf.shape(explained)[:1], tf.constant(int(self.explanation.target), tf.int64))
             one_hot = tf.stop_gradient(tf.one_hot(index, classes, dtype=tf.float32))
             score = tf.reduce_sum(explained * one_hot)  # examples do not interact: one sum, per-example gradients
-        gradient = tape.gradient(score, pooled)
+        gradients = tape.gradient(score, pooled)
         height, width, channels = self.grid
-        if self.flatten:
-            weights = tf.reduce_mean(tf.reshape(gradient, (-1, height, width, channels)), axis=(1, 2))
-        else:
-            weights = gradient
-        feature_map = tf.cast(feature_map, tf.float32)
-        cam = tf.nn.relu(tf.reduce_sum(feature_map * tf.cast(weights, tf.float32)[:, None, None, :], axis=-1))
+        weighted = []
+        for part, feature_map, gradient in zip(self.parts, feature_maps, gradients):
+            if part.flatten:
+                weights = tf.reduce_mean(tf.reshape(gradient, (-1, height, width, channels)), axis=(1, 2))
+            else:
+                weights = gradient
+            feature_map = tf.cast(feature_map, tf.float32)
+            weighted.append(tf.reduce_sum(feature_map * tf.cast(weights, tf.float32)[:, None, None, :], axis=-1))
+        cam = tf.nn.relu(weighted[0] if len(weighted) == 1 else tf.add_n(weighted))
         peak = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+        named = {name: named[name] for name in self.output_names}
         named[CAM_OUTPUT] = cam / tf.maximum(peak, 1e-12)
         return named
+
+
+class _Part:
+    """One model cut at its pooling layer: image -> feature map, the pooling, pooled vector -> outputs."""
+
+    def __init__(self, model, layer: str):
+        import tf_keras as keras
+
+        try:
+            pool = model.get_layer(layer)
+        except ValueError:
+            raise ExplainError(f"explain: no layer named {layer!r} in {model.name}") from None
+        kind = type(pool).__name__
+        if kind not in POOLING_LAYERS:
+            raise ExplainError(f"explain: layer {layer!r} is a {kind}; name a {' or '.join(POOLING_LAYERS)} layer")
+        if len(pool.input.shape) != 4:
+            raise ExplainError(f"explain: layer {layer!r} does not take a feature map (input shape {pool.input.shape})")
+        self.flatten = kind == "Flatten"
+        self.grid = tuple(int(d) for d in pool.input.shape[1:])  # (h, w, K)
+        self.output_names = list(model.output_names)
+        self.features = keras.Model(model.inputs, pool.input, name=f"{model.name}_features")
+        self.pool = pool
+        try:
+            self.head = keras.Model(pool.output, model.outputs, name=f"{model.name}_head")
+        except Exception as error:  # a head that reads other tensors than the pooled vector
+            raise ExplainError(f"explain: the layers after {layer!r} do not depend on it alone ({error})") from error
+
+    def answer(self, pooled) -> dict:
+        import tensorflow as tf
+
+        outputs = self.head(pooled, training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return {name: tf.cast(value, tf.float32) for name, value in zip(self.output_names, outputs)}
 
 
 def register_gradient_converters() -> None:

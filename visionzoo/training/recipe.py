@@ -82,6 +82,7 @@ class TrainConfig:
     epochs: int = 1
     batch_size: int = 32
     seed: int = 42
+    split_seed: int | None = None
     optimizer: dict = field(default_factory=dict)
     model_options: dict = field(default_factory=dict)
     data_options: dict = field(default_factory=dict)
@@ -145,6 +146,15 @@ class TrainConfig:
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
         return cls(**json.loads(text))
+
+    @property
+    def data_seed(self) -> int:
+        """The seed that splits the data: `split_seed`, else `seed`.
+
+        Set `split_seed` to train a second model (another `seed`: other initial weights, batch order
+        and augmentation) on the same train/val/test split as the first, e.g. an ensemble member.
+        """
+        return self.seed if self.split_seed is None else self.split_seed
 
     def image_spec(self, recipe: Recipe) -> ImageSpec:
         """The recipe's preprocessing at this run's input size (`image_size = [height, width]`)."""

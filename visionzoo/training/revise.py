@@ -128,15 +128,36 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
 
 def restore_model(folder: Path, metadata: dict, data_dir: str | None):
     """The version's Keras model (weights from its SavedModel) and the data it was trained on."""
-    variables = Path(folder) / "variables" / "variables.index"
-    if not variables.is_file():
-        raise ReviseError(f"{folder} ships no SavedModel (variables/): its weights can only come from the run's "
-                          "checkpoint; re-export the run with `visionzoo export RUN` instead")
+    config = version_config(metadata, data_dir)
+    check_restorable(folder, metadata)
+    prepared = train.prepare(config)
+    return restore_weights(folder, metadata, prepared), prepared, config
+
+
+def version_config(metadata: dict, data_dir: str | None = None) -> TrainConfig:
+    """The TrainConfig an export version records, its data folder moved to `data_dir` if given."""
+    if metadata.get("training", {}).get("ensemble"):
+        raise ReviseError(f"{metadata.get('name')} version {metadata.get('version')} is an ensemble; rebuild it from its "
+                          "members with `visionzoo ensemble` and export that run instead")
     config = TrainConfig.from_json(json.dumps(metadata["recipe"]["config"]))
     if data_dir:
         config = config.updated({"data_dir": str(data_dir)})
-    config = config.updated({"data_dir": os.path.expandvars(config.data_dir)})
-    prepared = train.prepare(config)
+    return config.updated({"data_dir": os.path.expandvars(config.data_dir)})
+
+
+def check_restorable(folder: Path, metadata: dict) -> None:
+    if metadata.get("training", {}).get("ensemble"):
+        version_config(metadata)  # raises the ensemble's message
+    if not (Path(folder) / "variables" / "variables.index").is_file():
+        raise ReviseError(f"{folder} ships no SavedModel (variables/): its weights can only come from the run's "
+                          "checkpoint; re-export the run with `visionzoo export RUN` instead")
+
+
+def restore_weights(folder: Path, metadata: dict, prepared):
+    """The recipe's Keras model built for `prepared` with the version's SavedModel weights, checked
+    against the version's golden outputs."""
+    check_restorable(folder, metadata)
+    variables = Path(folder) / "variables" / "variables.index"
     model = train.build_for_data(prepared)
     model.load_weights(str(variables.with_suffix(""))).expect_partial()
     spec = ImageSpec.from_metadata(metadata["preprocessing"])
@@ -151,13 +172,14 @@ def restore_model(folder: Path, metadata: dict, data_dir: str | None):
                 if gap > export.PARITY_TOLERANCE:
                     raise ReviseError(f"the weights restored from {folder} do not reproduce golden/{name} "
                                       f"({output}: max |difference| {gap:.2e}); the recipe's model has changed since")
-    return model, prepared, config
+    return model
 
 
 def revise_explain(folder: Path, data_dir: str | None = None, savedmodel: str = "auto") -> Path:
     """A new version of the same weights whose graph also returns the Grad-CAM map; returns its folder."""
     folder = Path(folder)
     metadata = read_metadata(folder)
+    check_restorable(folder, metadata)
     recipe = get_recipe(metadata["recipe"]["name"])
     if recipe.explain is None:
         raise ReviseError(f"recipe {recipe.name} names no layer to explain (Recipe.explain)")

@@ -226,7 +226,7 @@ def prepare(config: TrainConfig) -> Prepared:
     recipe = get_recipe(config.model)
     data = load_data(
         Path(config.data_dir), config.image_spec(recipe), recipe.data_formats, explicit=config.data_format,
-        seed=config.seed, skip_bad=config.skip_bad, max_examples=config.max_examples, **config.data_options,
+        seed=config.data_seed, skip_bad=config.skip_bad, max_examples=config.max_examples, **config.data_options,
     )
     if "train" not in data.splits or "val" not in data.splits:
         raise ValueError(f"{data.source}: training needs train and val splits, got {sorted(data.splits)}")

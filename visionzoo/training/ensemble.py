@@ -1,0 +1,184 @@
+"""Ensembles: several trained copies of one recipe, their outputs averaged, shipped as one model.
+
+    visionzoo train bloodcell_mobilenetv3 --config CONFIG --data-dir DIR --seed 7 --set split_seed=42
+    visionzoo ensemble runs/bloodcell_mobilenetv3-A runs/bloodcell_mobilenetv3-B
+    visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>
+
+Members are run folders (their best checkpoint) or export version folders that ship a SavedModel
+(weights restored and checked against the version's golden outputs, revise.restore_weights). They
+must be one recipe trained on one split: data.json's split seed, split sizes and class names must
+be equal. What differs is the training seed (initial weights, batch order, augmentation), so train
+a second member with another `--seed` and `--set split_seed=` the first one's.
+
+The ensemble is a Keras model: member i is the nested model `member_i`, and each output is the
+mean of the members' outputs of that name (probabilities averaged, not votes). It is written as a
+run folder — config.json (the first member's), data.json, samples.json, best_model.keras,
+metrics.json and plots from training's own evaluation, training.json with the members' summed
+training time and each member's source, seed and scores — so `visionzoo export` ships it like any
+run (an ensemble of smoke runs is a smoke run). gradcam.GradCam explains an ensemble as one model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import runs
+
+logger = logging.getLogger(__name__)
+
+MEMBER_PREFIX = "member_"
+RUN_SUFFIX = "ensemble"
+SPLIT_FACTS = ("split_seed", "splits", "class_names")  # what members must share in data.json
+
+
+class EnsembleError(ValueError):
+    """The members cannot form an ensemble; the message says why and what to do."""
+
+
+@dataclass
+class Member:
+    """One trained model: where it came from, its weights, its recorded config, data and scores."""
+
+    source: str
+    smoke: bool
+    model: object
+    config: object
+    data: dict
+    seconds: float | None
+    metrics: dict
+
+
+def ensemble_members(model) -> list | None:
+    """The member models of an ensemble built by `build_ensemble`, else None."""
+    members = [layer for layer in model.layers if layer.name.startswith(MEMBER_PREFIX) and hasattr(layer, "layers")]
+    return members or None
+
+
+def build_ensemble(models: list, name: str):
+    """One Keras model whose every output is the mean of the `models`' outputs of that name."""
+    import tf_keras as keras
+
+    if len(models) < 2:
+        raise EnsembleError(f"an ensemble needs two or more members, got {len(models)}")
+    first = models[0]
+    if len(first.inputs) != 1:
+        raise EnsembleError("ensembles take single-input models (one image in)")
+    for model in models[1:]:
+        if list(model.output_names) != list(first.output_names) or model.inputs[0].shape != first.inputs[0].shape:
+            raise EnsembleError(f"members differ: inputs {first.inputs[0].shape} / {model.inputs[0].shape}, "
+                                f"outputs {first.output_names} / {model.output_names}")
+    image = keras.Input(first.inputs[0].shape[1:], name=first.input_names[0], dtype=first.inputs[0].dtype)
+    answers = []
+    for index, model in enumerate(models):
+        model._name = f"{MEMBER_PREFIX}{index}"  # unique nested names; the weights are untouched
+        outputs = model(image, training=False)
+        answers.append(outputs if isinstance(outputs, (list, tuple)) else [outputs])
+    averaged = [keras.layers.Average(name=output)([answer[k] for answer in answers])
+                for k, output in enumerate(first.output_names)]
+    return keras.Model(image, averaged if len(averaged) > 1 else averaged[0], name=name)
+
+
+def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Member:
+    """A run folder's best checkpoint, or an export version's SavedModel weights (needs `prepared`,
+    the data the version was trained on, to build the recipe's model)."""
+    import tf_keras as keras
+
+    from .models import objectives  # noqa: F401  (registers custom objects for loading)
+
+    path = Path(path)
+    if (path / "config.json").is_file():
+        if runs.read_state(path) == runs.UNFINISHED:
+            raise EnsembleError(f"{path} is unfinished (training did not complete): continue it with `visionzoo train "
+                                f"--resume {path}` or end it with `visionzoo train --finish {path}` before it joins an ensemble")
+        config, checkpoint = runs.load_run(path)
+        if data_dir:
+            config = config.updated({"data_dir": str(data_dir)})
+        model = keras.models.load_model(checkpoint, compile=False)
+        training = runs.read_json(path / "training.json")
+        return Member(path.as_posix(), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
+                      training.get("seconds"),
+                      runs.read_json(path / "metrics.json"))
+    if (path / "metadata.json").is_file():
+        from . import revise
+
+        metadata = revise.read_metadata(path)
+        config = revise.version_config(metadata, data_dir)
+        if prepared is None:
+            from . import train
+
+            prepared = train.prepare(config)
+        model = revise.restore_weights(path, metadata, prepared)
+        return Member(path.as_posix(), False, model, config, metadata.get("data", {}), metadata.get("training", {}).get("seconds"),
+                      metadata.get("metrics", {}))
+    raise EnsembleError(f"{path} is neither a run folder (config.json) nor an export version (metadata.json)")
+
+
+def check_compatible(members: list[Member]) -> None:
+    """Same recipe, same split: else the ensemble's test split may hold a member's training images."""
+    first = members[0]
+    for member in members[1:]:
+        if member.config.model != first.config.model:
+            raise EnsembleError(f"{member.source} is {member.config.model}, {first.source} is {first.config.model}: "
+                                "ensemble members must be one recipe")
+        for fact in SPLIT_FACTS:
+            if member.data.get(fact) != first.data.get(fact):
+                raise EnsembleError(
+                    f"{member.source} and {first.source} were trained on different splits (data.json {fact} differs): "
+                    "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
+                    "validation or test images")
+        if member.config.image_size != first.config.image_size:
+            raise EnsembleError(f"{member.source} and {first.source} take different input sizes")
+
+
+def _scores(metrics: dict) -> dict:
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "mean_iou", "auroc")
+    return {split: {k: v for k, v in values.items() if k in keep} for split, values in metrics.items() if isinstance(values, dict)}
+
+
+def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None = None) -> Path:
+    """Build, evaluate and record the ensemble of `paths` as a new run folder; returns it."""
+    from . import train
+
+    if len(paths) < 2:
+        raise EnsembleError(f"an ensemble needs two or more members, got {len(paths)}")
+    started = time.perf_counter()
+    runs_first = sorted(paths, key=lambda p: not (Path(p) / "config.json").is_file())  # a run's config leads
+    first = load_member(runs_first[0], data_dir=data_dir)
+    prepared = train.prepare(first.config)
+    members = [first] + [load_member(path, prepared, data_dir) for path in runs_first[1:]]
+    check_compatible(members)
+    config = first.config.updated({"out": str(out)})
+    run_dir = train.new_run_dir(config.updated({"model": f"{config.model}-{RUN_SUFFIX}"}))
+    model = build_ensemble([member.model for member in members], name=f"{config.model}_{RUN_SUFFIX}")
+    try:
+        (run_dir / "plots").mkdir(parents=True)
+        (run_dir / "config.json").write_text(config.to_json())
+        runs.write_json(run_dir / "data.json", first.data)
+        split = train.evaluation_split(prepared.data)
+        runs.write_samples(run_dir, split, prepared.data.splits[split].ids)
+        runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=0)
+        model.save(run_dir / "best_model.keras")
+        logger.info("ensemble of %d members: evaluating on %s", len(members), ", ".join(s for s in ("val", "test") if s in prepared.data.splits))
+        metrics = train.evaluate_splits(model, prepared, run_dir)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    member_seconds = [member.seconds for member in members]
+    runs.write_json(run_dir / "training.json", {
+        "seconds": round(sum(s or 0.0 for s in member_seconds), 1) if all(s is not None for s in member_seconds) else None,
+        "strategy": config.strategy, "best_checkpoint": "best_model.keras",
+        "ensemble": {
+            "combine": "mean of the members' outputs",
+            "built_seconds": round(time.perf_counter() - started, 1),
+            "members": [{"source": member.source, "seed": member.config.seed, "seconds": member.seconds,
+                         "scores": _scores(member.metrics)} for member in members],
+        },
+    })
+    runs.write_status(run_dir, runs.SMOKE if any(member.smoke for member in members) else runs.FINISHED)
+    logger.info("ensemble %s: %s (members: %s)", run_dir, json.dumps(_scores(metrics)), ", ".join(m.source for m in members))
+    return run_dir
