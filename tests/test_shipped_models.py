@@ -52,7 +52,8 @@ def test_metadata_describes_real_test_metrics_split_and_licence(folder):
     document = metadata(folder)
     test = document["metrics"]["test"]
     assert test["examples"] > 100
-    assert document["data"]["split_seed"] == document["recipe"]["config"]["seed"]
+    config = document["recipe"]["config"]
+    assert document["data"]["split_seed"] == (config["seed"] if config.get("split_seed") is None else config["split_seed"])
     assert document["data"]["dataset"]["licence"] and document["data"]["dataset"]["citation"]
     assert document["data"]["splits"]["test"]["examples"] == test["examples"]
     assert document["recipe"]["config"]["smoke"] is False and document["parity"]["passed"]
@@ -149,13 +150,14 @@ def _headline(scores: dict) -> dict[str, float]:
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
 def test_reevaluating_the_shipped_onnx_gives_its_recorded_test_metrics(folder, real_data):
     from visionzoo.training.data import load_data
+    from visionzoo.training.recipe import TrainConfig
     from visionzoo.training.registry import get_recipe
 
     document = metadata(folder)
-    config = document["recipe"]["config"]
-    recipe = get_recipe(config["model"])
-    data = load_data(real_data / Path(config["data_dir"]).name, recipe.image_spec, recipe.data_formats,
-                     explicit=config["data_format"], seed=config["seed"], skip_bad=config["skip_bad"], **config["data_options"])
+    config = TrainConfig.from_json(json.dumps(document["recipe"]["config"]))
+    recipe = get_recipe(config.model)
+    data = load_data(real_data / Path(config.data_dir).name, recipe.image_spec, recipe.data_formats,
+                     explicit=config.data_format, seed=config.data_seed, skip_bad=config.skip_bad, **config.data_options)
     examples = data.splits["test"]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
