@@ -282,7 +282,7 @@ def test_grpc_errors_then_still_serving(grpc_client):
     cases = [
         (lambda: grpc_client.infer("nope", [image]), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
         (lambda: grpc_client.infer("mura", [image]), "StatusCode.UNAVAILABLE", "model 'mura' is not available"),
-        (lambda: grpc_client.get_model_metadata("bloodcell", "3"), "StatusCode.NOT_FOUND", "has no version '3'"),
+        (lambda: grpc_client.get_model_metadata("bloodcell", "99"), "StatusCode.NOT_FOUND", "has no version '99'"),
         (lambda: grpc_client.get_trace_settings("bloodcell"), "StatusCode.UNIMPLEMENTED", "TraceSetting is not implemented"),
     ]
     short = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")

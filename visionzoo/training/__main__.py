@@ -94,7 +94,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                     "Members must share the split: train another member with a new --seed and --set split_seed=N.",
         epilog="example:\n  visionzoo train bloodcell_mobilenetv3 --config visionzoo/training/configs/bloodcell_scratch.toml \\\n"
                "      --data-dir $VISIONZOO_DATA/blood_pbc --seed 7 --set split_seed=42\n"
-               "  visionzoo ensemble exported_models/bloodcell_mobilenetv3/2 runs/bloodcell_mobilenetv3-20261203-055931\n"
+               "  visionzoo ensemble runs/bloodcell_mobilenetv3-20261122-023313 runs/bloodcell_mobilenetv3-20261203-055931\n"
                "  visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ensemble.add_argument("members", nargs="+", type=Path, metavar="MEMBER",
@@ -107,7 +107,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
         description="Static INT8 quantization (ONNX Runtime, QDQ) of an exported version: calibrated on training images "
                     "of the export's own dataset, scored against FP32 on its test split, written beside model.onnx and "
                     "recorded in metadata.json (serve it with VISIONZOO_<MODEL>_PRECISION=int8).")
-    quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/2")
+    quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/3")
     quantize.add_argument("--data-dir", help="where the export's dataset is now, if not where it was trained")
     quantize.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default 256)")
 
