@@ -266,7 +266,7 @@ def _weights_advice(model: str, error: Exception) -> str:
     from .ship import CONFIGS, SHIPPED  # the shipped models' from-scratch settings
 
     if model in SHIPPED:
-        config_file = (CONFIGS / SHIPPED[model][1]).resolve()
+        config_file = (CONFIGS / SHIPPED[model].config_file).resolve()
         try:
             config_file = config_file.relative_to(Path.cwd())
         except ValueError:
