@@ -2,7 +2,7 @@
 3000:3000 -p 8001:8001 visionzoo:VERSION`.
 
 - BentoML endpoints over HTTP, for all three models, with the golden images shipped in the image:
-  answers equal the golden outputs recorded at export time (within the export's tolerance).
+  answers equal the golden outputs recorded at export time (within the export's per-output tolerance, repository.golden_tolerance).
 - The Open Inference Protocol with the reference clients, tritonclient.http (REST, binary tensors)
   and tritonclient.grpc: health, metadata, and inference for all three models, from tensors and
   from image files, equal to the same golden outputs.
@@ -41,7 +41,6 @@ class Golden:
     version: ModelVersion
     files: list[Path]
     expected: list[dict[str, np.ndarray]]  # per file: output name -> (tiles, ...) array
-    tolerance: float
 
     def decoded(self) -> list[DecodedImage]:
         return [decode_upload(Upload(path.name, path.read_bytes()), self.version.spec, LIMITS)[0] for path in self.files]
@@ -64,7 +63,7 @@ def golden(container) -> dict[str, Golden]:
         recorded = np.load(version.folder / spec["expected"])
         files = [version.folder / "golden" / f for f in spec["files"]]
         expected = [{o["name"]: recorded[f"{i}/{o['name']}"] for o in version.outputs} for i in range(len(files))]
-        found[name] = Golden(version, files, expected, float(spec.get("tolerance", 1e-4)))
+        found[name] = Golden(version, files, expected)
     return found
 
 
@@ -116,7 +115,7 @@ def test_bloodcell_endpoint_equals_the_golden_outputs(http, golden):
     for prediction, path, expected in zip(body["predictions"], case.files, case.expected, strict=True):
         assert prediction["file"] == path.name
         got = [prediction["probabilities"][label] for label in labels]
-        np.testing.assert_allclose(got, expected["probabilities"][0], atol=case.tolerance)
+        np.testing.assert_allclose(got, expected["probabilities"][0], atol=case.version.golden_tolerance("probabilities"))
         assert prediction["label"] == labels[int(np.argmax(expected["probabilities"][0]))]
 
 
@@ -125,11 +124,11 @@ def test_mura_endpoints_equal_the_golden_outputs(http, golden):
     body = http.post("/mura/predict", files=upload(case.files)).json()
     body_parts = case.version.labels["body_part"]
     for prediction, expected in zip(body["predictions"], case.expected, strict=True):
-        assert prediction["abnormal_probability"] == pytest.approx(float(expected["abnormal"][0, 0]), abs=case.tolerance)
+        assert prediction["abnormal_probability"] == pytest.approx(float(expected["abnormal"][0, 0]), abs=case.version.golden_tolerance("abnormal"))
         assert prediction["body_part"] == body_parts[int(np.argmax(expected["body_part"][0]))]
     study = http.post("/mura/predict_study", files=upload(case.files)).json()
     mean = float(np.mean([expected["abnormal"][0, 0] for expected in case.expected]))
-    assert study["abnormal_probability"] == pytest.approx(mean, abs=case.tolerance)
+    assert study["abnormal_probability"] == pytest.approx(mean, abs=case.version.golden_tolerance("abnormal"))
     assert len(study["views"]) == len(case.files)
 
 
@@ -171,7 +170,8 @@ def test_oip_tensor_inference_equals_the_golden_outputs(clients, golden, protoco
     batch = np.concatenate([image.tiles for image in case.decoded()]).astype(np.float32)
     result = clients[protocol].infer(name, [tensor(protocol, case.version.inputs[0]["name"], batch, "FP32")])
     for output in case.version.outputs:
-        np.testing.assert_allclose(result.as_numpy(output["name"]), case.expected_batch(output["name"]), atol=case.tolerance)
+        np.testing.assert_allclose(result.as_numpy(output["name"]), case.expected_batch(output["name"]),
+                                   atol=case.version.golden_tolerance(output["name"]), err_msg=output["name"])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -191,7 +191,8 @@ def test_oip_file_inference_equals_the_golden_outputs(clients, golden, protocol,
     else:
         for output in case.version.outputs:
             expected = np.concatenate([case.expected[i][output["name"]] for i in same_size])
-            np.testing.assert_allclose(result.as_numpy(output["name"]), expected, atol=case.tolerance)
+            np.testing.assert_allclose(result.as_numpy(output["name"]), expected,
+                                           atol=case.version.golden_tolerance(output["name"]), err_msg=output["name"])
 
 
 def test_admin_routes_need_the_token(http, container, golden):

@@ -9,6 +9,7 @@ import pytest
 import tf_keras as keras
 
 from visionzoo.preprocessing import ImageSpec
+from visionzoo.serving.repository import golden_tolerance
 from visionzoo.training import export, gradcam
 
 
@@ -53,10 +54,17 @@ def test_the_map_peaks_on_the_evidence_and_moves_with_it(pooling):
 def test_the_export_adds_cam_with_parity_and_describes_it(tmp_path):
     model = brightness_classifier("gap")
     explanation = gradcam.Explanation("pool", "probabilities")
+    from visionzoo.training.data.common import Examples
+
+    squares = np.concatenate([square_at(2 * i) * (i + 1) / 6 for i in range(6)])  # brighter to the right
+    real = Examples(images=squares.astype(np.uint8), targets={}, ids=np.array([f"square#{i}" for i in range(6)]))
     folder = export.export_model(model, "brightness", tmp_path, image_spec=ImageSpec(16, 16, "grayscale"),
                                  task_kind="classification", output_labels={"probabilities": ["bright", "dark"]},
-                                 explain=explanation)
+                                 explain=explanation, real_examples=real)
     metadata = json.loads((folder / "metadata.json").read_text())
+    # the golden map is held to the map's own tolerance on other machines, the probabilities to 1e-4
+    assert golden_tolerance(metadata["golden"], "cam") == export.CAM_PARITY_TOLERANCE
+    assert golden_tolerance(metadata["golden"], "probabilities") == export.PARITY_TOLERANCE
     assert [o["name"] for o in metadata["outputs"]] == ["probabilities", "cam"]
     assert metadata["outputs"][1]["shape"] == [-1, 16, 16]
     assert metadata["explain"]["layer"] == "pool" and metadata["explain"]["method"] == "Grad-CAM"

@@ -63,6 +63,9 @@ class ModelVersion:
     def outputs(self) -> list[dict]:
         return self.metadata["outputs"]
 
+    def golden_tolerance(self, output: str) -> float:
+        return golden_tolerance(self.metadata.get("golden", {}), output)
+
     @property
     def labels(self) -> dict[str, list[str]]:
         return self.metadata["labels"]
@@ -116,6 +119,13 @@ def load_version(served_as: str, export: str, models_dir: Path, version: str | N
         raise ModelUnavailable(f"{served_as}: version {wanted}: cannot read metadata.json ({type(error).__name__})") from error
     verify_file(served_as, wanted, folder / MODEL_FILE, metadata)
     return ModelVersion(served_as, export, wanted, folder, metadata)
+
+
+def golden_tolerance(golden: dict, output: str) -> float:
+    """How far `output` may move from its recorded golden values on another machine or engine:
+    metadata.json `golden.tolerances[output]` where the export widened it (a Grad-CAM map is divided by
+    its own peak, so CPUs that round differently move it by more than 1e-4), else `golden.tolerance`."""
+    return float(golden.get("tolerances", {}).get(output, golden.get("tolerance", 1e-4)))
 
 
 def verify_file(served_as: str, version: str, path: Path, metadata: dict) -> None:

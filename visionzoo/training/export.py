@@ -299,7 +299,10 @@ def write_golden(folder: Path, onnx_path: Path, spec: ImageSpec, examples, label
         entries.append({"file": name, "tiles": int(len(batch))})
     np.savez_compressed(golden / "expected.npz", **arrays)
     (golden / "inputs.json").write_text(json.dumps({"inputs": entries, "labels": labels}, indent=2))
-    return {"files": [e["file"] for e in entries], "expected": "golden/expected.npz", "tolerance": PARITY_TOLERANCE}
+    found = {"files": [e["file"] for e in entries], "expected": "golden/expected.npz", "tolerance": PARITY_TOLERANCE}
+    if gradcam.CAM_OUTPUT in {output.name for output in session.get_outputs()}:
+        found["tolerances"] = {gradcam.CAM_OUTPUT: CAM_PARITY_TOLERANCE}  # read with repository.golden_tolerance
+    return found
 
 
 def _versions() -> dict:

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
+from visionzoo.serving.repository import golden_tolerance
 
 from . import export, onnx_metadata, runs, train
 from .recipe import TrainConfig
@@ -169,7 +170,7 @@ def restore_weights(folder: Path, metadata: dict, prepared):
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
             for output, values in zip(model.output_names, outputs):
                 gap = float(np.abs(np.asarray(values) - expected[f"{index}/{output}"]).max())
-                if gap > export.PARITY_TOLERANCE:
+                if gap > golden_tolerance(metadata["golden"], output):
                     raise ReviseError(f"the weights restored from {folder} do not reproduce golden/{name} "
                                       f"({output}: max |difference| {gap:.2e}); the recipe's model has changed since")
     return model
