@@ -57,6 +57,10 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed for shuffles, augmentation and initialisation, and for the "
                                                 "train/val/test split unless --set split_seed=N (default 42)")
     train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
+    train.add_argument("--init-from", metavar="RUN_OR_EXPORT",
+                       help="start from a trained model's weights instead of the recipe's initialisation: a finished run "
+                            "folder, or an export version that ships its SavedModel (e.g. exported_models/mars_dual_unet/2); "
+                            "same recipe and classes. Fine-tune on new data, or train longer at a lower learning rate")
     train.add_argument("--smoke", action="store_true", help="a few batches on a few dozen examples, to check the setup")
     train.add_argument("--out", help="parent folder for the run folder (default: runs)")
     train.add_argument("--config", type=Path, help="TOML file of setting overrides (see visionzoo/training/configs/)")
@@ -166,7 +170,7 @@ def _train_overrides(args) -> dict:
     overrides.update(recipe_module.parse_assignments(args.set))
     explicit = {
         "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed, "data_format": args.data_format,
-        "strategy": args.strategy, "precision": args.precision, "out": args.out,
+        "strategy": args.strategy, "precision": args.precision, "out": args.out, "init_from": args.init_from,
     }
     overrides.update({k: v for k, v in explicit.items() if v is not None})
     if args.weights is not None:

@@ -102,6 +102,9 @@ class TrainConfig:
     max_examples: int | None = None
     skip_bad: bool = False
     cache_dir: str | None = None
+    # start from these weights instead of the recipe's initialisation: a finished run folder or an export
+    # version with its SavedModel, of this recipe and these classes (train.load_init_source)
+    init_from: str | None = None
 
     @classmethod
     def from_recipe(cls, recipe: Recipe, data_dir: str, **overrides) -> "TrainConfig":

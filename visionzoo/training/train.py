@@ -260,6 +260,64 @@ def build_for_data(prepared: Prepared):
         raise WeightsUnavailable(_weights_advice(recipe.name, error)) from None
 
 
+class InitError(ValueError):
+    """`init_from` cannot start this run; the message says why and what to do."""
+
+
+def _init_source_facts(source: Path) -> tuple[str, dict, bool]:
+    """(recipe name, data.json facts, whether it is an ensemble) of a run folder or an export version."""
+    if (source / "config.json").is_file():
+        config = runs.read_json(source / "config.json")
+        training = runs.read_json(source / "training.json") if (source / "training.json").is_file() else {}
+        return config["model"], runs.read_json(source / "data.json"), bool(training.get("ensemble"))
+    if (source / "metadata.json").is_file():
+        metadata = runs.read_json(source / "metadata.json")
+        return (metadata["recipe"]["config"]["model"], metadata.get("data", {}),
+                bool(metadata.get("training", {}).get("ensemble")))
+    raise InitError(f"init_from {source}: neither a run folder (config.json) nor an export version (metadata.json)")
+
+
+def load_init_source(prepared: Prepared):
+    """The trained Keras model `config.init_from` names, for training to start from its weights:
+    a finished run folder (its best_model.keras) or an export version that ships its SavedModel
+    (weights checked against its golden outputs). Same recipe and same classes, or InitError.
+    None when the run starts from the recipe's own initialisation."""
+    config = prepared.config
+    if not config.init_from:
+        return None
+    from . import ensemble, revise
+
+    source = Path(os.path.expandvars(config.init_from))
+    name, data, is_ensemble = _init_source_facts(source)
+    if name != config.model:
+        raise InitError(f"init_from {source} is a {name} model, not {config.model}: start from a run or export of the same recipe")
+    if is_ensemble:
+        raise InitError(f"init_from {source} is an ensemble: start from one of its members (its training.json lists them)")
+    if (source / "config.json").is_file() and runs.read_state(source) == runs.UNFINISHED:
+        raise InitError(f"init_from {source} is unfinished: continue it with `visionzoo train --resume {source}` or end it "
+                        f"with `visionzoo train --finish {source}` first")
+    if data.get("class_names") != prepared.data.class_names:
+        raise InitError(f"init_from {source} was trained on the classes {data.get('class_names')}, this data has "
+                        f"{prepared.data.class_names}: its output layer does not fit; train from scratch instead")
+    described = prepared.data.describe()
+    if any(data.get(fact) != described.get(fact) for fact in ("split_seed", "splits")):
+        logger.warning("init_from %s was trained on another split of its data: if that was this dataset, this run's "
+                       "validation and test images may include images it learned from, and their scores will flatter it", source)
+    try:
+        return ensemble.load_member(source, prepared).model
+    except (ensemble.EnsembleError, revise.ReviseError) as error:  # e.g. an export that ships no SavedModel
+        raise InitError(f"init_from: {error}") from None
+
+
+def copy_weights(source, model, described: str) -> None:
+    """`source`'s weights into `model` (the same recipe built for the same classes)."""
+    weights, targets = source.get_weights(), model.weights
+    if len(weights) != len(targets) or any(w.shape != tuple(t.shape) for w, t in zip(weights, targets)):
+        raise InitError(f"init_from {described}: its weights do not fit this model ({len(weights)} arrays against "
+                        f"{len(targets)}); were it and this run built with different model_options?")
+    model.set_weights(weights)
+
+
 def _weights_advice(model: str, error: Exception) -> str:
     reason = str(error).split(" -- ")[-1].strip() or type(error).__name__
     fixes = ["--weights none (random initialisation)", "--weights PATH (a local weights .h5 file)"]
@@ -375,12 +433,16 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     run_dir = Path(run_dir) if run_dir else new_run_dir(config)
     status = runs.read_status(run_dir) if resume else {}
     backup_exists = resume and (run_dir / BACKUP_DIR).is_dir()
-    if backup_exists and prepared.config.model_options.get("weights") == "imagenet":
-        # the backup restores every weight: no need to download ImageNet weights again
-        prepared = Prepared(prepared.recipe, config.updated({"model_options.weights": None}), prepared.data)
+    start = None if backup_exists else load_init_source(prepared)
+    if (backup_exists or start is not None) and prepared.config.model_options.get("weights") == "imagenet":
+        # the backup or init_from sets every weight: no need to download ImageNet weights again
+        prepared = Prepared(prepared.recipe, prepared.config.updated({"model_options.weights": None}), prepared.data)
     with strategy.scope():  # before any folder exists: a model that cannot be built leaves nothing behind
         model = build_for_data(prepared)
+        if start is not None:
+            copy_weights(start, model, config.init_from)
         compile_model(model, prepared)
+    del start
     work_dir = run_dir if chief else run_dir.parent / f".{run_dir.name}-worker-{os.getpid()}"
     checkpoint = work_dir / "best_model.keras"
     # BackupAndRestore does not support OneDeviceStrategy; every worker names the chief's folder
@@ -421,6 +483,7 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     metrics = evaluate_splits(best, prepared, run_dir)
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
+                                           **({"init_from": config.init_from} if config.init_from else {}),
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
