@@ -97,3 +97,32 @@ def test_the_served_recipes_name_layers_their_models_have():
         outputs = explainer(np.random.default_rng(0).uniform(0, 255, (2, *shape)).astype(np.float32))
         assert outputs["cam"].shape[1:] == explainer.cam_shape and set(outputs) == {*model.output_names, "cam"}
         keras.backend.clear_session()
+
+
+def test_int8_keeps_the_map_in_fp32_and_compiles_in_openvino_at_fixed_batch(tmp_path):
+    """Quantizing the gradient tape broke OpenVINO at batch 8 (MultiplyPartialTransformation) and
+    bought nothing: only the answer's path is quantized."""
+    import onnx
+    import openvino as ov
+
+    from visionzoo.training import quantize
+
+    model = brightness_classifier("gap")
+    folder = export.export_model(model, "brightness", tmp_path, image_spec=ImageSpec(16, 16, "grayscale"),
+                                 task_kind="classification", output_labels={"probabilities": ["bright", "dark"]},
+                                 explain=gradcam.Explanation("pool", "probabilities"))
+    calibration = np.concatenate([square_at(2 * i) * (i + 1) / 6 for i in range(6)])
+    target = tmp_path / "model.int8.onnx"
+    quantize.quantize_file(folder / "model.onnx", target, calibration)
+    graph = onnx.load(str(target)).graph
+    explanation_only = set(quantize.explanation_only_nodes(graph))
+    dequantize = [n.name for n in graph.node if n.op_type == "DequantizeLinear"]
+    assert explanation_only and dequantize  # the answer's path is quantized ...
+    assert not explanation_only & set(dequantize)  # ... and nothing that only the map needs
+    core = ov.Core()
+    fixed = core.read_model(str(target))
+    fixed.reshape({fixed.inputs[0].get_any_name(): [8, 16, 16, 1]})
+    compiled = core.compile_model(fixed, "CPU")
+    result = compiled(np.concatenate([calibration, calibration[:2]]).astype(np.float32))
+    cam = result[compiled.output("cam")]
+    assert cam.shape == (8, 16, 16) and cam[0, 6:10, 0:4].min() > 0.5

@@ -11,7 +11,8 @@ VISIONZOO_<MODEL>_PRECISION=int8 (or `precision: int8` in models.yaml).
 Quantization: QDQ format, per-channel signed INT8 weights, unsigned INT8 activations with
 `reduce_range` (7-bit activations avoid the U8S8 saturation of AVX2 CPUs without VNNI),
 calibration by the 99.999th percentile of each activation over the calibration images (MinMax lets
-one outlier stretch a whole range).
+one outlier stretch a whole range). A Grad-CAM graph's explanation-only nodes stay FP32
+(`explanation_only_nodes`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import onnx_metadata, runs, train
+from . import gradcam, onnx_metadata, runs, train
 from .export import sha256
 from .recipe import TrainConfig
 from .registry import get_recipe
@@ -83,6 +84,28 @@ class _Calibration:
         self.position = 0
 
 
+def explanation_only_nodes(graph) -> list[str]:
+    """Names of the nodes only the Grad-CAM output `cam` needs (the gradient tape and the map): they
+    stay FP32. Quantizing them speeds up nothing an answer waits for, blurs the map, and OpenVINO
+    cannot compile their QDQ form at a fixed batch size (MultiplyPartialTransformation throws)."""
+    producer = {output: node for node in graph.node for output in node.output}
+
+    def needed(outputs: list[str]) -> set[str]:
+        seen, stack = set(), list(outputs)
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.input)
+        return seen
+
+    outputs = [output.name for output in graph.output]
+    if gradcam.CAM_OUTPUT not in outputs:
+        return []
+    answers = needed([name for name in outputs if name != gradcam.CAM_OUTPUT])
+    return sorted(needed([gradcam.CAM_OUTPUT]) - answers)
+
+
 def quantize_file(source: Path, target: Path, calibration: np.ndarray) -> None:
     """Static QDQ INT8 quantization of `source` into `target`."""
     import onnx
@@ -92,9 +115,10 @@ def quantize_file(source: Path, target: Path, calibration: np.ndarray) -> None:
     with tempfile.TemporaryDirectory(prefix="visionzoo-quantize-") as work:
         prepared = Path(work) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        input_name = onnx.load(str(prepared), load_external_data=False).graph.input[0].name
+        graph = onnx.load(str(prepared), load_external_data=False).graph
+        input_name = graph.input[0].name
         quantize_static(
-            str(prepared), str(target), _Calibration(input_name, calibration),
+            str(prepared), str(target), _Calibration(input_name, calibration), nodes_to_exclude=explanation_only_nodes(graph),
             quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.Percentile,
@@ -127,7 +151,8 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
         entry = {
             "file": VARIANT_FILE,
             "method": "onnxruntime static quantization, QDQ, per-channel INT8 weights, UINT8 activations (reduce_range), "
-                      "percentile 99.999 calibration",
+                      "percentile 99.999 calibration" + ("; the Grad-CAM map's own nodes stay FP32" if any(
+                          o["name"] == gradcam.CAM_OUTPUT for o in document["outputs"]) else ""),
             "calibration": {"images": int(len(calibration)), "split": "train", "seed": config.seed},
             "test": {"split": scored_on, "examples": int(len(test_split)), "fp32": recipe.task.score(fp32, test_split, class_names),
                      "int8": recipe.task.score(int8, test_split, class_names), "agreement": agreement(fp32, int8)},
