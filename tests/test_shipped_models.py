@@ -14,6 +14,7 @@ import pytest
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 from visionzoo.serving.repository import golden_tolerance
+from visionzoo.training.recipe import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = ("bloodcell_mobilenetv3", "mura_multitask_cnn", "mars_dual_unet")
@@ -53,8 +54,7 @@ def test_metadata_describes_real_test_metrics_split_and_licence(folder):
     document = metadata(folder)
     test = document["metrics"]["test"]
     assert test["examples"] > 100
-    config = document["recipe"]["config"]
-    assert document["data"]["split_seed"] == (config["seed"] if config.get("split_seed") is None else config["split_seed"])
+    assert document["data"]["split_seed"] == TrainConfig.from_json(json.dumps(document["recipe"]["config"])).data_seed
     assert document["data"]["dataset"]["licence"] and document["data"]["dataset"]["citation"]
     assert document["data"]["splits"]["test"]["examples"] == test["examples"]
     assert document["recipe"]["config"]["smoke"] is False and document["parity"]["passed"]
@@ -152,7 +152,6 @@ def _headline(scores: dict) -> dict[str, float]:
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda p: p.parent.name)
 def test_reevaluating_the_shipped_onnx_gives_its_recorded_test_metrics(folder, real_data):
     from visionzoo.training.data import load_data
-    from visionzoo.training.recipe import TrainConfig
     from visionzoo.training.registry import get_recipe
 
     document = metadata(folder)

@@ -94,7 +94,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
     if (path / "config.json").is_file():
         if runs.read_state(path) == runs.UNFINISHED:
             raise EnsembleError(f"{path} is unfinished (training did not complete): continue it with `visionzoo train "
-                                f"--resume {path}` or end it with `visionzoo train --finish {path}` before it joins an ensemble")
+                                f"--resume {path}` or end it with `visionzoo train --finish {path}` first")
         config, checkpoint = runs.load_run(path)
         if data_dir:
             config = config.updated({"data_dir": str(data_dir)})

@@ -293,19 +293,16 @@ def load_init_source(prepared: Prepared):
         raise InitError(f"init_from {source} is a {name} model, not {config.model}: start from a run or export of the same recipe")
     if is_ensemble:
         raise InitError(f"init_from {source} is an ensemble: start from one of its members (its training.json lists them)")
-    if (source / "config.json").is_file() and runs.read_state(source) == runs.UNFINISHED:
-        raise InitError(f"init_from {source} is unfinished: continue it with `visionzoo train --resume {source}` or end it "
-                        f"with `visionzoo train --finish {source}` first")
     if data.get("class_names") != prepared.data.class_names:
         raise InitError(f"init_from {source} was trained on the classes {data.get('class_names')}, this data has "
                         f"{prepared.data.class_names}: its output layer does not fit; train from scratch instead")
-    described = prepared.data.describe()
-    if any(data.get(fact) != described.get(fact) for fact in ("split_seed", "splits")):
+    described = {**prepared.data.describe(), "class_names": prepared.data.class_names}  # as data.json holds it
+    if any(data.get(fact) != described.get(fact) for fact in ensemble.SPLIT_FACTS):
         logger.warning("init_from %s was trained on another split of its data: if that was this dataset, this run's "
                        "validation and test images may include images it learned from, and their scores will flatter it", source)
     try:
         return ensemble.load_member(source, prepared).model
-    except (ensemble.EnsembleError, revise.ReviseError) as error:  # e.g. an export that ships no SavedModel
+    except (ensemble.EnsembleError, revise.ReviseError) as error:  # an unfinished run, an export without SavedModel
         raise InitError(f"init_from: {error}") from None
 
 
@@ -483,7 +480,6 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     metrics = evaluate_splits(best, prepared, run_dir)
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
-                                           **({"init_from": config.init_from} if config.init_from else {}),
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
