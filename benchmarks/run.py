@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import engines, service_bench
@@ -228,12 +228,12 @@ def main(argv=None) -> None:
                         help="rewrite RESULTS.md from the last run's benchmarks/out/*.json without measuring")
     args = parser.parse_args(argv)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    when = datetime.now(timezone.utc)
+    when = datetime.now(UTC)
     if args.render_only:
         raw = json.loads((OUT / "engines.json").read_text())
         found = json.loads((OUT / "service_bench.json").read_text())
         commit = found.get("commit", commit)
-        when = datetime.fromtimestamp((OUT / "service_bench.json").stat().st_mtime, timezone.utc)
+        when = datetime.fromtimestamp((OUT / "service_bench.json").stat().st_mtime, UTC)
     else:
         raw = engines.main([])
         found = service_bench.main(["--duration", str(args.duration), "--warmup", str(args.warmup)]

@@ -32,7 +32,7 @@ import platform
 import shutil
 import subprocess
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -392,7 +392,7 @@ def export_model(
             "parity": parity,
             "golden": golden,
             "saved_model": "shipped" if ship_saved else saved_model_note(saved_bytes, (metadata or {}).get("run")),
-            "provenance": {"git_commit": git_commit(), "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "provenance": {"git_commit": git_commit(), "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
                            "versions": _versions()},
             **(metadata or {}),
         }

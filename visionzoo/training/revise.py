@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ def read_metadata(folder: Path) -> dict:
 
 def _revision(folder: Path, changes: list[str]) -> dict:
     return {"from_version": Path(folder).name, "changes": changes, "git_commit": export.git_commit(),
-            "revised_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            "revised_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def golden_batch(path: Path, spec: ImageSpec) -> np.ndarray:

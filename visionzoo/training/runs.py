@@ -26,7 +26,7 @@ import csv
 import io
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +60,7 @@ def write_status(run_dir: Path, state: str, **fields) -> None:
     path = run_dir / STATUS_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     document = {**previous, **fields, "state": state,
-                "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json(path, document)
 
 

@@ -21,7 +21,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -406,7 +406,7 @@ def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "te
 
 
 def new_run_dir(config: TrainConfig) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.out) / f"{config.model}-{stamp}"
     suffix = 1
     while run_dir.exists():

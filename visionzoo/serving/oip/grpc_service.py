@@ -289,7 +289,7 @@ class GRPCServer:
         self.health = None
 
     async def start(self) -> None:
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_health.v1 import health, health_pb2_grpc
         from grpc_reflection.v1alpha import reflection
 
         options = [
