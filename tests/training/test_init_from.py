@@ -53,8 +53,14 @@ def test_a_run_started_from_another_records_it_and_exports(source_run, tmp_path)
     (child,) = (tmp_path / "runs").iterdir()
     assert runs.read_state(child) == runs.FINISHED
     assert json.loads((child / "config.json").read_text())["init_from"] == str(run)
+    # its time includes the source's, so a model card states what the weights cost in all
+    own, source = (json.loads((folder / "training.json").read_text()) for folder in (child, run))
+    assert own["seconds_with_init"] == pytest.approx(own["seconds"] + source["seconds"], abs=0.11)
     visionzoo("export", str(child), "--out", str(tmp_path / "exports"))
     (version,) = (tmp_path / "exports" / "mnist_lenet").iterdir()
+    metadata = json.loads((version / "metadata.json").read_text())
+    assert runs.training_seconds(metadata["training"]) == own["seconds_with_init"]
+    assert train.init_source_seconds(version) == own["seconds_with_init"]  # what a run started from it adds on
     # and that export, which ships its SavedModel, can start a run of its own (weights checked against its golden outputs)
     prepared = train.prepare(_config(data, tmp_path / "again", init_from=str(version)))
     start = train.load_init_source(prepared)

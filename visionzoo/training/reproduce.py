@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from . import runs
 from .recipes.cifar_ablation import ABLATIONS
 from .registry import get_recipe
 
@@ -218,7 +219,7 @@ def shipped_rows(exports: Path = Path("exported_models")) -> dict[str, str]:
         else:
             ours = "see metadata.json"
         recipe = metadata.get("recipe", {})
-        seconds = metadata.get("training", {}).get("seconds")
+        seconds = runs.training_seconds(metadata.get("training", {}))
         rows[recipe.get("name", folder.name)] = (f"| `{recipe.get('name', folder.name)}` | {recipe.get('source_reported', '')} | {ours} | "
                     f"{metadata.get('data', {}).get('dataset', {}).get('name', '')} | "
                     f"{_minutes(seconds) if seconds else 'n/a'} | `{newest.as_posix()}` |")

@@ -145,3 +145,9 @@ def load_run(run_dir: Path):
     if not checkpoint.is_file():
         raise FileNotFoundError(f"{run_dir} has no best_model.keras; did training finish?")
     return TrainConfig.from_json(config_path.read_text()), checkpoint
+
+
+def training_seconds(training: dict) -> float | None:
+    """The wall time behind a model, from its training.json (or its export's metadata "training"):
+    `seconds_with_init` when the run started from another model's weights (init_from), else `seconds`."""
+    return training.get("seconds_with_init", training.get("seconds"))

@@ -277,6 +277,18 @@ def _init_source_facts(source: Path) -> tuple[str, dict, bool]:
     raise InitError(f"init_from {source}: neither a run folder (config.json) nor an export version (metadata.json)")
 
 
+def init_source_seconds(source: Path) -> float | None:
+    """Training seconds behind the weights a run started from (init_from): the source run's or
+    export's own, plus those of whatever it started from in turn. None when not recorded."""
+    if (source / "training.json").is_file():
+        training = runs.read_json(source / "training.json")
+    elif (source / "metadata.json").is_file():
+        training = runs.read_json(source / "metadata.json").get("training", {})
+    else:
+        return None
+    return runs.training_seconds(training)
+
+
 def load_init_source(prepared: Prepared):
     """The trained Keras model `config.init_from` names, for training to start from its weights:
     a finished run folder (its best_model.keras) or an export version that ships its SavedModel
@@ -478,8 +490,10 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     best = keras.models.load_model(checkpoint)
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     metrics = evaluate_splits(best, prepared, run_dir)
+    earlier = init_source_seconds(Path(os.path.expandvars(config.init_from))) if config.init_from else None
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
+                                           **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
