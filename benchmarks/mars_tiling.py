@@ -12,6 +12,8 @@ ignored, k -> k+1); only labelled pixels count. Four variants:
     b  tile_overlap 0.5 (a tile straddles the seam, outputs blended), argmax over all 5 classes
     c  tile_overlap 0, argmax over the learnable classes 1-4 only (never "background")
     d  both
+    e  as this version serves (its own tile_overlap, learnable_classes and decision_weights), when it
+       has decision weights (the multipliers of benchmarks/mars_decision.py)
 
 on two splits: `val`, the crowd-labelled frames the training run held out (the loader's own split,
 reproduced with its functions and the split seed recorded in metadata.json), and `gold`, the 322
@@ -53,12 +55,22 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "exported_models" / "mars_dual_unet"  # the newest version: the variants set tiling and classes themselves
 DEFAULT_OUT = REPO / "benchmarks" / "mars_tiling.json"
 TERRAIN = [1, 2, 3, 4]  # soil, bedrock, sand, big rock; 0 "background" only ever marked unlabelled pixels
-VARIANTS = {  # name -> (tile_overlap, learnable classes; None = all)
-    "a_v1_as_served": (0.0, None),
-    "b_overlap": (0.5, None),
-    "c_learnable": (0.0, TERRAIN),
-    "d_overlap_learnable": (0.5, TERRAIN),
+VARIANTS = {  # name -> (tile_overlap, learnable classes; None = all, decision weights; None = unweighted)
+    "a_v1_as_served": (0.0, None, None),
+    "b_overlap": (0.5, None, None),
+    "c_learnable": (0.0, TERRAIN, None),
+    "d_overlap_learnable": (0.5, TERRAIN, None),
 }
+AS_SERVED = "e_as_served"
+
+
+def variants(version: ModelVersion) -> dict[str, tuple]:
+    """VARIANTS, plus `e_as_served` (the version's own settings) when the version has decision weights."""
+    weights = processing.decision_weights(version.metadata)
+    if weights is None:
+        return dict(VARIANTS)
+    overlap = version.metadata["preprocessing"].get("tile_overlap", 0.0)
+    return {**VARIANTS, AS_SERVED: (overlap, version.metadata.get("learnable_classes"), weights)}
 
 Pair = tuple[Path, Path]
 
@@ -97,15 +109,16 @@ def metrics(confusion: np.ndarray) -> dict:
 def score(version: ModelVersion, frames: dict[str, list[Pair]], threads: int = 1, progress: bool = True) -> dict:
     """{split: {variant: metrics}}; also `predicted_share_all_pixels` per variant (unlabelled pixels too)."""
     spec = ImageSpec.from_metadata(version.metadata["preprocessing"])
-    specs = {overlap: dataclasses.replace(spec, tile_overlap=overlap) for overlap, _ in VARIANTS.values()}
+    chosen = variants(version)
+    specs = {overlap: dataclasses.replace(spec, tile_overlap=overlap) for overlap, _, _ in chosen.values()}
     output = version.outputs[0]["name"]
     engine = build("onnxruntime", EngineRequest(version.onnx_path, version.inputs[0]["name"], (output,), threads), "cpu")
     classes = len(version.labels[output])
     results = {}
     try:
         for split, pairs in frames.items():
-            confusion = {name: np.zeros((classes, classes), np.int64) for name in VARIANTS}
-            everywhere = {name: np.zeros(classes, np.int64) for name in VARIANTS}
+            confusion = {name: np.zeros((classes, classes), np.int64) for name in chosen}
+            everywhere = {name: np.zeros(classes, np.int64) for name in chosen}
             for done, (image_path, mask_path) in enumerate(pairs, 1):
                 upload = processing.Upload(image_path.name, image_path.read_bytes())
                 probabilities = {}
@@ -116,9 +129,9 @@ def score(version: ModelVersion, frames: dict[str, list[Pair]], threads: int = 1
                 if mask.shape != (image.height, image.width):
                     raise ValueError(f"{mask_path}: mask {mask.shape} vs image {image.height}x{image.width}")
                 labelled = mask > 0
-                for name, (overlap, learnable) in VARIANTS.items():
+                for name, (overlap, learnable, weights) in chosen.items():
                     class_map = processing.class_map_from_tiles(probabilities[overlap], image.height, image.width,
-                                                                learnable, overlap)
+                                                                learnable, overlap, weights)
                     codes = mask[labelled].astype(np.int64) * classes + class_map[labelled]
                     confusion[name] += np.bincount(codes, minlength=classes * classes).reshape(classes, classes)
                     everywhere[name] += np.bincount(class_map.ravel(), minlength=classes)
@@ -128,7 +141,7 @@ def score(version: ModelVersion, frames: dict[str, list[Pair]], threads: int = 1
                 print(file=sys.stderr)
             results[split] = {name: {**metrics(confusion[name]), "frames": len(pairs),
                                      "predicted_share_all_pixels": (everywhere[name] / everywhere[name].sum()).tolist()}
-                              for name in VARIANTS}
+                              for name in chosen}
     finally:
         engine.close()
     return results
@@ -190,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
         "data": {"dir": portable(data_dir), "frames": counts, "split_seed": seed,
                  "scored_frames": {split: len(pairs) for split, pairs in frames.items()},
                  "note": "AI4Mars 256x256 subset; class maps scored at frame size on labelled pixels only"},
-        "variants": {name: {"tile_overlap": overlap, "learnable_classes": learnable} for name, (overlap, learnable) in VARIANTS.items()},
+        "variants": {name: {"tile_overlap": overlap, "learnable_classes": learnable, "decision_weights": weights}
+                     for name, (overlap, learnable, weights) in variants(version).items()},
         "classes": list(CLASS_NAMES),
         "results": results,
         "seconds": round(seconds, 1),

@@ -30,7 +30,7 @@ def test_splits_are_the_loaders(real_data):
 def test_result_keys_and_ranges(results):
     assert set(results) == {"val", "gold"}
     for variants in results.values():
-        assert set(variants) == set(mars_tiling.VARIANTS)
+        assert set(variants) == set(mars_tiling.variants(mars_tiling.load_model(MODEL)))
         for m in variants.values():
             assert {"mean_iou", "per_class_iou", "pixel_accuracy", "background_share", "labelled_pixels",
                     "confusion_matrix", "frames", "predicted_share_all_pixels"} <= set(m)
@@ -47,3 +47,13 @@ def test_learnable_variants_never_predict_background(results):
         for name in ("c_learnable", "d_overlap_learnable"):
             assert variants[name]["predicted_share_all_pixels"][0] == 0.0  # on every pixel, labelled or not
             assert variants[name]["background_share"] == 0.0
+
+
+def test_a_version_with_decision_weights_is_also_scored_as_it_serves():
+    from types import SimpleNamespace
+
+    labels = {"labels": {"mask": ["background", "soil", "bedrock", "sand", "big_rock"]}, "outputs": [{"name": "mask"}]}
+    plain = SimpleNamespace(metadata={**labels, "preprocessing": {"tile_overlap": 0.5}, "learnable_classes": [1, 2, 3, 4]})
+    assert mars_tiling.variants(plain) == mars_tiling.VARIANTS
+    weighted = SimpleNamespace(metadata={**plain.metadata, "decision_weights": [1, 1, 1, 0.5, 0.7]})
+    assert mars_tiling.variants(weighted)[mars_tiling.AS_SERVED] == (0.5, [1, 2, 3, 4], [1.0, 1.0, 1.0, 0.5, 0.7])

@@ -193,5 +193,6 @@ def test_every_shipped_version_has_a_model_card_true_to_its_metrics(folder):
     if document["task"] == "segmentation":  # the served map at frame size, measured on the served path
         (evidence,) = card["evidence"]
         chosen = {"tile_overlap": document["preprocessing"].get("tile_overlap", 0.0),
-                  "learnable_classes": document.get("learnable_classes")}
+                  "learnable_classes": document.get("learnable_classes"),
+                  "decision_weights": document.get("decision_weights")}
         assert chosen in evidence["variants"].values()

@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import DecodedImage, Limits, Upload, class_map_from_tiles, decode_upload
+from visionzoo.serving.processing import DecodedImage, Limits, Upload, class_map_from_tiles, decision_weights, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.container
@@ -48,7 +48,8 @@ class Golden:
     def class_map(self, index: int, image: DecodedImage) -> np.ndarray:
         """The class map the service must give for golden file `index` (over the learnable classes)."""
         return class_map_from_tiles(self.expected[index]["probabilities"], image.height, image.width,
-                                    self.version.metadata.get("learnable_classes"), self.version.spec.tile_overlap)
+                                    self.version.metadata.get("learnable_classes"), self.version.spec.tile_overlap,
+                                    decision_weights(self.version.metadata))
 
     def expected_batch(self, output: str) -> np.ndarray:
         return np.concatenate([per_file[output] for per_file in self.expected])

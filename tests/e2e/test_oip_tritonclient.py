@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import Limits, Upload, argmax_classes, class_map_from_tiles, decode_upload
+from visionzoo.serving.processing import Limits, Upload, argmax_classes, class_map_from_tiles, decision_weights, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.e2e
@@ -151,7 +151,8 @@ def test_tensor_inference_equals_onnxruntime(clients, references, protocol, name
         np.testing.assert_allclose(result.as_numpy(output), values, atol=ENGINE_TOLERANCE[output], rtol=1e-5)
     if name == "mars":
         learnable = reference.version.metadata.get("learnable_classes")
-        np.testing.assert_array_equal(result.as_numpy("class_map"), argmax_classes(result.as_numpy("probabilities"), learnable))
+        np.testing.assert_array_equal(result.as_numpy("class_map"), argmax_classes(result.as_numpy("probabilities"), learnable,
+                                                                                   decision_weights(reference.version.metadata)))
     # The same pixels as UINT8: the same answer.
     rounded = np.round(batch).astype(np.uint8)
     as_uint8 = client.infer(name, [tensor(protocol, "image_uint8", rounded, "UINT8")])
@@ -170,7 +171,8 @@ def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references,
     if name == "mars":
         version = reference.version
         expected = [class_map_from_tiles(reference.run(image.tiles)["probabilities"], image.height, image.width,
-                                         version.metadata.get("learnable_classes"), version.spec.tile_overlap)
+                                         version.metadata.get("learnable_classes"), version.spec.tile_overlap,
+                                         decision_weights(version.metadata))
                     for image in decoded]
         class_map = result.as_numpy("class_map")
         assert class_map.shape == (len(files), decoded[0].height, decoded[0].width)

@@ -101,11 +101,12 @@ def grpc_client(grpc_address):
 
 
 def served_argmax(name: str, probabilities: np.ndarray) -> np.ndarray:
-    """The per-pixel class the service answers: the arg-max over the version's learnable classes."""
-    from visionzoo.serving.processing import argmax_classes
+    """The per-pixel class the service answers: the weighted arg-max over the version's learnable classes."""
+    from visionzoo.serving.processing import argmax_classes, decision_weights
     from visionzoo.serving.repository import load_served
 
-    return argmax_classes(probabilities, load_served(name).metadata.get("learnable_classes"))
+    metadata = load_served(name).metadata
+    return argmax_classes(probabilities, metadata.get("learnable_classes"), decision_weights(metadata))
 
 
 def pixels(count: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:

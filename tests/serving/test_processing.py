@@ -184,6 +184,27 @@ def test_the_class_map_never_holds_a_class_training_could_not_learn():
     assert set(np.unique(restricted)) == {2}
 
 
+def test_decision_weights_shift_the_class_map_where_the_classes_are_close():
+    """metadata.json `decision_weights` multiply the probabilities before the arg-max (a prior
+    correction for oversampled classes): a pixel that is narrowly sand becomes soil when sand's
+    weight is halved, a pixel that is clearly sand stays sand, and "background" stays out."""
+    probabilities = np.zeros((1, 64, 128, 5), dtype=np.float32)
+    probabilities[..., :64, 0] = 0.5  # left half: "background" highest, then sand just above soil
+    probabilities[..., :64, 3], probabilities[..., :64, 1] = 0.3, 0.2
+    probabilities[..., 64:, 3], probabilities[..., 64:, 1] = 0.9, 0.1  # right half: clearly sand
+    frame = decode([Upload("f.png", png(np.zeros((64, 128), np.uint8)))], TILE)[0]
+    plain = mars_task(learnable_classes=[1, 2, 3, 4]).class_map(frame, probabilities)
+    weighted = mars_task(learnable_classes=[1, 2, 3, 4], decision_weights=[1, 1, 1, 0.5, 1]).class_map(frame, probabilities)
+    assert set(np.unique(plain)) == {3}
+    assert set(np.unique(weighted[:, :64])) == {1} and set(np.unique(weighted[:, 64:])) == {3}
+
+
+@pytest.mark.parametrize("weights", [[1, 1, 1, 0.5], [1, 1, 1, 0, 1], [1, 1, float("nan"), 1, 1]])
+def test_decision_weights_that_do_not_fit_the_classes_are_refused_by_name(weights):
+    with pytest.raises(ValueError, match="decision_weights must be 5 positive numbers"):
+        mars_task(decision_weights=weights).decision_weights
+
+
 def test_overlay_tints_by_class_with_the_requested_opacity_and_draws_a_legend():
     source = Image.fromarray(np.full((120, 240), 40, np.uint8))
     class_map = np.zeros((120, 240), np.uint8)

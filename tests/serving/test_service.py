@@ -91,10 +91,11 @@ def test_mars_segment_matches_onnx_runtime_at_the_original_size(client, golden):
     original = Image.open(path)
     assert (result["width"], result["height"]) == original.size and result["tiles"] == len(tiles)
     class_map = np.load(io.BytesIO(base64.b64decode(result["mask_npy"])))
-    from visionzoo.serving.processing import class_map_from_tiles
+    from visionzoo.serving.processing import class_map_from_tiles, decision_weights
 
     np.testing.assert_array_equal(class_map, class_map_from_tiles(probabilities, original.height, original.width,
-                                                                  version.metadata.get("learnable_classes"), version.spec.tile_overlap))
+                                                                  version.metadata.get("learnable_classes"), version.spec.tile_overlap,
+                                                                  decision_weights(version.metadata)))
     assert sum(result["class_fractions"].values()) == pytest.approx(1.0)
     assert Image.open(io.BytesIO(base64.b64decode(result["overlay_png"]))).size == original.size
 

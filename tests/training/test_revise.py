@@ -58,11 +58,27 @@ def test_a_serving_revision_is_a_new_version_with_the_same_graph(mars_copy):
     assert mars_copy.is_dir() and not list(mars_copy.parent.glob(".staging-*"))  # the source stays, no debris
 
 
+def test_decision_weights_revision_changes_serving_only(mars_copy):
+    revised = revise.revise(mars_copy, decision_weights=[1, 1, 1, 0.5, 0.7])
+    document = json.loads((revised / "metadata.json").read_text())
+    assert document["decision_weights"] == [1.0, 1.0, 1.0, 0.5, 0.7]
+    assert document["revision"]["changes"] == ["decision_weights = 1, 1, 1, 0.5, 0.7"]
+    assert json.loads(onnx_metadata.read_properties(revised / "model.onnx")["decision_weights"]) == [1.0, 1.0, 1.0, 0.5, 0.7]
+    # the graph and its outputs are unchanged, so the golden outputs are too
+    if (mars_copy / "variables").is_dir():
+        assert sha256(revised / "variables/variables.data-00000-of-00001") == sha256(mars_copy / "variables/variables.data-00000-of-00001")
+    before, after = (np.load(folder / "golden" / "expected.npz") for folder in (mars_copy, revised))
+    for key in before.files:
+        np.testing.assert_allclose(after[key], before[key], atol=1e-6)
+
+
 def test_revisions_that_cannot_be_made_say_why(mars_copy):
     with pytest.raises(revise.ReviseError, match="nothing to change"):
         revise.revise(mars_copy)
     with pytest.raises(revise.ReviseError, match="two or more distinct indices below 5"):
         revise.revise(mars_copy, learnable_classes=[1, 9])
+    with pytest.raises(revise.ReviseError, match="5 positive numbers .*classes: background, soil"):
+        revise.revise(mars_copy, decision_weights=[1, 0.5])
     with pytest.raises(revise.ReviseError, match="tile_overlap must be in"):
         revise.revise(mars_copy, tile_overlap=1.5)
     with pytest.raises(revise.ReviseError, match="in a second revision"):

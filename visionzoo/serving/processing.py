@@ -302,8 +302,28 @@ def class_colors(count: int) -> list[str]:
     return (SEGMENTATION_COLORS * (count // len(SEGMENTATION_COLORS) + 1))[:count]
 
 
-def argmax_classes(probabilities: np.ndarray, learnable: list[int] | None) -> np.ndarray:
-    """Per-pixel class over the last axis, restricted to `learnable` classes (None: all)."""
+def decision_weights(metadata: dict) -> list[float] | None:
+    """metadata.json `decision_weights`: one finite, positive multiplier per class of the first
+    output, or None when the version has none. A malformed list is refused when the version loads."""
+    value = metadata.get("decision_weights")
+    if value is None:
+        return None
+    labels = metadata.get("labels", {}).get(metadata.get("outputs", [{}])[0].get("name"), [])
+    weights = [float(w) for w in value]
+    if len(weights) != len(labels) or not all(np.isfinite(w) and w > 0 for w in weights):
+        raise ValueError(f"metadata.json decision_weights must be {len(labels)} positive numbers (one per class), got {value}")
+    return weights
+
+
+def argmax_classes(probabilities: np.ndarray, learnable: list[int] | None,
+                   weights: list[float] | None = None) -> np.ndarray:
+    """Per-pixel class over the last axis, restricted to `learnable` classes (None: all).
+
+    `weights` (metadata.json `decision_weights`, one per class) multiply the probabilities before
+    the arg-max: a prior correction for a training set whose class shares were changed by
+    oversampling, chosen on validation (benchmarks/mars_decision.py). None: unweighted."""
+    if weights is not None:
+        probabilities = probabilities * np.asarray(weights, dtype=np.float32)
     if learnable is None or len(learnable) == probabilities.shape[-1]:
         return probabilities.argmax(axis=-1).astype(np.uint8)
     index = np.asarray(learnable)
@@ -311,14 +331,15 @@ def argmax_classes(probabilities: np.ndarray, learnable: list[int] | None) -> np
 
 
 def class_map_from_tiles(probabilities: np.ndarray, height: int, width: int, learnable: list[int] | None = None,
-                         overlap: float = 0.0) -> np.ndarray:
+                         overlap: float = 0.0, weights: list[float] | None = None) -> np.ndarray:
     """(tiles, h, w, classes) probabilities of one image -> (height, width) class indices.
 
     Tiles cut with `overlap` (ImageSpec.tile_overlap) are blended (preprocessing.blend_tiles)
-    before the argmax, so the map has no seam where two tiles meet."""
+    before the argmax, so the map has no seam where two tiles meet. `learnable` and `weights`: as
+    `argmax_classes`."""
     if overlap:
-        return resize_label_map(argmax_classes(blend_tiles(probabilities, overlap), learnable), height, width)
-    return resize_label_map(blend_tiles(argmax_classes(probabilities, learnable), 0.0), height, width)
+        return resize_label_map(argmax_classes(blend_tiles(probabilities, overlap), learnable, weights), height, width)
+    return resize_label_map(blend_tiles(argmax_classes(probabilities, learnable, weights), 0.0), height, width)
 
 
 def palette_png(class_map: np.ndarray, colors: list[str]) -> bytes:

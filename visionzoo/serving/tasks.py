@@ -227,6 +227,12 @@ class Segmentation(Task):
         return None if value is None else [int(k) for k in value]
 
     @property
+    def decision_weights(self) -> list[float] | None:
+        """Per-class multipliers on the probabilities before the argmax (metadata.json
+        `decision_weights`, processing.argmax_classes); None: unweighted."""
+        return processing.decision_weights(self.metadata)
+
+    @property
     def tile_overlap(self) -> float:
         """How much the model's tiles overlap (ImageSpec.tile_overlap): their outputs are blended."""
         return self.version.spec.tile_overlap
@@ -247,7 +253,7 @@ class Segmentation(Task):
 
     def class_map(self, image: DecodedImage, probabilities: np.ndarray) -> np.ndarray:
         return processing.class_map_from_tiles(probabilities, image.height, image.width, self.learnable,
-                                               self.tile_overlap)
+                                               self.tile_overlap, self.decision_weights)
 
     def results(self, verb, images, outputs, options) -> dict:
         labels = self.labels

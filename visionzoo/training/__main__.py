@@ -28,6 +28,13 @@ EPILOG = """Settings resolve in this order: the recipe (the source project's val
 """
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, one per class (e.g. 1,1,1,0.5,0.7), got {text!r}")
+
+
 def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="visionzoo", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +96,10 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     export.add_argument("--tile-overlap", type=float,
                         help="tiled models: how the served version cuts frames, overlap of consecutive tiles 0 to <1 "
                              "(0.5: a tile over every seam, outputs blended); default: as trained (0)")
+    export.add_argument("--decision-weights", type=_weights,
+                        help="segmentation: comma-separated multipliers, one per class, on the probabilities before the "
+                             "served arg-max (a prior correction chosen on validation; benchmarks/mars_decision.py finds them); "
+                             "default: none")
 
     ensemble = commands.add_parser(
         "ensemble", help="average two or more models of one recipe trained on one split into one model (a run folder)",
@@ -119,8 +130,8 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
         "revise", help="publish a new version of an export from its own weights: a Grad-CAM output, or new serving settings",
         description="Without retraining: --explain rebuilds the model from the version's SavedModel weights and re-exports "
                     "it with the recipe's Grad-CAM output `cam` (parity-checked like any export; needs the training data); "
-                    "--tile-overlap / --learnable-classes keep the graph and change how serving cuts frames and which "
-                    "classes its arg-max may pick (golden outputs re-derived). The source version stays.",
+                    "--tile-overlap / --learnable-classes / --decision-weights keep the graph and change how serving cuts "
+                    "frames and how its arg-max picks classes (golden outputs re-derived). The source version stays.",
         epilog="examples:\n  visionzoo revise exported_models/bloodcell_mobilenetv3/1 --explain --data-dir ../shared/data/blood_pbc\n"
                "  visionzoo revise exported_models/mars_dual_unet/1 --tile-overlap 0.5 --learnable-classes 1,2,3,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +140,10 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     revise.add_argument("--tile-overlap", type=float, help="tiled models: overlap of consecutive tiles, 0 to <1 (0.5: a tile over every seam)")
     revise.add_argument("--learnable-classes", type=lambda text: [int(k) for k in text.split(",")],
                         help="comma-separated class indices the served arg-max may pick (e.g. 1,2,3,4 leaves out an ignored label 0)")
+    revise.add_argument("--decision-weights", type=_weights,
+                        help="segmentation: comma-separated multipliers, one per class, on the probabilities before the "
+                             "arg-max (a prior correction chosen on validation, e.g. 1,1,1,0.5,0.7; "
+                             "benchmarks/mars_decision.py finds them)")
     revise.add_argument("--data-dir", help="--explain: where the export's dataset is now, if not where it was trained")
 
     predict = commands.add_parser(
@@ -283,7 +298,8 @@ def command_evaluate(args) -> None:
 def command_export(args) -> None:
     from .export import export_run
 
-    folder = export_run(args.run, args.out, args.name, args.savedmodel, force=args.force, tile_overlap=args.tile_overlap)
+    folder = export_run(args.run, args.out, args.name, args.savedmodel, force=args.force, tile_overlap=args.tile_overlap,
+                        decision_weights=args.decision_weights)
     print(f"exported: {folder}")
 
 
@@ -307,7 +323,7 @@ def command_revise(args) -> None:
     from .revise import revise
 
     folder = revise(args.export, explain=args.explain, tile_overlap=args.tile_overlap,
-                    learnable_classes=args.learnable_classes, data_dir=args.data_dir)
+                    learnable_classes=args.learnable_classes, decision_weights=args.decision_weights, data_dir=args.data_dir)
     print(f"revised: {folder}")
 
 

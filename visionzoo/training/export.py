@@ -451,14 +451,28 @@ def _reread_examples(config, data: dict, class_names: dict):
     return prepared.data.splits[train.evaluation_split(prepared.data)], prepared.data.class_names
 
 
+def checked_decision_weights(weights: list[float], output_labels: dict[str, list[str]]) -> list[float]:
+    """`weights` as metadata.json records them, or ExportError: one positive number per class of the
+    first output (what serving's processing.decision_weights reads)."""
+    from visionzoo.serving.processing import decision_weights
+
+    first = next(iter(output_labels), None)
+    try:
+        return decision_weights({"decision_weights": list(weights), "labels": output_labels, "outputs": [{"name": first}]})
+    except (ValueError, TypeError) as error:
+        raise ExportError(f"{error}; classes: {', '.join(output_labels.get(first, []))}") from None
+
+
 def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: str | None = None, savedmodel: str = "always",
-               force: bool = False, tile_overlap: float | None = None) -> Path:
+               force: bool = False, tile_overlap: float | None = None, decision_weights: list[float] | None = None) -> Path:
     """Export a run's best checkpoint with its metrics, data description and recipe.
 
     Refuses smoke and unfinished runs (runs.export_refusal) and (nearly) constant models unless `force`.
     `tile_overlap`: how the served version cuts frames (ImageSpec.tile_overlap; training's tiles do
     not overlap). Models trained with an ignored class record `learnable_classes`, so serving's
-    arg-max never answers a class training gave no loss.
+    arg-max never answers a class training gave no loss. `decision_weights`: per-class multipliers on
+    the probabilities before the served arg-max (metadata.json `decision_weights`), e.g. to undo the
+    class shares that oversampling gave the training set; chosen on validation.
     """
     import tf_keras as keras
 
@@ -494,8 +508,11 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     learnable = recipe.task.learnable_classes(config)
     if learnable is not None:
         metadata["learnable_classes"] = learnable
+    output_labels = recipe.task.output_labels(class_names)
+    if decision_weights is not None:
+        metadata["decision_weights"] = checked_decision_weights(decision_weights, output_labels)
     return export_model(
         model, name or recipe.name, out_root, image_spec=serving_spec, task_kind=recipe.task.kind,
-        output_labels=recipe.task.output_labels(class_names), metadata=metadata, real_examples=real_examples, seed=config.seed,
+        output_labels=output_labels, metadata=metadata, real_examples=real_examples, seed=config.seed,
         savedmodel=savedmodel, force=force, explain=recipe.explain if len(model.inputs) == 1 else None,
     )

@@ -6,8 +6,8 @@ metadata.json still says what it computes (Netron, `onnx.load(...).metadata_prop
     python -m visionzoo.training.onnx_metadata --upgrade exported_models/<name>/<version> ...
 
 Keys (string values; JSON where the value is structured): labels, preprocessing, task, model_name,
-version, data_source, dataset, git_commit, recipe, and where they apply learnable_classes and
-explain. Only the model's metadata and dim_param names
+version, data_source, dataset, git_commit, recipe, and where they apply learnable_classes,
+decision_weights and explain. Only the model's metadata and dim_param names
 change: the graph, its weights and so its outputs stay as they were.
 
 `--upgrade` brings an export written before these conventions up to them in place: annotates
@@ -47,6 +47,7 @@ def properties(metadata: dict) -> dict[str, str]:
         "git_commit": provenance.get("git_commit"),
         "recipe": metadata.get("recipe", {}).get("name"),
         "learnable_classes": json.dumps(metadata["learnable_classes"]) if metadata.get("learnable_classes") else None,
+        "decision_weights": json.dumps(metadata["decision_weights"]) if metadata.get("decision_weights") else None,
         "explain": json.dumps(metadata["explain"], sort_keys=True) if metadata.get("explain") else None,
     }
     return {key: str(value) for key, value in found.items() if value is not None}

@@ -9,8 +9,8 @@ version's golden outputs, and exported again through `export.export_model` with 
 Grad-CAM output (`Recipe.explain`), so the usual parity checks prove the new files. It needs the
 SavedModel in the version folder and the training data (for golden files and parity images).
 
-`--tile-overlap` and `--learnable-classes` change only how serving uses the graph: metadata.json
-(`preprocessing.tile_overlap`, `learnable_classes`), the ONNX metadata_props that mirror it, and
+`--tile-overlap`, `--learnable-classes` and `--decision-weights` change only how serving uses the
+graph: metadata.json (`preprocessing.tile_overlap`, `learnable_classes`, `decision_weights`), the ONNX metadata_props that mirror it, and
 the golden outputs, re-derived through the new preprocessing. The graph, weights and SavedModel are
 copied unchanged.
 
@@ -86,7 +86,8 @@ def rewrite_golden(folder: Path, spec: ImageSpec) -> None:
     runs.write_json(golden / "inputs.json", listing)
 
 
-def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_classes: list[int] | None = None) -> Path:
+def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_classes: list[int] | None = None,
+                   decision_weights: list[float] | None = None) -> Path:
     """A new version with the same graph and new serving settings; returns its folder."""
     folder = Path(folder)
     document = copy.deepcopy(read_metadata(folder))
@@ -101,8 +102,14 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
             raise ReviseError(f"learnable classes must be two or more distinct indices below {len(classes)}, got {learnable_classes}")
         document["learnable_classes"] = sorted(set(learnable_classes))
         changes.append("learnable_classes = " + ", ".join(f"{k} {classes[k]}" for k in document["learnable_classes"]))
+    if decision_weights is not None:
+        try:
+            document["decision_weights"] = export.checked_decision_weights(decision_weights, document["labels"])
+        except export.ExportError as error:
+            raise ReviseError(str(error)) from None
+        changes.append("decision_weights = " + ", ".join(f"{w:g}" for w in document["decision_weights"]))
     if not changes:
-        raise ReviseError("nothing to change: pass --tile-overlap, --learnable-classes or --explain")
+        raise ReviseError("nothing to change: pass --tile-overlap, --learnable-classes, --decision-weights or --explain")
     try:
         spec = ImageSpec.from_metadata(document["preprocessing"])
     except ValueError as error:
@@ -196,10 +203,11 @@ def revise_explain(folder: Path, data_dir: str | None = None, savedmodel: str = 
 
 
 def revise(folder: Path, *, explain: bool = False, tile_overlap: float | None = None,
-           learnable_classes: list[int] | None = None, data_dir: str | None = None) -> Path:
+           learnable_classes: list[int] | None = None, decision_weights: list[float] | None = None,
+           data_dir: str | None = None) -> Path:
     """`revise_explain` or `revise_serving`: one kind of change per new version."""
-    if explain and (tile_overlap is not None or learnable_classes is not None):
+    if explain and (tile_overlap is not None or learnable_classes is not None or decision_weights is not None):
         raise ReviseError("--explain re-exports the graph; change serving settings in a second revision of its output")
     if explain:
         return revise_explain(folder, data_dir)
-    return revise_serving(folder, tile_overlap, learnable_classes)
+    return revise_serving(folder, tile_overlap, learnable_classes, decision_weights)

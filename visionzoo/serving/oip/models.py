@@ -33,7 +33,8 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from ..processing import DecodedImage, Limits, Upload, argmax_classes, class_map_from_tiles, decode_upload, stack_tiles
+from ..processing import (DecodedImage, Limits, Upload, argmax_classes, class_map_from_tiles, decision_weights, decode_upload,
+                          stack_tiles)
 from ..repository import ModelVersion
 from .errors import InvalidArgument, ResourceExhausted
 from .tensors import BYTES, format_shape
@@ -101,6 +102,7 @@ class ModelSignature:
     tiled: bool = field(default=False)
     labels: dict = field(default_factory=dict, compare=False)
     learnable: tuple[int, ...] | None = None
+    decision_weights: tuple[float, ...] | None = None
 
     @classmethod
     def from_version(cls, version: ModelVersion) -> ModelSignature:
@@ -109,8 +111,10 @@ class ModelSignature:
         outputs = tuple(TensorSpec(o["name"], o["datatype"], tuple(o["shape"])) for o in version.outputs)
         spec = version.spec
         learnable = version.metadata.get("learnable_classes")
+        weights = decision_weights(version.metadata)
         return cls(version.served_as, version.version, spec, model_input, outputs, spec.tiling != "none",
-                   dict(version.labels), tuple(learnable) if learnable is not None else None)
+                   dict(version.labels), tuple(learnable) if learnable is not None else None,
+                   tuple(weights) if weights is not None else None)
 
     @functools.cached_property
     def pixels_input(self) -> TensorSpec:
@@ -219,6 +223,8 @@ class ModelSignature:
         parameters["input_forms"] = {"string_value": f"send exactly one of {', '.join(t.name for t in self.inputs)}"}
         if self.learnable is not None:
             parameters["learnable_classes"] = {"string_value": ",".join(str(k) for k in self.learnable)}
+        if self.decision_weights is not None:
+            parameters["decision_weights"] = {"string_value": ",".join(f"{w:g}" for w in self.decision_weights)}
         kind = "KIND_GPU" if slot.engine.device == "cuda" else "KIND_CPU"
         return {
             "name": self.name,
@@ -285,7 +291,7 @@ class ModelSignature:
                 if prepared.from_files:
                     arrays.append((spec, self._class_maps(prepared.images, probabilities)))
                 else:
-                    arrays.append((spec, argmax_classes(probabilities, self.learnable)))
+                    arrays.append((spec, argmax_classes(probabilities, self.learnable, self.decision_weights)))
             else:
                 arrays.append((spec, np.ascontiguousarray(results[spec.name], dtype=np.float32)))
         return arrays
@@ -295,6 +301,6 @@ class ModelSignature:
         for image in images:
             stop = start + len(image.tiles)
             maps.append(class_map_from_tiles(probabilities[start:stop], image.height, image.width, self.learnable,
-                                             self.spec.tile_overlap))
+                                             self.spec.tile_overlap, self.decision_weights))
             start = stop
         return np.stack(maps).astype(np.uint8)
