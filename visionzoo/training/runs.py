@@ -60,7 +60,7 @@ def write_status(run_dir: Path, state: str, **fields) -> None:
     path = run_dir / STATUS_FILE
     previous = json.loads(path.read_text()) if path.is_file() else {}
     document = {**previous, **fields, "state": state,
-                "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                "updated_at": datetime.now(UTC).isoformat(timespec="milliseconds")}  # finish_run times from it
     write_json(path, document)
 
 
