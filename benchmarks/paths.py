@@ -17,3 +17,13 @@ def portable(path: Path | str) -> str:
     if resolved.is_relative_to(Path.cwd()):
         return resolved.relative_to(Path.cwd()).as_posix()
     return Path(path).as_posix()
+
+
+def served_export(model: str) -> str:
+    """The export folder the service reads for served model `model` (visionzoo/serving/models.yaml,
+    the one owner of that fact)."""
+    import yaml
+
+    from visionzoo.serving.config import MANIFEST
+
+    return yaml.safe_load(MANIFEST.read_text())["models"][model]["export"]

@@ -34,14 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, answer_outputs, open_loop  # noqa: E402
+from benchmarks.paths import served_export  # noqa: E402
 from benchmarks.service_bench import tree_rss_mib  # noqa: E402
 from tests.e2e.conftest import bentoml_serve  # noqa: E402
 
-MODELS = {  # served name -> (export, endpoint route, input shape)
-    "bloodcell": ("bloodcell_mobilenetv3", "/bloodcell/predict", (96, 96, 3)),
-    "mura": ("mura_multitask_cnn", "/mura/predict", (224, 224, 3)),
-    "mars": ("mars_dual_unet", "/mars/segment", (64, 128, 1)),
-}
+ROUTES = {"bloodcell": "/bloodcell/predict", "mura": "/mura/predict", "mars": "/mars/segment"}  # served name -> endpoint
 WEIGHTS = {"bloodcell": 4, "mura": 2, "mars": 1}  # share of the rate (mars is ~20x bloodcell's cost)
 
 
@@ -54,17 +51,17 @@ def server_tmp(names: set[str]) -> list[str]:
     return sorted(n for n in names if n.startswith("visionzoo-serve-") or "prometheus" in n.lower())
 
 
-def targets(served, inputs_outputs: dict[str, tuple[str, list[str]]]) -> list[tuple[str, str, object, float]]:
+def targets(served, inputs_outputs: dict[str, tuple[str, list[str], tuple[int, ...]]]) -> list[tuple[str, str, object, float]]:
     """Every model x protocol stream; OIP clients name the answer's outputs (not the Grad-CAM map)."""
     found = []
     total = sum(WEIGHTS.values()) * 3
-    for model, (export, route, shape) in MODELS.items():
+    for model, route in ROUTES.items():
+        input_name, outputs, shape = inputs_outputs[model]
         images = np.random.default_rng(0).uniform(0, 255, (1, *shape)).astype(np.float32)
-        newest = max((REPO / "exported_models" / export).glob("[0-9]*"), key=lambda p: int(p.name))
+        newest = max((REPO / "exported_models" / served_export(model)).glob("[0-9]*"), key=lambda p: int(p.name))
         golden = sorted((newest / "golden").glob("*.jpg"))[:1]
         files = [(p.name, p.read_bytes()) for p in golden]
         share = WEIGHTS[model] / total
-        input_name, outputs = inputs_outputs[model]
         found.append((model, "grpc", GrpcTarget(served.grpc_address, model, input_name, images, timeout=30, outputs=outputs), share))
         found.append((model, "rest", RestTarget(served.url, model, input_name, images, timeout=30, outputs=outputs), share))
         found.append((model, "multipart", MultipartTarget(served.url, route, files, timeout=30), share))
@@ -88,8 +85,9 @@ def main() -> int:
     with bentoml_serve(log_dir=log_dir) as served:
         import httpx
 
-        described = {m: httpx.get(f"{served.url}/v2/models/{m}", timeout=30).json() for m in MODELS}
-        streams = targets(served, {m: (d["inputs"][0]["name"], answer_outputs(d)) for m, d in described.items()})
+        described = {m: httpx.get(f"{served.url}/v2/models/{m}", timeout=30).json() for m in ROUTES}
+        streams = targets(served, {m: (d["inputs"][0]["name"], answer_outputs(d), tuple(d["inputs"][0]["shape"][1:]))
+                                   for m, d in described.items()})
         stop = threading.Event()
         started = time.monotonic()
 

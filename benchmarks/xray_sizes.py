@@ -1,6 +1,6 @@
 """Does the served X-ray model answer the same when the file is saved at another pixel size?
 
-Scores the shipped X-ray model (exported_models/mura_multitask_cnn/<newest version>/model.onnx) on
+Scores the served X-ray model (the newest version of the export models.yaml names for `mura`) on
 the FracAtlas test split, the split training used (`fracatlas.list_splits`, seed 42), with every
 image given to the model five ways: its original bytes, and re-saved in memory at half and four
 times its size as JPEG (quality 95) and as PNG. Each file goes through what the service does with an
@@ -42,11 +42,11 @@ from visionzoo.serving.processing import Limits, Upload, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_version
 from visionzoo.training.data import fracatlas
 
-from benchmarks.paths import portable
+from benchmarks.paths import portable, served_export
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "xray_sizes.json"
-EXPORT = "mura_multitask_cnn"
+EXPORT = served_export("mura")
 LARGE_SIDE = 1500
 JPEG_QUALITY = 95
 SPLIT_SEED = 42  # training's (recipe seed; metadata.json data.split_seed)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 
 from benchmarks.loadgen import GrpcTarget, RestTarget, answer_outputs
+from benchmarks.paths import served_export
 from benchmarks.service_bench import requested_outputs
 
 
@@ -13,7 +14,7 @@ def test_answer_outputs_leave_out_the_map():
     metadata = {"outputs": [{"name": "probabilities"}, {"name": "cam"}]}
     assert answer_outputs(metadata) == ["probabilities"]
     assert requested_outputs("bloodcell", "bloodcell_mobilenetv3") == ["probabilities"]
-    assert requested_outputs("mura", "mura_multitask_cnn") == ["abnormal", "body_part"]
+    assert requested_outputs("mura", served_export("mura")) == ["abnormal", "body_part"]
 
 
 def test_requests_name_the_outputs_they_want():

@@ -14,7 +14,7 @@ from visionzoo.training.registry import get_recipe
 
 pytestmark = pytest.mark.realdata
 
-CASES = [("bloodcell_mobilenetv3", "blood_pbc"), ("mura_multitask_cnn", "xray_fracatlas"), ("mars_dual_unet", "mars_ai4mars")]
+CASES = [("bloodcell_mobilenetv3", "blood_pbc"), ("mura_multitask_resnet", "xray_fracatlas"), ("mars_dual_unet", "mars_ai4mars")]
 
 
 @pytest.mark.parametrize("model, folder", CASES)

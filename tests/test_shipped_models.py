@@ -16,8 +16,10 @@ from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 from visionzoo.serving.repository import golden_tolerance
 from visionzoo.training.recipe import TrainConfig
 
+from tests.serving.toy_models import SERVED_EXPORTS
+
 REPO = Path(__file__).resolve().parents[1]
-SERVED = ("bloodcell_mobilenetv3", "mura_multitask_cnn", "mars_dual_unet")
+SERVED = SERVED_EXPORTS
 SHIPPED = sorted(
     (max((REPO / "exported_models" / name).glob("[0-9]*"), key=lambda p: int(p.name)) for name in SERVED
      if (REPO / "exported_models" / name).is_dir()),

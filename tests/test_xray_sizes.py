@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import xray_sizes
+from benchmarks.paths import served_export
 
 pytestmark = pytest.mark.realdata
 
@@ -34,7 +35,7 @@ def test_report_shape(report):
     for groups in splits.values():
         assert set(groups) == {"large", "other"}
         assert groups["large"]["count"] + groups["other"]["count"] == 6
-    assert report["model"]["export"] == "mura_multitask_cnn" and 0 < report["model"]["threshold"] < 1
+    assert report["model"]["export"] == served_export("mura") and 0 < report["model"]["threshold"] < 1
     json.dumps(report, allow_nan=False)  # plain JSON: no numpy types, no NaN
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from benchmarks.paths import served_export
 from visionzoo.preprocessing import prepare_image
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,7 @@ def test_readiness_liveness_metrics_and_docs(served):
 
 
 def test_sync_http_client_calls_every_endpoint(served):
-    blood, xray, mars = _golden(served, "bloodcell_mobilenetv3"), _golden(served, "mura_multitask_cnn"), _golden(served, "mars_dual_unet")
+    blood, xray, mars = _golden(served, "bloodcell_mobilenetv3"), _golden(served, served_export("mura")), _golden(served, "mars_dual_unet")
     with bentoml.SyncHTTPClient(served.url, timeout=120) as client:
         cells = client.bloodcell_predict(images=blood, top_k=2)
         study = client.mura_predict_study(images=xray[:2])

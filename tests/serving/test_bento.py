@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.serving.toy_models import SERVED_EXPORTS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -60,7 +62,7 @@ def built_bento(tmp_path_factory, models_dir):
 
 def test_bento_contains_the_served_models_and_no_training_code(built_bento):
     src = built_bento / "src"
-    for name in ("mura_multitask_cnn", "bloodcell_mobilenetv3", "mars_dual_unet"):
+    for name in SERVED_EXPORTS:
         versions = sorted((src / "exported_models" / name).iterdir())
         assert versions, name
         for version in versions:

@@ -223,11 +223,11 @@ def _crop_png(path, left: bool) -> bytes:
     return buffer.getvalue()
 
 
-def _oip_cam(client, data: bytes) -> np.ndarray:
+def _oip_cam(client, data: bytes, model: str = "bloodcell") -> np.ndarray:
     """The `cam` output of the same model over the Open Inference Protocol (REST, a file as BYTES)."""
     request = {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "parameters": {"content_type": "base64"},
                            "data": [base64.b64encode(data).decode()]}], "outputs": [{"name": "cam"}]}
-    response = client.post("/v2/models/bloodcell/infer", json=request)
+    response = client.post(f"/v2/models/{model}/infer", json=request)
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])[0]
@@ -265,6 +265,39 @@ def test_explain_returns_a_heatmap_that_moves_with_the_cell(client, golden):
             centres.append(_centre_x(cam))
         moved.append(centres[0] - centres[1])  # cell on the right of the first crop, on the left of the second
     assert sum(shift > 0.1 for shift in moved) >= 2 and min(moved) > -0.1, moved
+
+
+def _placed_png(path, right: bool) -> bytes:
+    """An X-ray at half width on a black canvas twice as wide as itself, at the left or right edge."""
+    image = Image.open(path).convert("L")
+    image = image.resize((image.width // 2, image.height // 2))
+    canvas = Image.new("L", (image.width * 2, image.height))
+    canvas.paste(image, (image.width if right else 0, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_explain_on_an_xray_follows_the_anatomy(client, golden):
+    """The X-ray endpoint's explain=true map, over the OIP `cam` output: the same film placed at the
+    right, then at the left of a black canvas, and the map's centre moves with it."""
+    version = load_served("mura")
+    if "cam" not in {output["name"] for output in version.outputs}:
+        pytest.skip("the served X-ray version has no Grad-CAM output")
+    moved = []
+    for path in golden["mura"][1]:
+        centres = []
+        for right in (True, False):
+            data = _placed_png(path, right)
+            response = client.post("/mura/predict", files=[("images", ("placed.png", data, "image/png"))],
+                                   data={"explain": "true"})
+            assert response.status_code == 200, response.text
+            (prediction,) = response.json()["predictions"]
+            heatmap = Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"])))
+            assert heatmap.size == Image.open(io.BytesIO(data)).size
+            centres.append(_centre_x(_oip_cam(client, data, "mura")))
+        moved.append(centres[0] - centres[1])
+    assert sum(shift > 0.2 for shift in moved) >= len(moved) - 1 and min(moved) > 0, moved
 
 
 def test_explain_without_a_cam_output_is_a_400_that_says_so(client):

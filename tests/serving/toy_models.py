@@ -13,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "exported_models"
-SERVED_EXPORTS = ("mura_multitask_cnn", "bloodcell_mobilenetv3", "mars_dual_unet")
+# the export folder each served model reads: models.yaml is the one owner
+SERVED_EXPORTS = tuple(entry["export"] for entry in yaml.safe_load(
+    (REPO / "visionzoo" / "serving" / "models.yaml").read_text())["models"].values())
 
 
 def _complete(root: Path) -> bool:
@@ -43,13 +47,11 @@ def export_toy_models(out: Path) -> None:
     from tests.training.helpers import calibrate_batch_norm
 
     work = Path(tempfile.mkdtemp(prefix="visionzoo-toy-data-"))
-    sources = {
-        "mura_multitask_cnn": writers.write_fracatlas(work / "fracatlas"),
-        "bloodcell_mobilenetv3": writers.write_pbc(work / "pbc"),
-        "mars_dual_unet": writers.write_ai4mars(work / "ai4mars"),
-    }
-    for name, source in sources.items():
+    synthetic = {"fracatlas": writers.write_fracatlas, "blood_pbc": writers.write_pbc, "ai4mars": writers.write_ai4mars}
+    for name in SERVED_EXPORTS:
         recipe = get_recipe(name)
+        data_format = next(f for f in recipe.data_formats if f in synthetic)
+        source = synthetic[data_format](work / data_format)
         data = load_data(source, recipe.image_spec, recipe.data_formats)
         options = dict(recipe.model_options)
         if "weights" in options:

@@ -11,9 +11,11 @@ import tf_keras as keras
 from visionzoo.training import export, onnx_metadata, runs
 from visionzoo.training.registry import get_recipe
 
+from tests.serving.toy_models import SERVED_EXPORTS
+
 from .helpers import build_small, calibrate_batch_norm, fake_examples
 
-SERVED = ["mura_multitask_cnn", "bloodcell_mobilenetv3", "mars_dual_unet"]
+SERVED = list(SERVED_EXPORTS)
 
 
 def _export(name, tmp_path, **kwargs):

@@ -136,8 +136,15 @@ def check_compatible(members: list[Member]) -> None:
 
 
 def _scores(metrics: dict) -> dict:
-    keep = ("accuracy", "balanced_accuracy", "macro_f1", "mean_iou", "auroc")
-    return {split: {k: v for k, v in values.items() if k in keep} for split, values in metrics.items() if isinstance(values, dict)}
+    """The headline figures of each split; a multitask model's per head ({"abnormal": {...}, "body_part": {...}})."""
+    keep = ("accuracy", "balanced_accuracy", "macro_f1", "mean_iou", "auroc", "f1")
+
+    def headline(values: dict) -> dict:
+        flat = {k: v for k, v in values.items() if k in keep}
+        heads = {k: headline(v) for k, v in values.items() if isinstance(v, dict) and "accuracy" in v}
+        return flat | {k: v for k, v in heads.items() if v}
+
+    return {split: headline(values) for split, values in metrics.items() if isinstance(values, dict)}
 
 
 def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None = None) -> Path:

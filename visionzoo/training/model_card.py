@@ -1,7 +1,7 @@
 """Model cards: what a shipped version scores, per class, under which conditions, and where it fails.
 
     python -m visionzoo.training.model_card exported_models/bloodcell_mobilenetv3/3
-    python -m visionzoo.training.model_card exported_models/mura_multitask_cnn/2 --evidence benchmarks/xray_sizes.json
+    python -m visionzoo.training.model_card exported_models/mura_multitask_resnet/1 --evidence benchmarks/xray_sizes.json
 
 Writes metadata.json `model_card` (atomically; metadata.json is not among the hashed files, and the
 ONNX metadata_props do not carry the card, so nothing else changes):

@@ -332,7 +332,7 @@ def _weights_advice(model: str, error: Exception) -> str:
     fixes = ["--weights none (random initialisation)", "--weights PATH (a local weights .h5 file)"]
     from .ship import CONFIGS, SHIPPED  # the shipped models' from-scratch settings
 
-    if model in SHIPPED:
+    if model in SHIPPED and SHIPPED[model].config_file:
         config_file = (CONFIGS / SHIPPED[model].config_file).resolve()
         try:
             config_file = config_file.relative_to(Path.cwd())
