@@ -36,13 +36,12 @@ import numpy as np
 from PIL import Image, ImageOps
 from sklearn.metrics import f1_score, roc_auc_score
 
+from benchmarks.paths import portable, served_export
 from visionzoo.preprocessing import peek_size
 from visionzoo.serving.engines import EngineRequest, build
 from visionzoo.serving.processing import Limits, Upload, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_version
 from visionzoo.training.data import fracatlas
-
-from benchmarks.paths import portable, served_export
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "xray_sizes.json"

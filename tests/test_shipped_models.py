@@ -12,11 +12,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.serving.toy_models import SERVED_EXPORTS
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 from visionzoo.serving.repository import golden_tolerance
 from visionzoo.training.recipe import TrainConfig
-
-from tests.serving.toy_models import SERVED_EXPORTS
 
 REPO = Path(__file__).resolve().parents[1]
 SERVED = SERVED_EXPORTS

@@ -40,11 +40,11 @@ def export_toy_models(out: Path) -> None:
     import tempfile
 
     import visionzoo.training  # noqa: F401
+    from tests.training.helpers import calibrate_batch_norm
     from visionzoo.training import export
     from visionzoo.training.data import load_data
     from visionzoo.training.data import synthetic as writers
     from visionzoo.training.registry import get_recipe
-    from tests.training.helpers import calibrate_batch_norm
 
     work = Path(tempfile.mkdtemp(prefix="visionzoo-toy-data-"))
     synthetic = {"fracatlas": writers.write_fracatlas, "blood_pbc": writers.write_pbc, "ai4mars": writers.write_ai4mars}

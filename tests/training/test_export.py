@@ -8,10 +8,9 @@ import onnxruntime as ort
 import pytest
 import tf_keras as keras
 
+from tests.serving.toy_models import SERVED_EXPORTS
 from visionzoo.training import export, onnx_metadata, runs
 from visionzoo.training.registry import get_recipe
-
-from tests.serving.toy_models import SERVED_EXPORTS
 
 from .helpers import build_small, calibrate_batch_norm, fake_examples
 
