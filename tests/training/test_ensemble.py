@@ -129,3 +129,20 @@ def test_an_unfinished_member_is_refused_with_what_to_do(tmp_path):
         ensemble.load_member(tmp_path / "run")
     with pytest.raises(ensemble.EnsembleError, match="neither a run folder"):
         ensemble.load_member(tmp_path)
+
+
+def test_member_scores_keep_each_head_of_a_multitask_model():
+    """training.json lists each member's headline figures: a classifier's at the top level, a
+    multitask model's per head (the X-ray ensemble's members once recorded empty scores)."""
+    metrics = {
+        "val": {"abnormal": {"accuracy": 0.7, "auroc": 0.8, "f1": 0.68, "confusion_matrix": [[1, 0], [0, 1]],
+                             "accuracy_by_hardware": {"hardware=0": {"accuracy": 0.7, "count": 9}}},
+                "body_part": {"accuracy": 0.9, "balanced_accuracy": 0.85, "macro_f1": 0.86, "class_names": ["hand"]},
+                "examples": 152},
+        "test": {"accuracy": 0.97, "balanced_accuracy": 0.98, "macro_f1": 0.97, "confusion_matrix": [[1]]},
+    }
+    assert ensemble._scores(metrics) == {
+        "val": {"abnormal": {"accuracy": 0.7, "auroc": 0.8, "f1": 0.68},
+                "body_part": {"accuracy": 0.9, "balanced_accuracy": 0.85, "macro_f1": 0.86}},
+        "test": {"accuracy": 0.97, "balanced_accuracy": 0.98, "macro_f1": 0.97},
+    }
