@@ -75,8 +75,8 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
     run = _killed_run(tmp_path)
     assert runs.read_state(run) == runs.UNFINISHED and (run / "backup").is_dir()
     before = _history(run)
-    completed = runs.read_status(run)["epochs_completed"]
-    assert 2 <= completed <= len(before) < EPOCHS
+    completed, trained = runs.read_status(run)["epochs_completed"], runs.read_status(run)["seconds_trained"]
+    assert 2 <= completed <= len(before) < EPOCHS and trained > 0
 
     result = visionzoo("train", "--resume", str(run))
     assert f"run folder: {run}" in result.stdout
@@ -86,7 +86,10 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
     assert [int(row["epoch"]) for row in after] == list(range(EPOCHS))  # every epoch once
     assert after[:completed] == before[:completed]  # the epochs done before the kill were not redone
     assert runs.read_state(run) == runs.FINISHED and not (run / "backup").exists()
-    assert json.loads((run / "training.json").read_text())["resumed_after_epochs"] == completed
+    training = json.loads((run / "training.json").read_text())
+    assert training["resumed_after_epochs"] == completed
+    # the time behind the model counts the epochs before the kill as well as those after
+    assert training["seconds_before_resume"] == trained and training["seconds"] > trained
     assert (run / "metrics.json").is_file()
 
     again = visionzoo("train", "--resume", str(run), check=False)

@@ -160,8 +160,15 @@ def _run_callbacks(run_dir: Path, backup_dir: Path | None, chief: bool) -> list:
             runs.write_history(history_path, self.rows)
 
     class EpochStatus(keras.callbacks.Callback):
+        """epochs_completed and seconds_trained (fitting time up to that epoch, over every attempt
+        of a resumed run) after each epoch."""
+
+        def on_train_begin(self, logs=None):
+            self.earlier, self.started = runs.read_status(run_dir).get("seconds_trained", 0.0), time.perf_counter()
+
         def on_epoch_end(self, epoch, logs=None):
-            runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=epoch + 1)
+            runs.write_status(run_dir, runs.UNFINISHED, epochs_completed=epoch + 1,
+                              seconds_trained=round(self.earlier + time.perf_counter() - self.started, 1))
 
     backup = [] if backup_dir is None else [
         keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False)]
@@ -490,11 +497,14 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     best = keras.models.load_model(checkpoint)
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     metrics = evaluate_splits(best, prepared, run_dir)
+    before = _seconds_before_resume(run_dir, status) if resume else 0.0
+    seconds += before
     earlier = init_source_seconds(Path(os.path.expandvars(config.init_from))) if config.init_from else None
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
                                            **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
-                                           **({"resumed_after_epochs": status.get("epochs_completed", 0)} if resume else {})})
+                                           **({"resumed_after_epochs": status.get("epochs_completed", 0),
+                                               "seconds_before_resume": round(before, 1)} if resume else {})})
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     logger.info("run %s finished in %.0f s; metrics: %s", run_dir, seconds, _headline(metrics))
@@ -513,6 +523,17 @@ def resume_run(run_dir: Path) -> Path:
     if not (run_dir / BACKUP_DIR).is_dir():
         logger.warning("%s has no backup/ (killed before its first epoch ended): training starts from epoch 1", run_dir)
     return run_training(TrainConfig.from_json(config_path.read_text()), run_dir, resume=True)
+
+
+def _seconds_before_resume(run_dir: Path, status: dict) -> float:
+    """Training time an unfinished run had spent up to its last completed epoch: the
+    status' seconds_trained, or for run folders from before it was recorded, the wall time from the
+    run's start (config.json written) to that epoch."""
+    if "seconds_trained" in status:
+        return float(status["seconds_trained"])
+    if not status.get("epochs_completed") or "updated_at" not in status:
+        return 0.0
+    return max(0.0, datetime.fromisoformat(status["updated_at"]).timestamp() - (run_dir / "config.json").stat().st_mtime)
 
 
 def finish_run(run_dir: Path) -> Path:
@@ -538,10 +559,9 @@ def finish_run(run_dir: Path) -> Path:
         split = evaluation_split(prepared.data)
         runs.write_samples(run_dir, split, prepared.data.splits[split].ids)
     metrics = evaluate_splits(best, prepared, run_dir)
-    started = (run_dir / "config.json").stat().st_mtime
-    ended = datetime.fromisoformat(status["updated_at"]).timestamp()
     runs.write_json(run_dir / "training.json", {
-        "seconds": round(ended - started, 1), "strategy": config.strategy, "best_checkpoint": checkpoint.name,
+        "seconds": round(_seconds_before_resume(run_dir, status), 1), "strategy": config.strategy,
+        "best_checkpoint": checkpoint.name,
         "stopped_early": {"epochs_completed": completed, "epochs_planned": config.epochs},
     })
     runs.write_status(run_dir, runs.FINISHED, stopped_early=True)
