@@ -122,7 +122,7 @@ def top1_agreement(models: list[str]) -> dict:
             other = outputs["openvino"][key]
             same = (reference >= 0.5) == (other >= 0.5) if reference.shape[-1] == 1 else reference.argmax(-1) == other.argmax(-1)
             agree.append(float(np.mean(same)))
-        found[name] = {"examples": int(len(images)), "agreement": min(agree)}
+        found[name] = {"examples": len(images), "agreement": min(agree)}
         print(json.dumps({"model": name, **found[name]}), flush=True)
     return found
 

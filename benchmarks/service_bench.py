@@ -34,7 +34,15 @@ import httpx
 import numpy as np
 import psutil
 
-from benchmarks.loadgen import GrpcTarget, LoadResult, MultipartTarget, RestTarget, answer_outputs, closed_loop, open_loop
+from benchmarks.loadgen import (
+    GrpcTarget,
+    LoadResult,
+    MultipartTarget,
+    RestTarget,
+    answer_outputs,
+    closed_loop,
+    open_loop,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
@@ -127,7 +135,7 @@ class Endpoints:
             return RestTarget(self.url, self.model, self.input_name, pixels, outputs=self.outputs)
         return MultipartTarget(self.url, f"/{self.model}/predict", files)
 
-    def of(self, model: str, export: str) -> "Endpoints":
+    def of(self, model: str, export: str) -> Endpoints:
         files, pixels, input_name = golden_requests(model, export)
         return Endpoints(self.url, self.grpc_address, files, pixels, input_name, model, export)
 

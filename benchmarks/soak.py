@@ -33,10 +33,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, answer_outputs, open_loop  # noqa: E402
-from benchmarks.paths import served_export  # noqa: E402
-from benchmarks.service_bench import tree_rss_mib  # noqa: E402
-from tests.e2e.conftest import bentoml_serve  # noqa: E402
+from benchmarks.loadgen import GrpcTarget, MultipartTarget, RestTarget, answer_outputs, open_loop
+from benchmarks.paths import served_export
+from benchmarks.service_bench import tree_rss_mib
+from tests.e2e.conftest import bentoml_serve
 
 ROUTES = {"bloodcell": "/bloodcell/predict", "mura": "/mura/predict", "mars": "/mars/segment"}  # served name -> endpoint
 WEIGHTS = {"bloodcell": 4, "mura": 2, "mars": 1}  # share of the rate (mars is ~20x bloodcell's cost)

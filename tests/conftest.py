@@ -7,9 +7,8 @@ to ../shared/data when that folder exists) and skips with the reason when it is 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 # Before any test module is imported: prometheus_client picks single- or multi-process mode when
 # it is first imported (tritonclient, BentoML and TensorBoard all import it), and BentoML's /metrics
@@ -17,9 +16,9 @@ import tempfile
 # does for its workers).
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="visionzoo-prometheus-"))
 
-import pytest  # noqa: E402
+import pytest
 
-import visionzoo.training  # noqa: F401,E402  (TF_USE_LEGACY_KERAS before any TensorFlow import)
+import visionzoo.training  # noqa: F401  (TF_USE_LEGACY_KERAS before any TensorFlow import)
 
 REPO = Path(__file__).resolve().parents[1]
 

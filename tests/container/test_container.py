@@ -25,7 +25,14 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import DecodedImage, Limits, Upload, class_map_from_tiles, decision_weights, decode_upload
+from visionzoo.serving.processing import (
+    DecodedImage,
+    Limits,
+    Upload,
+    class_map_from_tiles,
+    decision_weights,
+    decode_upload,
+)
 from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.container

@@ -19,8 +19,8 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.e2e.conftest import bentoml_serve
 from tests.conftest import shipped_golden
+from tests.e2e.conftest import bentoml_serve
 
 pytestmark = pytest.mark.e2e
 

@@ -36,12 +36,12 @@ import psutil
 import pytest
 from PIL import Image
 
+from tests.conftest import shipped_golden
 from tests.e2e import conftest
 from tests.e2e.conftest import bentoml_serve
 from tests.e2e.test_hot_swap import newest, set_version
 from tests.serving.toy_models import models_root
 from visionzoo.serving import config
-from tests.conftest import shipped_golden
 
 pytestmark = pytest.mark.e2e
 
@@ -106,7 +106,7 @@ def worker_of(served) -> psutil.Process:
 
 
 def success_count(metrics: str, model: str = "bloodcell") -> float:
-    pattern = re.compile(r'^visionzoo_inference_request_success_total\{([^}]*)\}\s+(\S+)$', re.M)
+    pattern = re.compile(r'^visionzoo_inference_request_success_total\{([^}]*)\}\s+(\S+)$', re.MULTILINE)
     return sum(float(value) for labels, value in pattern.findall(metrics) if f'model="{model}"' in labels)
 
 

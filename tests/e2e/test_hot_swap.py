@@ -26,9 +26,9 @@ import httpx
 import numpy as np
 import pytest
 
-from visionzoo.serving import config
 from tests.e2e.conftest import bentoml_serve
 from tests.serving.toy_models import models_root
+from visionzoo.serving import config
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from visionzoo.serving import config
-from visionzoo.serving.processing import Limits, Upload, argmax_classes, class_map_from_tiles, decision_weights, decode_upload
+from visionzoo.serving.processing import (
+    Limits,
+    Upload,
+    argmax_classes,
+    class_map_from_tiles,
+    decision_weights,
+    decode_upload,
+)
 from visionzoo.serving.repository import ModelVersion, load_served
 
 pytestmark = pytest.mark.e2e

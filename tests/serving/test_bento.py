@@ -41,7 +41,7 @@ def test_serving_never_imports_tensorflow():
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
     for path in (REPO / "visionzoo" / "serving").rglob("*.py"):
-        assert not re.search(r"^\s*(import|from)\s+(tensorflow|tf_keras|visionzoo\.training|\.+training)\b", path.read_text(), re.M), path
+        assert not re.search(r"^\s*(import|from)\s+(tensorflow|tf_keras|visionzoo\.training|\.+training)\b", path.read_text(), re.MULTILINE), path
 
 
 @pytest.fixture(scope="module")

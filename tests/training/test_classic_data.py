@@ -11,10 +11,22 @@ import numpy as np
 import pytest
 
 from visionzoo.preprocessing import ImageDecodeError, ImageSpec
-from visionzoo.training.data import FORMATS, cifar, dogs_vs_cats, folders, idx, kaggle_digits, resolve_format
+from visionzoo.training.data import (
+    FORMATS,
+    cifar,
+    dogs_vs_cats,
+    folders,
+    idx,
+    kaggle_digits,
+    resolve_format,
+)
 from visionzoo.training.data import synthetic as writers
 from visionzoo.training.data.common import DataFormatError
-from visionzoo.training.data.holdout import parse_validation, sklearn_shuffle_split, validation_indices
+from visionzoo.training.data.holdout import (
+    parse_validation,
+    sklearn_shuffle_split,
+    validation_indices,
+)
 
 GREY_28 = ImageSpec(28, 28, "grayscale")
 RGB_32 = ImageSpec(32, 32, "rgb")

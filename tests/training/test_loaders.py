@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from visionzoo.preprocessing import ImageDecodeError, ImageSpec
-from visionzoo.training.data import FORMATS, DataFormatError, load_data, resolve_format
-from visionzoo.training.data import blood, fracatlas, mars, mura
+from visionzoo.training.data import (
+    FORMATS,
+    DataFormatError,
+    blood,
+    fracatlas,
+    load_data,
+    mars,
+    mura,
+    resolve_format,
+)
 from visionzoo.training.data import synthetic as writers
 from visionzoo.training.registry import get_recipe
 

@@ -24,20 +24,20 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ImageDecodeError",
-    "ImageTooLarge",
     "ImageSpec",
+    "ImageTooLarge",
+    "band_count",
+    "blend_tiles",
     "load_image",
     "open_image",
     "peek_size",
     "prepare_image",
-    "prepare_tiles",
     "prepare_mask_tiles",
-    "band_count",
+    "prepare_tiles",
+    "resize_label_map",
+    "stitch_tiles",
     "tile_count",
     "tile_offsets",
-    "stitch_tiles",
-    "blend_tiles",
-    "resize_label_map",
 ]
 
 ImageSource = Union[bytes, bytearray, memoryview, str, Path, Image.Image]
@@ -125,7 +125,7 @@ class ImageSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ImageSpec":
+    def from_dict(cls, data: dict) -> ImageSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -133,7 +133,7 @@ class ImageSpec:
         return cls(**data)
 
     @classmethod
-    def from_metadata(cls, preprocessing: dict) -> "ImageSpec":
+    def from_metadata(cls, preprocessing: dict) -> ImageSpec:
         """The spec in a metadata.json `preprocessing` block, which also describes what is not
         decided here (value range, layout, dtype, where scaling happens): those keys are skipped."""
         known = {f.name for f in fields(cls)}

@@ -120,7 +120,7 @@ class ServerSettings(BaseSettings):
         return None if value == "" else value
 
     @model_validator(mode="after")
-    def _secret_files(self) -> "ServerSettings":
+    def _secret_files(self) -> ServerSettings:
         for name in ("api_key", "admin_token"):
             path = getattr(self, f"{name}_file")
             if path is not None and getattr(self, name) is None:

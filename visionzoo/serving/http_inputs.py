@@ -20,12 +20,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from _bentoml_sdk.io_models import IODescriptor
 from pydantic import ConfigDict, Field, ValidationError, create_model
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import Request
-
-from _bentoml_sdk.io_models import IODescriptor
 
 from .errors import InvalidInput, ServingError, TooLarge, UnsupportedMedia
 from .processing import Upload

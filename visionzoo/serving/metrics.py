@@ -38,7 +38,7 @@ class Metrics:
     queue_items: object
 
     @classmethod
-    def create(cls, registry=None) -> "Metrics":
+    def create(cls, registry=None) -> Metrics:
         """The instruments, registered once per process (prometheus_client is imported here, after
         `bentoml serve` has set PROMETHEUS_MULTIPROC_DIR for the worker)."""
         import prometheus_client as prom

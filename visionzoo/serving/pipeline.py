@@ -330,7 +330,7 @@ class ModelSet:
         self.started = False
 
     @classmethod
-    def from_settings(cls, metrics=None) -> "ModelSet":
+    def from_settings(cls, metrics=None) -> ModelSet:
         server = config.server_settings()
         pool = ThreadPoolExecutor(server.decode_workers, thread_name_prefix="decode")
         models = {name: ServedModel(settings, server, pool, metrics) for name, settings in config.served_models().items()}

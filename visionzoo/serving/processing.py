@@ -35,9 +35,9 @@ NPY_DTYPES = "uif"  # unsigned, signed, float
 OVERLAY_OPACITY = 0.5
 
 
-from .errors import InvalidInput as RequestError  # noqa: E402  (the client-mistake errors of serving/errors.py)
-from .errors import TooLarge as PayloadTooLarge  # noqa: E402
-from .errors import UnsupportedMedia as UnsupportedMediaType  # noqa: E402
+from .errors import InvalidInput as RequestError
+from .errors import TooLarge as PayloadTooLarge
+from .errors import UnsupportedMedia as UnsupportedMediaType
 
 
 @dataclass(frozen=True)

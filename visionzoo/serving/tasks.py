@@ -261,7 +261,7 @@ class Segmentation(Task):
         segmentations = []
         for image, probabilities in zip(images, _split(images, outputs[self.output])):
             class_map = self.class_map(image, probabilities)
-            result = {"file": image.name, "height": image.height, "width": image.width, "tiles": int(len(probabilities)),
+            result = {"file": image.name, "height": image.height, "width": image.width, "tiles": len(probabilities),
                       "classes": labels, "class_fractions": processing.class_fractions(class_map, labels),
                       **processing.encode_class_map(class_map, options.get("mask_format", "png"), colors)}
             if options.get("overlay"):

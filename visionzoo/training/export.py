@@ -296,7 +296,7 @@ def write_golden(folder: Path, onnx_path: Path, spec: ImageSpec, examples, label
         outputs = session.run(None, {session.get_inputs()[0].name: batch.astype(np.float32)})
         for output, values in zip(session.get_outputs(), outputs):
             arrays[f"{index}/{output.name}"] = values
-        entries.append({"file": name, "tiles": int(len(batch))})
+        entries.append({"file": name, "tiles": len(batch)})
     np.savez_compressed(golden / "expected.npz", **arrays)
     (golden / "inputs.json").write_text(json.dumps({"inputs": entries, "labels": labels}, indent=2))
     found = {"files": [e["file"] for e in entries], "expected": "golden/expected.npz", "tolerance": PARITY_TOLERANCE}

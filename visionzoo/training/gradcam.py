@@ -165,7 +165,7 @@ def register_gradient_converters() -> None:
         return ctx.make_const(utils.make_name(f"{node.name}_const"), np.array(value, dtype=dtype)).output[0]
 
     @tf_op("SigmoidGrad")
-    class SigmoidGrad:  # noqa: F841  (registered by the decorator)
+    class SigmoidGrad:
         """SigmoidGrad(y, dy) = dy * y * (1 - y), y the sigmoid's output."""
 
         @classmethod
@@ -177,7 +177,7 @@ def register_gradient_converters() -> None:
             ctx.replace_inputs(node, [dy, slope])
 
     @tf_op("ReluGrad")
-    class ReluGrad:  # noqa: F841
+    class ReluGrad:
         """ReluGrad(dy, x) = dy where x > 0, else 0."""
 
         @classmethod

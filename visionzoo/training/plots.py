@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.colors import ListedColormap
 
-from .metrics import roc_curve  # noqa: E402
+from .metrics import roc_curve
 
 MARS_COLORS = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"]
 

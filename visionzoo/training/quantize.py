@@ -153,8 +153,8 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
             "method": "onnxruntime static quantization, QDQ, per-channel INT8 weights, UINT8 activations (reduce_range), "
                       "percentile 99.999 calibration" + ("; the Grad-CAM map's own nodes stay FP32" if any(
                           o["name"] == gradcam.CAM_OUTPUT for o in document["outputs"]) else ""),
-            "calibration": {"images": int(len(calibration)), "split": "train", "seed": config.seed},
-            "test": {"split": scored_on, "examples": int(len(test_split)), "fp32": recipe.task.score(fp32, test_split, class_names),
+            "calibration": {"images": len(calibration), "split": "train", "seed": config.seed},
+            "test": {"split": scored_on, "examples": len(test_split), "fp32": recipe.task.score(fp32, test_split, class_names),
                      "int8": recipe.task.score(int8, test_split, class_names), "agreement": agreement(fp32, int8)},
         }
         onnx_metadata.annotate(staging / VARIANT_FILE, document)  # labels, preprocessing, provenance; `batch`

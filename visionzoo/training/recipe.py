@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from visionzoo.preprocessing import ImageSpec
 
@@ -107,7 +108,7 @@ class TrainConfig:
     init_from: str | None = None
 
     @classmethod
-    def from_recipe(cls, recipe: Recipe, data_dir: str, **overrides) -> "TrainConfig":
+    def from_recipe(cls, recipe: Recipe, data_dir: str, **overrides) -> TrainConfig:
         config = cls(
             model=recipe.name,
             data_dir=str(data_dir),
@@ -125,7 +126,7 @@ class TrainConfig:
         )
         return config.updated(overrides)
 
-    def updated(self, overrides: dict) -> "TrainConfig":
+    def updated(self, overrides: dict) -> TrainConfig:
         """Apply {"epochs": 3, "optimizer.learning_rate": 1e-4, ...}; dotted keys reach into dicts."""
         config = replace(self, optimizer=dict(self.optimizer), model_options=dict(self.model_options),
                          data_options=dict(self.data_options), callbacks=[dict(c) for c in self.callbacks])
@@ -147,7 +148,7 @@ class TrainConfig:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         return cls(**json.loads(text))
 
     @property

@@ -81,7 +81,7 @@ def rewrite_golden(folder: Path, spec: ImageSpec) -> None:
         batch = golden_batch(golden / entry["file"], spec)
         for output, values in zip(session.get_outputs(), session.run(None, {session.get_inputs()[0].name: batch})):
             arrays[f"{index}/{output.name}"] = values
-        entry["tiles"] = int(len(batch))
+        entry["tiles"] = len(batch)
     np.savez_compressed(golden / "expected.npz", **arrays)
     runs.write_json(golden / "inputs.json", listing)
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .ensemble import ensemble
 from .export import export_run

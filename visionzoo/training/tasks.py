@@ -143,7 +143,7 @@ class Binary(Task):
             group_label = np.zeros(len(groups), dtype=np.int64)
             group_label[inverse] = examples.targets[self.target]
             result["per_study"] = scores.binary_scores(group_label, group_probability)
-            result["per_study"]["studies"] = int(len(groups))
+            result["per_study"]["studies"] = len(groups)
         return result
 
     def score(self, predictions, examples, class_names):

@@ -33,8 +33,16 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from ..processing import (DecodedImage, Limits, Upload, argmax_classes, class_map_from_tiles, decision_weights, decode_upload,
-                          stack_tiles)
+from ..processing import (
+    DecodedImage,
+    Limits,
+    Upload,
+    argmax_classes,
+    class_map_from_tiles,
+    decision_weights,
+    decode_upload,
+    stack_tiles,
+)
 from ..repository import ModelVersion
 from .errors import InvalidArgument, ResourceExhausted
 from .tensors import BYTES, format_shape

@@ -199,7 +199,7 @@ def admin_check(request: Request) -> None:
 
 def docs_page() -> Path:
     """BentoML's Swagger UI page (the one it serves at "/")."""
-    import _bentoml_impl.server as server
+    from _bentoml_impl import server
 
     return Path(server.__file__).parent / "main-openapi.html"
 

@@ -8,9 +8,9 @@ whose detector accepts the folder, unless a format is named explicitly. Loaders 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from visionzoo.preprocessing import ImageSpec
 

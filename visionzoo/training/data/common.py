@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class Examples:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, indices: np.ndarray) -> "Examples":
+    def subset(self, indices: np.ndarray) -> Examples:
         indices = np.asarray(indices)
         return Examples(
             images=self.images[indices],

@@ -66,7 +66,7 @@ class Listing:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, indices: np.ndarray) -> "Listing":
+    def subset(self, indices: np.ndarray) -> Listing:
         return Listing([self.paths[i] for i in indices], self.abnormal[indices], self.body_part[indices], self.hardware[indices])
 
 

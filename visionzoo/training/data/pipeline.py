@@ -8,7 +8,7 @@ array out of the TF graph), then casts and augments in parallel.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf

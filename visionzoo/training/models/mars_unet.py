@@ -89,7 +89,7 @@ def adaptive_fusion(macro, micro, cross):
 
 
 def _unet_branch(x, filters: tuple[int, int, int], bottleneck, bn_momentum: float):
-    block = lambda inputs, count: residual_block(inputs, count, bn_momentum=bn_momentum)  # noqa: E731
+    block = lambda inputs, count: residual_block(inputs, count, bn_momentum=bn_momentum)
     skip_1 = block(x, filters[0])
     skip_2 = block(keras.layers.MaxPooling2D()(skip_1), filters[1])
     x = bottleneck(dilated_inception(keras.layers.MaxPooling2D()(skip_2), filters[2]))
