@@ -125,26 +125,39 @@ def cache_key(request: EngineRequest, sizes: Sequence[int]) -> str:
     return f"{digest}|{cpu_identity()}|threads={threads}|sizes={','.join(map(str, sizes))}|{_versions()}"
 
 
-def _read_cache(path: Path | None) -> dict:
+def _read_cache(path: Path | None) -> dict[str, dict]:
+    """The race records in the cache file; anything else there (a damaged or foreign file) counts as
+    no record, so the engines race again and the next write replaces it."""
     if path is None:
         return {}
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    if not isinstance(found, dict):
+        return {}
+    return {key: entry for key, entry in found.items() if isinstance(entry, dict)}
 
 
 def _write_cache(path: Path | None, key: str, entry: dict) -> None:
+    """Add `entry` under `key`, atomically (a temporary file renamed over the old one, removed when
+    anything fails); a cache that cannot be written only means racing again next time."""
     if path is None:
         return
+    temporary = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         found = {**_read_cache(path), key: entry}
         with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            temporary = handle.name
             json.dump(found, handle, indent=1)
-        os.replace(handle.name, path)
-    except OSError as error:  # a read-only home (containers): race again next time
+        os.replace(temporary, path)
+        temporary = None
+    except OSError as error:  # a read-only home (containers), a full disk
         logger.debug("cannot write the engine cache %s: %s", path, error)
+    finally:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
 
 
 # ---- choosing ------------------------------------------------------------------------------------

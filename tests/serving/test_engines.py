@@ -1,0 +1,153 @@
+"""The engines behind the service.
+
+ONNX Runtime and OpenVINO must answer alike for every served model at every batch shape the batcher
+sends: batch 1 and the largest batch (OpenVINO's static-shape copies, cloned from one read of the
+file) and any size in between (its dynamic model). `choose` races the two on a CPU, keeps the
+winner in its cache file, reads it back on the next start, and falls back to the engine that loads.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from visionzoo.serving import config, engines
+from visionzoo.serving.engines import EngineRequest, EngineUnavailable, build, choose, needs_race
+from visionzoo.serving.processing import Limits, Upload, decode_upload
+from visionzoo.serving.repository import load_served
+
+SERVED = tuple(config.served_models())
+
+
+def _request(version) -> EngineRequest:
+    return EngineRequest(version.onnx_path, version.inputs[0]["name"], tuple(o["name"] for o in version.outputs))
+
+
+def _golden_batch(version, size: int) -> np.ndarray:
+    """`size` model inputs cut from the version's golden images, decoded as the service decodes uploads."""
+    files = [version.folder / "golden" / name for name in version.metadata["golden"]["files"]]
+    tiles = np.concatenate([decode_upload(Upload(f.name, f.read_bytes()), version.spec, Limits())[0].tiles for f in files])
+    return tiles[np.arange(size) % len(tiles)]
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_openvino_answers_as_onnx_runtime_at_every_batch_shape(name):
+    version = load_served(name)
+    largest = config.served_models()[name].batcher.max_batch_size
+    sizes = (1, largest)
+    reference = build("onnxruntime", _request(version))
+    openvino = build("openvino", _request(version), sizes=sizes)
+    try:
+        for size in sorted({1, 3, largest}):  # 3: no static copy, the dynamic model answers
+            batch = _golden_batch(version, size)
+            expected, found = reference.run(batch), openvino.run(batch)
+            for output in version.outputs:
+                key = output["name"]
+                assert found[key].shape == expected[key].shape, (key, size)
+                np.testing.assert_allclose(found[key], expected[key], atol=version.golden_tolerance(key),
+                                           err_msg=f"{name} output {key} at batch {size}")
+    finally:
+        reference.close()
+        openvino.close()
+
+
+@pytest.fixture
+def race_setup(monkeypatch, tmp_path):
+    """The X-ray model (the quickest to compile) and an engine cache of its own for the test."""
+    cache = tmp_path / "engine-choice.json"
+    monkeypatch.setenv("VISIONZOO_ENGINE_CACHE", str(cache))
+    version = load_served("mura")
+    request = _request(version)
+
+    def sample(size: int) -> np.ndarray:
+        return _golden_batch(version, size)
+
+    return request, sample, cache
+
+
+def test_auto_races_once_then_starts_from_the_cache(race_setup):
+    request, sample, cache = race_setup
+    sizes = (1, 2)
+    assert needs_race(request, "auto", "cpu", sizes)
+    engine, info = choose(request, "auto", "cpu", "fp32", sample, sizes)
+    engine.close()
+    assert info["chosen_by"] == "the faster on this CPU (race at start-up)"
+    assert set(info["race_us_per_image"]) == {"onnxruntime", "openvino"}
+    assert engine.kind == min(info["race_us_per_image"], key=info["race_us_per_image"].get)
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry["engine"] == engine.kind
+    assert not needs_race(request, "auto", "cpu", sizes)
+    assert needs_race(request, "auto", "cpu", (1, 4))  # another batch size is another race
+    again, info = choose(request, "auto", "cpu", "fp32", sample, sizes)
+    again.close()
+    assert again.kind == engine.kind and info["chosen_by"] == "the faster on this CPU (cached race)"
+
+
+@pytest.mark.parametrize("content", ["[]", "{not json", '{"x": 1}', '"a string"'])
+def test_a_cache_file_that_holds_no_race_is_raced_over_and_rewritten(race_setup, content):
+    request, sample, cache = race_setup
+    cache.write_text(content)
+    assert needs_race(request, "auto", "cpu", (1,))
+    engine, info = choose(request, "auto", "cpu", "fp32", sample, (1,))
+    engine.close()
+    assert info["chosen_by"] == "the faster on this CPU (race at start-up)"
+    assert any(entry.get("engine") == engine.kind for entry in json.loads(cache.read_text()).values()
+               if isinstance(entry, dict))
+    assert list(cache.parent.glob("*.tmp")) == []
+
+
+def test_cache_off_races_every_time_and_writes_nothing(race_setup, monkeypatch):
+    request, sample, cache = race_setup
+    monkeypatch.setenv("VISIONZOO_ENGINE_CACHE", "off")
+    engine, info = choose(request, "auto", "cpu", "fp32", sample, (1,))
+    engine.close()
+    assert info["chosen_by"] == "the faster on this CPU (race at start-up)"
+    assert needs_race(request, "auto", "cpu", (1,)) and not cache.exists()
+
+
+def test_an_engine_that_crashes_on_the_model_loses_the_race(race_setup, monkeypatch):
+    request, sample, _ = race_setup
+    real_build = engines.build
+
+    def openvino_crashes(kind, *args, **kwargs):
+        if kind == "openvino":
+            raise RuntimeError("simulated compiler crash")
+        return real_build(kind, *args, **kwargs)
+
+    monkeypatch.setattr(engines, "build", openvino_crashes)
+    engine, info = choose(request, "auto", "cpu", "fp32", sample, (1,))
+    engine.close()
+    assert engine.kind == "onnxruntime" and info["chosen_by"] == "the only engine that loads here"
+    assert "simulated compiler crash" in info["unavailable"]["openvino"]
+
+
+def test_an_engine_named_by_the_operator_is_used_without_a_race(race_setup):
+    request, sample, cache = race_setup
+    assert not needs_race(request, "openvino", "cpu", (1,))
+    engine, info = choose(request, "openvino", "cpu", "fp32", sample, (1,))
+    engine.close()
+    assert engine.kind == "openvino" and info["chosen_by"] == "VISIONZOO_ENGINE=openvino" and not cache.exists()
+
+
+def test_unknown_engines_and_devices_are_refused_by_name(race_setup):
+    request, sample, _ = race_setup
+    with pytest.raises(EngineUnavailable, match="unknown engine 'tensorrt'; expected one of auto, onnxruntime, openvino"):
+        build("tensorrt", request)
+    with pytest.raises(EngineUnavailable, match="device must be auto, cuda or cpu, got 'tpu'"):
+        choose(request, "auto", "tpu", "fp32", sample, (1,))
+    with pytest.raises(EngineUnavailable, match="openvino runs on the CPU"):
+        build("openvino", request, "cuda")
+
+
+def test_a_cache_that_cannot_be_written_only_means_racing_again(race_setup, monkeypatch, tmp_path):
+    request, sample, _ = race_setup
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("VISIONZOO_ENGINE_CACHE", str(blocked / "engine-choice.json"))
+    engine, info = choose(request, "auto", "cpu", "fp32", sample, (1,))
+    engine.close()
+    assert info["chosen_by"] == "the faster on this CPU (race at start-up)"
+    assert needs_race(request, "auto", "cpu", (1,))
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]  # no cache and no temporary file left
