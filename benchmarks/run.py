@@ -124,7 +124,7 @@ def targets(found: dict, raw: dict) -> list[tuple[str, str, str, bool | None]]:
     add("overload: 1-client latency back to baseline after the load stops", 99.0 if recovered is None else recovered, 10.0,
         higher=False, unit=" s")
     add("RSS of the whole server after warm-up, three models", service["rss_mib_after_warmup"] / 1024, 1.0, higher=False, unit=" GiB")
-    add("ready after start (three models)", service["ready_s"], 4.0, higher=False, unit=" s")
+    add("ready after start (three models, engine choice cached)", found["starts"]["cached"]["ready_s"], 4.0, higher=False, unit=" s")
     return rows
 
 
@@ -134,6 +134,7 @@ def render(found: dict, raw: dict, commit: str, when: datetime) -> str:
     overload = service["overload"]
     hang = service["hangover"]
     off = found["batching_off"]
+    race, cached = found["starts"]["race"], found["starts"]["cached"]
     peer = found.get("mlserver", {})
     target_lines = "\n".join(f"| {name} | {value} | {threshold} | {'met' if met else ('—' if met is None else '**not met**')} |"
                              for name, value, threshold, met in targets(found, raw))
@@ -171,8 +172,12 @@ Each shipped model's ONNX file run by the engines exactly as the service builds 
 
 ## The service: what it chose
 
-Ready {service['ready_s']:.1f} s after start (first start; the second, batching off: {off['ready_s']:.1f} s). RSS of every
-server process: {service['rss_mib_after_warmup']:.0f} MiB after warm-up, {service['rss_mib_after_load']:.0f} MiB after all the load below.
+Process start to ready, three models: {race['ready_s']:.1f} s when the engines race (a new machine, new
+model files, or a container whose home is not writable), {cached['ready_s']:.1f} s when their choice is cached
+(every later start); OpenVINO's static-shape copies then compile in the background, done
+{race['settled_s']:.1f} s / {cached['settled_s']:.1f} s after start (the dynamic-shape model answers until then).
+RSS of every server process: {service['rss_mib_after_warmup']:.0f} MiB after warm-up, {service['rss_mib_after_load']:.0f} MiB after all the load below.
+The benchmark's own server below started in {service['ready_s']:.1f} s (the second, batching off: {off['ready_s']:.1f} s).
 
 | model | version | engine | device | precision | chosen by |
 |---|---|---|---|---|---|

@@ -16,6 +16,7 @@ then one assignment makes it live.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections.abc import Sequence
@@ -120,12 +121,13 @@ class ServedModel:
     def needs_race(self, plan: LoadPlan) -> bool:
         return engines.needs_race(plan.request, self.server.engine, self.server.device, plan.sizes)
 
-    def load(self, plan: LoadPlan) -> Slot:
-        """Compile, warm up and check one planned version. Raises ModelUnavailable with the reason."""
+    def load(self, plan: LoadPlan, defer: bool = False) -> Slot:
+        """Compile, warm up and check one planned version. Raises ModelUnavailable with the reason.
+        `defer`: the engine's optional work waits for `finish_loading` (at start-up, until every model is ready)."""
         started = time.perf_counter()
         try:
             engine, info = engines.choose(plan.request, self.server.engine, self.server.device, self.settings.precision,
-                                          plan.sample, plan.sizes)
+                                          plan.sample, plan.sizes, defer=defer)
         except engines.EngineUnavailable as error:
             raise ModelUnavailable(f"{self.name}: {error}") from None
         try:
@@ -142,10 +144,10 @@ class ServedModel:
     def load_slot(self, version: str | None = None) -> Slot:
         return self.load(self.plan(version))
 
-    async def start(self, plan: LoadPlan | None = None) -> None:
+    async def start(self, plan: LoadPlan | None = None, defer: bool = False) -> None:
         """Load the configured version; a failure refuses the model (with the reason) instead of raising."""
         try:
-            self.slot = await asyncio.to_thread(self.load, plan) if plan else await asyncio.to_thread(self.load_slot)
+            self.slot = await asyncio.to_thread(self.load, plan or await asyncio.to_thread(self.plan), defer)
             self.state = "ready"
         except ModelUnavailable as error:
             self.refuse(str(error))
@@ -153,6 +155,20 @@ class ServedModel:
             logger.exception("cannot load %s", self.name)
             self.refuse(f"{self.name}: cannot load ({type(error).__name__})")
         self.batcher.start()
+
+    def finish_loading(self) -> None:
+        """The engine's deferred work (blocking: called in a thread); a failure leaves the model serving
+        as it does (OpenVINO's dynamic model answers every batch size) and is logged."""
+        slot = self.slot
+        if slot is None:
+            return
+        started = time.perf_counter()
+        try:
+            slot.engine.finish_loading()
+        except Exception as error:  # an optional speed-up must not take a serving model down
+            logger.warning("%s: version %s keeps its first engine setup: %s", self.name, slot.version.version, error)
+            return
+        logger.debug("%s: deferred engine work done in %.2fs", self.name, time.perf_counter() - started)
 
     def refuse(self, reason: str) -> None:
         self.state, self.reason = "refused", reason
@@ -311,6 +327,15 @@ class ServedModel:
                 "batching": self.settings.batcher.__dict__, "queued_items": self.batcher.queued_items}
 
 
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim): compiling engines in
+    several threads leaves freed memory in per-thread arenas, which RSS would otherwise keep counting."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+        pass
+
+
 def _sampler(shape: tuple[int, ...]):
     """Deterministic, varied inputs of `shape` for warm-up and the engine race."""
 
@@ -328,6 +353,7 @@ class ModelSet:
         self.server = server
         self.decode_pool = decode_pool
         self.started = False
+        self._finishing: asyncio.Task | None = None
 
     @classmethod
     def from_settings(cls, metrics=None) -> ModelSet:
@@ -357,10 +383,17 @@ class ModelSet:
                 model.refuse(str(error))
                 model.batcher.start()
         racing = [name for name, plan in plans.items() if self.models[name].needs_race(plan)]
-        await asyncio.gather(*(self.models[name].start(plan) for name, plan in plans.items() if name not in racing))
+        await asyncio.gather(*(self.models[name].start(plan, defer=True) for name, plan in plans.items() if name not in racing))
         for name in racing:
             await self.models[name].start(plans[name])
         self.started = True
+        self._finishing = asyncio.create_task(self._finish_loading())
+
+    async def _finish_loading(self) -> None:
+        """Once ready: each engine's deferred work, one model at a time (requests are served meanwhile)."""
+        for model in self.models.values():
+            await asyncio.to_thread(model.finish_loading)
+        release_free_memory()
 
     def ready(self) -> bool:
         """Ready when every model of the manifest serves (a refused model makes the server unready,
@@ -394,6 +427,8 @@ class ModelSet:
             await asyncio.sleep(0.01)
         remaining = max(0.0, deadline - time.monotonic())
         await asyncio.gather(*(model.batcher.stop(remaining) for model in self.models.values()))
+        if self._finishing is not None:
+            self._finishing.cancel()  # no further model starts its deferred work; one in progress ends at close
         for model in self.models.values():
             for slot in (model.slot, model.previous):
                 if slot is not None:

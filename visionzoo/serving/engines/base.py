@@ -55,5 +55,13 @@ class Engine(ABC):
     def describe(self) -> dict:
         return {"engine": self.kind, "device": self.device, "precision": self.precision}
 
+    def sizes_to_warm(self, sizes: Sequence[int]) -> Sequence[int]:
+        """Of the warm-up batch sizes, those to run now (all of them unless work is deferred)."""
+        return sizes
+
+    def finish_loading(self) -> None:
+        """Work that may wait until the service is ready (compiling extra shapes); `run` answers
+        correctly before it. Engines without such work do nothing."""
+
     def close(self) -> None:
         """Release native resources (sessions, compiled models) now rather than at garbage collection."""
