@@ -147,7 +147,7 @@ class ServedModel:
     async def start(self, plan: LoadPlan | None = None, defer: bool = False) -> None:
         """Load the configured version; a failure refuses the model (with the reason) instead of raising."""
         try:
-            self.slot = await asyncio.to_thread(self.load, plan or await asyncio.to_thread(self.plan), defer)
+            self.slot = await asyncio.to_thread(lambda: self.load(plan or self.plan(), defer))
             self.state = "ready"
         except ModelUnavailable as error:
             self.refuse(str(error))

@@ -52,10 +52,11 @@ class OpenVINOEngine(Engine):
             if request.input_name not in names:
                 raise EngineUnavailable(f"openvino: the model has no input {request.input_name!r} (it has {sorted(names)})")
             self._dynamic = _Compiled(self._core.compile_model(model, "CPU", self._config))
+            port = model.inputs[0]
+            self._item_shape = [d.get_length() for d in list(port.get_partial_shape())[1:]]
             for size in sorted(set(static_sizes)):
                 fixed = model.clone()  # shares the weights with `model`: one copy in memory, not one per size
-                port = fixed.inputs[0]
-                fixed.reshape({port.get_any_name(): [size, *[d.get_length() for d in list(port.get_partial_shape())[1:]]]})
+                fixed.reshape({port.get_any_name(): [size, *self._item_shape]})
                 self._pending[size] = fixed
         except RuntimeError as error:
             raise EngineUnavailable(f"openvino cannot compile {request.onnx_path.name}: {str(error).splitlines()[0]}") from error
@@ -79,8 +80,8 @@ class OpenVINOEngine(Engine):
                 size, model = next(iter(self._pending.items()))
                 try:
                     compiled = _Compiled(self._core.compile_model(model, "CPU", self._config))
-                    shape = [size, *[d.get_length() for d in list(model.inputs[0].get_partial_shape())[1:]]]
-                    compiled.request.infer({self.request.input_name: np.zeros(shape, np.float32)}, share_outputs=False)
+                    compiled.request.infer({self.request.input_name: np.zeros([size, *self._item_shape], np.float32)},
+                                           share_outputs=False)
                 except RuntimeError as error:  # the dynamic model still answers this size
                     del self._pending[size]
                     raise EngineUnavailable(f"openvino cannot compile {self.request.onnx_path.name} at batch {size}: "
