@@ -9,12 +9,13 @@ winner in its cache file, reads it back on the next start, and falls back to the
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from visionzoo.serving import config, engines
+from visionzoo.serving import config, engines, repository
 from visionzoo.serving.engines import EngineRequest, EngineUnavailable, build, choose, needs_race
 from visionzoo.serving.processing import Limits, Upload, decode_upload
 from visionzoo.serving.repository import load_served
@@ -114,6 +115,20 @@ def test_auto_races_once_then_starts_from_the_cache(race_setup):
     again, info = choose(request, "auto", "cpu", "fp32", sample, sizes)
     again.close()
     assert again.kind == engine.kind and info["chosen_by"] == "the faster on this CPU (cached race)"
+
+
+def test_the_cache_is_keyed_by_the_verified_digest_without_hashing_the_file_again(race_setup, monkeypatch):
+    request, _, _ = race_setup
+    version = load_served("mura")
+    recorded = version.file_sha256(request.onnx_path)
+    assert recorded == repository.sha256(request.onnx_path)
+    from_file = engines.cache_key(request, (1,))
+    hashed = []
+    monkeypatch.setattr(engines, "sha256", lambda path: hashed.append(path) or "")
+    given = dataclasses.replace(request, sha256=recorded)
+    assert engines.cache_key(given, (1,)) == from_file and hashed == []
+    other = dataclasses.replace(request, sha256="0" * 64)  # another file's digest: another race
+    assert engines.cache_key(other, (1,)) != from_file
 
 
 @pytest.mark.parametrize("content", ["[]", "{not json", '{"x": 1}', '"a string"'])

@@ -51,6 +51,11 @@ class ModelVersion:
         verify_file(self.served_as, self.version, path, self.metadata)
         return path
 
+    def file_sha256(self, path: Path) -> str:
+        """The digest metadata.json records for one of this version's files (checked by `verify_file`
+        when the version was loaded, or by `model_file` for a variant), so callers need not hash it again."""
+        return self.metadata["files"][Path(path).name]
+
     @functools.cached_property
     def spec(self) -> ImageSpec:
         return ImageSpec.from_metadata(self.metadata["preprocessing"])

@@ -21,7 +21,6 @@ cent on the Mars segmenter.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..repository import sha256
 from .base import Engine, EngineRequest, EngineUnavailable
 from .onnxruntime import OnnxRuntimeEngine, cuda_usable
 
@@ -124,8 +124,7 @@ def cache_path() -> Path | None:
 
 
 def cache_key(request: EngineRequest, sizes: Sequence[int]) -> str:
-    with request.onnx_path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = request.sha256 or sha256(request.onnx_path)
     threads = request.threads or len(os.sched_getaffinity(0))
     return f"{digest}|{cpu_identity()}|threads={threads}|sizes={','.join(map(str, sizes))}|{_versions()}"
 

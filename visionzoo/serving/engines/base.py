@@ -29,6 +29,7 @@ class EngineRequest:
     output_names: tuple[str, ...]
     threads: int = 0  # intra-op threads; 0 = the engine's default (every core this process may use)
     options: dict = field(default_factory=dict)
+    sha256: str = ""  # the file's digest where the caller already verified it (else hashed when needed)
 
 
 class Engine(ABC):
