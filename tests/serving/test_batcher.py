@@ -242,3 +242,25 @@ def test_an_environment_batch_size_resizes_the_manifests_queue(monkeypatch):
     finally:
         monkeypatch.undo()
         config.reload()
+
+
+def test_check_room_refuses_what_submit_would_refuse_without_queueing_anything():
+    async def scenario():
+        engine = FakeEngine()
+        batcher = DynamicBatcher(engine, BatcherSettings(max_batch_size=4, max_queue_size=8), "m")
+        batcher.check_room(100)  # an empty queue takes any request
+        first = await occupy(batcher, engine)
+        queued = asyncio.ensure_future(batcher.submit("v1", items(6)))
+        await wait_until(lambda: batcher.queued_items == 6)
+        batcher.check_room(2)  # fits: nothing is reserved by asking
+        assert batcher.queued_items == 6
+        with pytest.raises(QueueFull, match="at capacity"):
+            batcher.check_room(3)
+        engine.release()
+        await asyncio.gather(first, queued)
+        await batcher.stop()
+        with pytest.raises(QueueFull, match="shutting down"):
+            batcher.check_room(1)
+        return batcher
+
+    assert run(scenario()).stats.rejected_count == 1

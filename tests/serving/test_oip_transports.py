@@ -298,3 +298,45 @@ def test_grpc_errors_then_still_serving(grpc_client):
         assert error.status() == status and message in error.message(), (status, error)
     result = grpc_client.infer("bloodcell", [image])
     np.testing.assert_allclose(result.as_numpy("probabilities"), reference("bloodcell", x)["probabilities"], atol=1e-5)
+
+
+# ---------------------------------------------------------------- overload
+
+
+def test_a_full_queue_refuses_before_decoding_anything_on_every_path(models_dir):
+    """Under overload a refusal must cost next to nothing: the queue is checked before the request's
+    files or tensor are decoded (a file that cannot decode and a tensor whose decoding fails are
+    answered Overloaded, not with their own errors, and the tensor is never read)."""
+    from visionzoo.serving.errors import Overloaded
+    from visionzoo.serving.oip.backend import InferRequest
+    from visionzoo.serving.oip.models import RequestTensor
+    from visionzoo.serving.processing import Upload
+
+    server = config.server_settings()
+    pool = ThreadPoolExecutor(1)
+    model = ServedModel(config.served_models()["bloodcell"], server, pool)
+    models = ModelSet({"bloodcell": model}, server, pool)
+    read = []
+
+    def decode():
+        read.append(True)
+        raise AssertionError("decoded although the queue was full")
+
+    async def scenario():
+        await models.start()
+        batcher = model.batcher
+        batcher._queued_items = batcher.settings.max_queue_size  # as if that many items were waiting
+        try:
+            with pytest.raises(Overloaded, match="at capacity"):
+                await model.answer("predict", [Upload("cell.png", b"not an image")], {})
+            tensor = RequestTensor("image", "FP32", (2, 96, 96, 3), decode, 2 * 96 * 96 * 3 * 4)
+            with pytest.raises(Overloaded, match="at capacity"):
+                await Backend(models).infer(InferRequest("bloodcell", inputs=[tensor]), "oip_grpc")
+        finally:
+            batcher._queued_items = 0
+        rejected = batcher.stats.rejected_count
+        await models.stop()
+        return rejected
+
+    assert asyncio.run(scenario()) == 2 and read == []
+    pool.shutdown()

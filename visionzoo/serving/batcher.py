@@ -10,7 +10,7 @@ requests); each request gets exactly its rows of the outputs back.
 | `max_batch_size` | most items in one engine run (`max_batch_size`); a larger request is split into several runs |
 | `max_queue_delay_us` | how long a batch smaller than `max_batch_size` (or than a preferred size) may wait for more requests before it runs (`max_queue_delay_microseconds`); 0, the default, runs whatever is queued as soon as an instance is free |
 | `preferred_batch_sizes` | batch sizes to form when the queue holds more than one of them (`preferred_batch_size`) |
-| `max_queue_size` | most items waiting; a request that does not fit is refused at once (`default_queue_policy.max_queue_size`, counted in items here because one request may carry 64 images) |
+| `max_queue_size` | most items waiting; a request that does not fit is refused at once, before its files or tensor are decoded (`check_room`) (`default_queue_policy.max_queue_size`, counted in items here because one request may carry 64 images) |
 | `queue_timeout_us` | a request still queued after this long is refused instead of run (`default_timeout_microseconds`, `timeout_action: REJECT`) |
 | `instances` | engine runs in flight at once (`instance_group.count`) |
 
@@ -180,8 +180,6 @@ class DynamicBatcher:
         queue cannot take them, QueueTimeout when they waited too long."""
         if not self._tasks:
             self.start()
-        if self._closing:
-            raise QueueFull(f"model {self.name!r} is shutting down")
         limit = self.settings.max_batch_size
         self._admit(len(items))
         if len(items) <= limit:
@@ -194,13 +192,20 @@ class DynamicBatcher:
                            max(r.queue_ns for r in results), sum(r.compute_ns for r in results),
                            max(r.batch_size for r in results))
 
-    def _admit(self, size: int) -> None:
-        """Refuse now (not after waiting) when `size` more items would overflow the queue; an empty
-        queue always takes a request, however large, so nothing is refused forever."""
+    def check_room(self, size: int) -> None:
+        """Raise QueueFull when `size` more items would overflow the queue now; an empty queue always
+        takes a request, however large, so nothing is refused forever. Callers check before the
+        costly part of a request (decoding its images or tensor) so that a refusal costs next to
+        nothing under overload; `submit` checks again when the items are ready."""
+        if self._closing:
+            raise QueueFull(f"model {self.name!r} is shutting down")
         if self._queued_items and self._queued_items + size > self.settings.max_queue_size:
             self.stats.rejected_count += 1
             raise QueueFull(f"model {self.name!r} is at capacity ({self._queued_items} items queued, "
                             f"limit {self.settings.max_queue_size}); retry shortly")
+
+    def _admit(self, size: int) -> None:
+        self.check_room(size)
         self._queued_items += size
 
     async def _enqueue(self, slot, items, outputs) -> BatchResult:

@@ -234,6 +234,14 @@ class ServedModel:
             self.metrics.batch(self.name, self.slot.number, size, queue_ns / 1e9, compute_ns / 1e9,
                                self.batcher.queued_items)
 
+    def check_room(self, items: int) -> None:
+        """Refuse (Overloaded) before any decoding when the queue cannot take `items` more now: under
+        overload a refusal then costs microseconds instead of the request's decode work."""
+        try:
+            self.batcher.check_room(items)
+        except QueueFull as error:
+            raise Overloaded(str(error)) from None
+
     async def infer(self, batch: np.ndarray, outputs: Sequence[str] | None = None, slot: Slot | None = None) -> Inference:
         """A float32 (N, H, W, C) batch through the queue and the engine; outputs keyed by name."""
         slot = slot or self.live()
@@ -271,6 +279,7 @@ class ServedModel:
             slot = self.live()
             version = slot.number
             slot.task.check(verb, options)
+            self.check_room(len(uploads))  # each file is one model input or more
             images = await self.decode(uploads, slot, slot.task.keep_source(options))
             inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options), slot=slot)
             if slot.task.heavy_results(options):
