@@ -340,3 +340,19 @@ def test_a_full_queue_refuses_before_decoding_anything_on_every_path(models_dir)
 
     assert asyncio.run(scenario()) == 2 and read == []
     pool.shutdown()
+
+
+def test_grpc_unavailable_carries_the_retry_pushback_of_http_retry_after(grpc_address):
+    """mura is not loaded here: UNAVAILABLE, with gRPC's retry pushback trailer in milliseconds (what
+    HTTP's Retry-After: 1 says), so a client with a retry policy waits instead of retrying at once."""
+    request = pb.ModelInferRequest(model_name="mura")
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 320, 320, 1])
+    request.raw_input_contents.append(np.zeros((1, 320, 320, 1), np.float32).tobytes())
+    with grpc.insecure_channel(grpc_address) as channel, pytest.raises(grpc.RpcError) as error:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert dict(error.value.trailing_metadata())["grpc-retry-pushback-ms"] == "1000"
+    with grpc.insecure_channel(grpc_address) as channel, pytest.raises(grpc.RpcError) as error:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(pb.ModelInferRequest(model_name="nope"))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "grpc-retry-pushback-ms" not in dict(error.value.trailing_metadata())  # retrying would not help

@@ -13,8 +13,8 @@ is one); they never show the server's file system.
 | Conflict | 409 | FAILED_PRECONDITION | conflict | a reload the live model cannot take (changed signature) |
 | TooLarge | 413 | RESOURCE_EXHAUSTED | too_large | more images, bytes, pixels or tiles than allowed |
 | UnsupportedMedia | 415 | INVALID_ARGUMENT | unsupported_media | a file that is not a decodable image |
-| Unavailable | 503 + Retry-After | UNAVAILABLE | unavailable | model loading, refused (missing or altered file) or shutting down |
-| Overloaded | 503 + Retry-After | UNAVAILABLE | overloaded | the model's queue is full, or a request waited past the queue timeout |
+| Unavailable | 503 + Retry-After | UNAVAILABLE + grpc-retry-pushback-ms | unavailable | model loading, refused (missing or altered file) or shutting down |
+| Overloaded | 503 + Retry-After | UNAVAILABLE + grpc-retry-pushback-ms | overloaded | the model's queue is full, or a request waited past the queue timeout |
 | DeadlineExceeded | 504 | DEADLINE_EXCEEDED | deadline | the client's deadline passed |
 | Internal | 500 | INTERNAL | internal | a bug or an engine failure (logged with its traceback) |
 """

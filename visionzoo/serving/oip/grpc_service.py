@@ -48,6 +48,9 @@ logger = logging.getLogger("visionzoo.oip")
 SERVICE_NAME = "inference.GRPCInferenceService"
 OPEN_METHODS = {"ServerLive", "ServerReady", "ModelReady"}  # health stays open, like /livez and /readyz
 ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
+# gRPC's server pushback (gRFC A6, client-side retries): a client whose channel has a retry policy
+# waits this many milliseconds before trying again, as an HTTP client does after Retry-After.
+RETRY_PUSHBACK = "grpc-retry-pushback-ms"
 
 
 class PortTaken(RuntimeError):
@@ -115,6 +118,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.backend = backend
 
     async def _answer(self, context: grpc.aio.ServicerContext, method: str, call, *args: Any) -> Any:
+        trailers: tuple[tuple[str, str], ...] = ()
         try:
             self._authorize(context, method)
             return await call(*args)
@@ -122,10 +126,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             code, message = grpc.StatusCode[error.grpc_code], str(error)
             if code == grpc.StatusCode.INTERNAL:
                 logger.error("OIP gRPC %s: %s", method, error, exc_info=error.__cause__)
+            if error.retry_after is not None:  # HTTP's Retry-After, in the form gRPC's retry policies obey
+                trailers = ((RETRY_PUSHBACK, str(error.retry_after * 1000)),)
         except Exception as error:
             logger.exception("OIP gRPC %s failed", method)
             code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
-        await context.abort(code, message)  # raises: the RPC ends here
+        await context.abort(code, message, trailers)  # raises: the RPC ends here
 
     @staticmethod
     def _authorize(context: grpc.aio.ServicerContext, method: str) -> None:
