@@ -307,7 +307,7 @@ def test_a_full_queue_refuses_before_decoding_anything_on_every_path(models_dir)
     """Under overload a refusal must cost next to nothing: the queue is checked before the request's
     files or tensor are decoded (a file that cannot decode and a tensor whose decoding fails are
     answered Overloaded, not with their own errors, and the tensor is never read)."""
-    from visionzoo.serving.errors import Overloaded
+    from visionzoo.serving.errors import Overloaded, TooLarge
     from visionzoo.serving.oip.backend import InferRequest
     from visionzoo.serving.oip.models import RequestTensor
     from visionzoo.serving.processing import Upload
@@ -331,6 +331,14 @@ def test_a_full_queue_refuses_before_decoding_anything_on_every_path(models_dir)
                 await model.answer("predict", [Upload("cell.png", b"not an image")], {})
             tensor = RequestTensor("image", "FP32", (2, 96, 96, 3), decode, 2 * 96 * 96 * 3 * 4)
             with pytest.raises(Overloaded, match="at capacity"):
+                await Backend(models).infer(InferRequest("bloodcell", inputs=[tensor]), "oip_grpc")
+            # a request no retry can make pass is told why (413), not to retry (503)
+            too_many = server.max_images + 1
+            with pytest.raises(TooLarge, match="too many images"):
+                await model.answer("predict", [Upload(f"{i}.png", b"x") for i in range(too_many)], {})
+            tensor = RequestTensor("image", "FP32", (too_many, 96, 96, 3), lambda: np.zeros((too_many, 96, 96, 3), np.float32),
+                                   too_many * 96 * 96 * 3 * 4)
+            with pytest.raises(TooLarge, match="limit per request"):
                 await Backend(models).infer(InferRequest("bloodcell", inputs=[tensor]), "oip_grpc")
         finally:
             batcher._queued_items = 0

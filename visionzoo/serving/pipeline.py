@@ -279,6 +279,7 @@ class ServedModel:
             slot = self.live()
             version = slot.number
             slot.task.check(verb, options)
+            processing.check_count(len(uploads), self.limits())  # a request that can never pass: 400 / 413, not 503
             self.check_room(len(uploads))  # each file is one model input or more
             images = await self.decode(uploads, slot, slot.task.keep_source(options))
             inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options), slot=slot)
