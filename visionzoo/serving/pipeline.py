@@ -236,7 +236,11 @@ class ServedModel:
 
     def check_room(self, items: int) -> None:
         """Refuse (Overloaded) before any decoding when the queue cannot take `items` more now: under
-        overload a refusal then costs microseconds instead of the request's decode work."""
+        overload a refusal then costs microseconds instead of the request's decode work. A request of
+        no images or of more than VISIONZOO_MAX_IMAGES is left to the checks that say why (400 / 413):
+        no retry would make it pass, so it must not be told 503."""
+        if not 0 < items <= self.server.max_images:
+            return
         try:
             self.batcher.check_room(items)
         except QueueFull as error:
@@ -279,7 +283,6 @@ class ServedModel:
             slot = self.live()
             version = slot.number
             slot.task.check(verb, options)
-            processing.check_count(len(uploads), self.limits())  # a request that can never pass: 400 / 413, not 503
             self.check_room(len(uploads))  # each file is one model input or more
             images = await self.decode(uploads, slot, slot.task.keep_source(options))
             inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options), slot=slot)

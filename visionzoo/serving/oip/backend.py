@@ -146,7 +146,7 @@ class Backend:
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
-        if tensor.shape and 0 < tensor.shape[0] <= model.limits().max_images:  # else prepare says why (4xx), not 503
+        if tensor.shape:
             model.check_room(tensor.shape[0])  # one model input per image or file, or more (tiles)
         prepared: PreparedBatch = await self._maybe_offload(heavy, self._prepare, model, signature, spec, tensor)
         inference = await model.infer(prepared.batch, signature.engine_outputs(selected), slot=slot)
