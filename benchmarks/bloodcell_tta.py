@@ -86,7 +86,7 @@ def scores(labels: np.ndarray, predicted: np.ndarray, plain: np.ndarray, class_n
 def run(data_dir: Path, version: str | None = None, limit: int | None = None) -> dict:
     started = time.perf_counter()
     found, engine = load_model(version=version)
-    class_names = found.labels[OUTPUT] if OUTPUT in found.labels else next(iter(found.labels.values()))
+    class_names = found.labels[OUTPUT]
     report = {"model": {"export": found.export_name, "version": found.version},
               "data": {"dir": portable(data_dir), "split_seed": SPLIT_SEED},
               "views": {name: {"quarter_turns": t, "mirror": m} for name, (t, m) in VIEWS.items()},
