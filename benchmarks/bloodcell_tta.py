@@ -13,7 +13,10 @@ it gets right that the plain model got wrong ("fixed") and the reverse ("broken"
 The candidate with the best validation balanced accuracy is marked `chosen_on_validation`; the test
 split is reported, never used to choose. Cost: a candidate of k views runs the model k times per image.
 
-Writes benchmarks/bloodcell_tta.json (or --out) and prints the table.
+Writes benchmarks/bloodcell_tta.json (or --out) and prints the table. The committed report was
+measured on version 3 (one view); it chose "mirror", which version 4 serves inside its graph
+(`visionzoo revise exported_models/bloodcell_mobilenetv3/3 --mirror-average`). On version 4 every
+candidate with the mirror scores as its mirror-free half: the model already averages it.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ With 8-image requests (8 clients, 3 s) the peer served about 320 images/s at p99
 
     from benchmarks.mlserver_peer import ensure_venv, start_mlserver
     ensure_venv()
-    peer = start_mlserver("exported_models/bloodcell_mobilenetv3/3/model.onnx", "bloodcell", "image",
+    peer = start_mlserver("exported_models/bloodcell_mobilenetv3/4/model.onnx", "bloodcell", "image",
                           ["probabilities"], http_port=9080, grpc_port=9081)
     try:
         target = GrpcTarget("127.0.0.1:9081", "bloodcell", "image", images)

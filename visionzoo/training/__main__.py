@@ -122,21 +122,27 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
         description="Static INT8 quantization (ONNX Runtime, QDQ) of an exported version: calibrated on training images "
                     "of the export's own dataset, scored against FP32 on its test split, written beside model.onnx and "
                     "recorded in metadata.json (serve it with VISIONZOO_<MODEL>_PRECISION=int8).")
-    quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/3")
+    quantize.add_argument("export", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/4")
     quantize.add_argument("--data-dir", help="where the export's dataset is now, if not where it was trained")
     quantize.add_argument("--calibration-images", type=int, default=256, help="training images to calibrate on (default 256)")
 
     revise = commands.add_parser(
-        "revise", help="publish a new version of an export from its own weights: a Grad-CAM output, or new serving settings",
+        "revise", help="publish a new version of an export from its own weights: a Grad-CAM output, mirror averaging, or new serving settings",
         description="Without retraining: --explain rebuilds the model from the version's SavedModel weights and re-exports "
                     "it with the recipe's Grad-CAM output `cam` (parity-checked like any export; needs the training data); "
+                    "--mirror-average wraps the version's ONNX graph so each answer is the mean over the image and its "
+                    "left-right mirror (checked against the source graph, metrics re-measured; needs the training data); "
                     "--tile-overlap / --learnable-classes / --decision-weights keep the graph and change how serving cuts "
                     "frames and how its arg-max picks classes (golden outputs re-derived). The source version stays.",
         epilog="examples:\n  visionzoo revise exported_models/bloodcell_mobilenetv3/1 --explain --data-dir ../shared/data/blood_pbc\n"
+               "  visionzoo revise exported_models/bloodcell_mobilenetv3/3 --mirror-average --data-dir ../shared/data/blood_pbc\n"
                "  visionzoo revise exported_models/mars_dual_unet/1 --tile-overlap 0.5 --learnable-classes 1,2,3,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     revise.add_argument("export", type=Path, help="a version folder, e.g. exported_models/mars_dual_unet/1")
     revise.add_argument("--explain", action="store_true", help="add the recipe's Grad-CAM output (Recipe.explain)")
+    revise.add_argument("--mirror-average", action="store_true",
+                        help="average every answer over the image and its left-right mirror inside the ONNX graph "
+                             "(test-time augmentation; two forward passes per image; metrics re-measured, needs the data)")
     revise.add_argument("--tile-overlap", type=float, help="tiled models: overlap of consecutive tiles, 0 to <1 (0.5: a tile over every seam)")
     revise.add_argument("--learnable-classes", type=lambda text: [int(k) for k in text.split(",")],
                         help="comma-separated class indices the served arg-max may pick (e.g. 1,2,3,4 leaves out an ignored label 0)")
@@ -144,7 +150,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                         help="segmentation: comma-separated multipliers, one per class, on the probabilities before the "
                              "arg-max (a prior correction chosen on validation, e.g. 1,1,1,0.5,0.7; "
                              "benchmarks/mars_decision.py finds them)")
-    revise.add_argument("--data-dir", help="--explain: where the export's dataset is now, if not where it was trained")
+    revise.add_argument("--data-dir", help="--explain, --mirror-average: where the export's dataset is now, if not where it was trained")
 
     predict = commands.add_parser(
         "predict", help="run a served model on image files in this process (no server, no TensorFlow)",
@@ -322,7 +328,7 @@ def command_quantize(args) -> None:
 def command_revise(args) -> None:
     from .revise import revise
 
-    folder = revise(args.export, explain=args.explain, tile_overlap=args.tile_overlap,
+    folder = revise(args.export, explain=args.explain, mirror=args.mirror_average, tile_overlap=args.tile_overlap,
                     learnable_classes=args.learnable_classes, decision_weights=args.decision_weights, data_dir=args.data_dir)
     print(f"revised: {folder}")
 

@@ -1,6 +1,6 @@
 """Model cards: what a shipped version scores, per class, under which conditions, and where it fails.
 
-    python -m visionzoo.training.model_card exported_models/bloodcell_mobilenetv3/3
+    python -m visionzoo.training.model_card exported_models/bloodcell_mobilenetv3/4
     python -m visionzoo.training.model_card exported_models/mura_multitask_resnet/1 --evidence benchmarks/xray_sizes.json
 
 Writes metadata.json `model_card` (atomically; metadata.json is not among the hashed files, and the
@@ -111,7 +111,7 @@ def write_card(folder: Path, evidence_reports: list[Path] = ()) -> dict:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="Write the model card (metadata.json `model_card`) of an exported version.")
-    parser.add_argument("folder", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/3")
+    parser.add_argument("folder", type=Path, help="a version folder, e.g. exported_models/bloodcell_mobilenetv3/4")
     parser.add_argument("--evidence", type=Path, nargs="*", default=[],
                         help="benchmark reports measured on this version's served path (benchmarks/*.json)")
     args = parser.parse_args(argv)

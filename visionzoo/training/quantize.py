@@ -1,7 +1,7 @@
 """INT8 variants of exported models: ONNX Runtime static quantization (QDQ) calibrated on real
 training images, scored on the same real test split as the FP32 model, written beside it.
 
-    visionzoo quantize exported_models/bloodcell_mobilenetv3/3 --data-dir ../shared/data/blood_pbc
+    visionzoo quantize exported_models/bloodcell_mobilenetv3/4 --data-dir ../shared/data/blood_pbc
 
 The version folder gains `model.int8.onnx`, and its metadata.json a `variants.int8` entry: the
 file, how it was calibrated, its test metrics next to FP32's (both computed here, with ONNX

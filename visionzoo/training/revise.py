@@ -9,6 +9,13 @@ version's golden outputs, and exported again through `export.export_model` with 
 Grad-CAM output (`Recipe.explain`), so the usual parity checks prove the new files. It needs the
 SavedModel in the version folder and the training data (for golden files and parity images).
 
+`--mirror-average` changes the graph without TensorFlow: the version's model.onnx is wrapped so that
+each image and its left-right mirror go through it as one batch and every output is their mean
+(maps mirrored back first; `mirror_average.py`). It works on versions that ship only ONNX (the
+ensembles). The wrapped graph is checked against the source graph averaged in NumPy on real images
+(metadata.json `parity`), and the validation and test metrics are measured again on it (ONNX
+Runtime, the training data); the INT8 variant is dropped (run `visionzoo quantize` on the new version).
+
 `--tile-overlap`, `--learnable-classes` and `--decision-weights` change only how serving uses the
 graph: metadata.json (`preprocessing.tile_overlap`, `learnable_classes`, `decision_weights`), the ONNX metadata_props that mirror it, and
 the golden outputs, re-derived through the new preprocessing. The graph, weights and SavedModel are
@@ -34,7 +41,7 @@ import numpy as np
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 from visionzoo.serving.repository import golden_tolerance
 
-from . import export, onnx_metadata, runs, train
+from . import export, mirror_average, onnx_metadata, runs, train
 from .recipe import TrainConfig
 from .registry import get_recipe
 
@@ -109,7 +116,7 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
             raise ReviseError(str(error)) from None
         changes.append("decision_weights = " + ", ".join(f"{w:g}" for w in document["decision_weights"]))
     if not changes:
-        raise ReviseError("nothing to change: pass --tile-overlap, --learnable-classes, --decision-weights or --explain")
+        raise ReviseError("nothing to change: pass --tile-overlap, --learnable-classes, --decision-weights, --explain or --mirror-average")
     try:
         spec = ImageSpec.from_metadata(document["preprocessing"])
     except ValueError as error:
@@ -202,12 +209,103 @@ def revise_explain(folder: Path, data_dir: str | None = None, savedmodel: str = 
     )
 
 
-def revise(folder: Path, *, explain: bool = False, tile_overlap: float | None = None,
+PARITY_IMAGES = 16
+
+
+def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
+    """A new version whose graph averages every answer over the image and its left-right mirror
+    (test-time augmentation inside the ONNX file); returns its folder."""
+    import onnx
+
+    from .quantize import run_onnx
+
+    folder = Path(folder)
+    document = copy.deepcopy(read_metadata(folder))
+    if document.get("mirror_average"):
+        raise ReviseError(f"{folder} already averages over mirrors (metadata.json mirror_average)")
+    if document["preprocessing"].get("layout", "NHWC") != "NHWC":
+        raise ReviseError(f"mirror averaging flips NHWC images; {folder} takes {document['preprocessing'].get('layout')}")
+    axes = mirror_average.width_axes(document)
+    config = TrainConfig.from_json(json.dumps(document["recipe"]["config"]))
+    config = config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
+    recipe = get_recipe(config.model)
+    prepared = train.prepare(config)
+    scored = [split for split in ("val", "test") if split in prepared.data.splits]
+    try:
+        wrapped = mirror_average.wrap(onnx.load(str(folder / "model.onnx")), axes)
+    except ValueError as error:
+        raise ReviseError(f"{folder / 'model.onnx'}: {error}") from None
+
+    staging = folder.parent / f".staging-{uuid.uuid4().hex[:8]}"
+    try:
+        ignored = ["metadata.json", "model.*.onnx", "saved_model.pb", "variables", "fingerprint.pb", "assets"]
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*ignored))
+        onnx.save(wrapped, str(staging / "model.onnx"))
+        images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES]
+        document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", images, axes,
+                                            document.get("golden", {}))
+        for split in scored:
+            examples = prepared.data.splits[split]
+            outputs = run_onnx(staging / "model.onnx", examples.images, progress=f"{split} split, image + mirror")
+            document["metrics"][split] = {**recipe.task.score(outputs, examples, prepared.data.class_names),
+                                          "examples": len(examples)}
+        document["mirror_average"] = {
+            "views": list(mirror_average.VIEWS), "combine": "mean of the two views' outputs",
+            "mirrored_back": [name for name, axis in axes.items() if axis is not None],
+            "cost": "two forward passes per image (one batch of 2N)",
+        }
+        if "saved_model" in document:
+            document["saved_model"] = (f"not shipped: the mirror-averaged graph exists as ONNX only; its weights are version "
+                                       f"{folder.name}'s" + (", which ships them as a SavedModel" if (folder / "variables").is_dir()
+                                                              else f" (its SavedModel: {document['saved_model']})"))
+        document.pop("variants", None)  # the INT8 file quantized the source graph
+        version = export.next_version(folder.parent)
+        document.update(version=version, revision=_revision(folder, ["graph: outputs averaged over the image and its left-right "
+                                                                     "mirror (mirror_average)", "metrics re-measured"]))
+        onnx_metadata.annotate(staging / "model.onnx", document)
+        if (staging / "golden" / "inputs.json").is_file():
+            rewrite_golden(staging, ImageSpec.from_metadata(document["preprocessing"]))
+        document["files"] = export.file_hashes(staging)
+        runs.write_json(staging / "metadata.json", document)
+        final = folder.parent / version
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("revised %s -> version %s (mirror-averaged)", folder, version)
+    return final
+
+
+def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, golden: dict) -> dict:
+    """The wrapped graph against the source graph run on the images and their mirrors and averaged
+    in NumPy; raises ReviseError when an output differs by more than its golden tolerance."""
+    from .quantize import run_onnx
+
+    expected = mirror_average.reference(lambda batch: run_onnx(source, batch), images.astype(np.float32), axes)
+    found = run_onnx(wrapped, images.astype(np.float32))
+    outputs, passed = {}, True
+    for name, values in expected.items():
+        gap, tolerance = float(np.abs(found[name] - values).max()), golden_tolerance(golden, name) if golden else 1e-4
+        outputs[name] = {"max_abs_diff_mirror_mean": gap, "tolerance": tolerance}
+        passed &= gap <= tolerance
+    if not passed:
+        raise ReviseError(f"the mirror-averaged graph does not reproduce the source averaged in NumPy: {outputs}")
+    return {"against": f"the source version's model.onnx on each image and its mirror, averaged in NumPy",
+            "inputs": "real images", "batch": len(images), "outputs": outputs, "passed": True}
+
+
+def revise(folder: Path, *, explain: bool = False, mirror: bool = False, tile_overlap: float | None = None,
            learnable_classes: list[int] | None = None, decision_weights: list[float] | None = None,
            data_dir: str | None = None) -> Path:
-    """`revise_explain` or `revise_serving`: one kind of change per new version."""
-    if explain and (tile_overlap is not None or learnable_classes is not None or decision_weights is not None):
-        raise ReviseError("--explain re-exports the graph; change serving settings in a second revision of its output")
+    """`revise_explain`, `revise_mirror_average` or `revise_serving`: one kind of change per new version."""
+    serving = tile_overlap is not None or learnable_classes is not None or decision_weights is not None
+    if explain and mirror:
+        raise ReviseError("--explain and --mirror-average both change the graph; make them two revisions (--explain first)")
+    if (explain or mirror) and serving:
+        raise ReviseError(f"{'--explain' if explain else '--mirror-average'} changes the graph; change serving settings in "
+                          "a second revision of its output")
     if explain:
         return revise_explain(folder, data_dir)
+    if mirror:
+        return revise_mirror_average(folder, data_dir)
     return revise_serving(folder, tile_overlap, learnable_classes, decision_weights)
