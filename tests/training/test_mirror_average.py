@@ -71,18 +71,35 @@ def test_a_mirrored_image_gets_the_same_answer_and_a_mirrored_map():
     np.testing.assert_allclose(mirrored["map"], plain["map"][:, :, ::-1], rtol=1e-6)
 
 
+def test_a_peak_normalized_map_peaks_at_one_again():
+    """The Grad-CAM map is scaled to a peak of 1; the mean of two such maps is scaled again."""
+    source = asymmetric_model()
+    wrapped = mirror_average.wrap(source, AXES, peak_normalized={"map"})
+    onnx.checker.check_model(wrapped)
+    x = np.random.default_rng(2).uniform(0, 1, (3, 4, 6, 1)).astype(np.float32)
+    found = run(wrapped, x)
+    np.testing.assert_allclose(found["map"].max(axis=(1, 2, 3)), 1.0, rtol=1e-6)
+    expected = mirror_average.reference(lambda batch: run(source, batch), x, AXES, {"map"})
+    np.testing.assert_allclose(found["map"], expected["map"], rtol=1e-5)
+    np.testing.assert_allclose(found["score"], expected["score"], rtol=1e-6)  # answers are not rescaled
+    assert run(wrapped, np.zeros_like(x))["map"].max() == 0  # an all-zero map stays zero, no division by zero
+
+
 def test_graphs_it_cannot_wrap_say_why():
     wrapped = mirror_average.wrap(asymmetric_model(), AXES)
     with pytest.raises(ValueError, match="already averages"):
         mirror_average.wrap(wrapped, AXES)
     with pytest.raises(ValueError, match="axes must name every output"):
         mirror_average.wrap(asymmetric_model(), {"score": None})
+    with pytest.raises(ValueError, match="not outputs of the graph"):
+        mirror_average.wrap(asymmetric_model(), AXES, peak_normalized={"cam"})
 
 
 def test_maps_are_found_from_the_metadata():
     classification = {"task": "classification", "explain": {"tensor": "cam"},
                       "outputs": [{"name": "probabilities", "shape": [-1, 8]}, {"name": "cam", "shape": [-1, 3, 3]}]}
     assert mirror_average.width_axes(classification) == {"probabilities": None, "cam": 2}
+    assert mirror_average.peak_normalized(classification) == {"cam"}
     segmentation = {"task": "segmentation", "outputs": [{"name": "probabilities", "shape": [-1, 64, 128, 5]}]}
     assert mirror_average.width_axes(segmentation) == {"probabilities": 2}
 
@@ -102,6 +119,7 @@ def test_the_shipped_blood_cell_model_answers_a_mirrored_cell_as_the_cell():
     mirrored = dict(zip(["probabilities", "cam"], session.run(["probabilities", "cam"], {"image": np.ascontiguousarray(images[:, :, ::-1])})))
     np.testing.assert_allclose(mirrored["probabilities"], plain["probabilities"], atol=1e-5)
     np.testing.assert_allclose(mirrored["cam"], plain["cam"][:, :, ::-1], atol=1e-4)
+    np.testing.assert_allclose(plain["cam"].max(axis=(1, 2)), 1.0, atol=1e-5)  # Grad-CAM's scale: peak 1
 
 
 def test_revising_a_mirrored_version_again_is_refused(tmp_path):

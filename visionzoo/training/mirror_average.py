@@ -3,13 +3,13 @@
 The wrapped graph takes the same input as the source (an NHWC batch) and gives the same outputs,
 but inside it the model sees each image and its left-right mirror in one batch of 2N, and every
 output is the mean of the two answers. Outputs that are maps of the image (a segmentation map, the
-Grad-CAM `cam`) are mirrored back before the mean, so they still line up with the image sent. The
-result answers a mirrored image exactly as it answers the original (its maps mirrored).
+Grad-CAM `cam`) are mirrored back before the mean, so they still line up with the image sent; a map
+scaled to a peak of 1 (the Grad-CAM map) is scaled to 1 again after the mean. The result answers a mirrored image exactly as it answers the original (its maps mirrored).
 
 Serving needs no special case: the file is an ordinary ONNX model with the source's input and
 output names, shapes and types; it costs two forward passes per image.
 
-    wrapped = wrap(onnx.load("model.onnx"), {"probabilities": None, "cam": 2})
+    wrapped = wrap(onnx.load("model.onnx"), {"probabilities": None, "cam": 2}, peak_normalized={"cam"})
 
 This module needs only `onnx` (no TensorFlow); `visionzoo revise --mirror-average` publishes a
 wrapped version and measures it (benchmarks/bloodcell_tta.py chose the mirror on validation).
@@ -36,14 +36,21 @@ def width_axes(metadata: dict) -> dict[str, int | None]:
     return axes
 
 
+def peak_normalized(metadata: dict) -> set[str]:
+    """Outputs scaled so each image's map peaks at 1 (the Grad-CAM map: gradcam.py divides by its maximum)."""
+    explained = (metadata.get("explain") or {}).get("tensor")
+    return {output["name"] for output in metadata["outputs"] if output["name"] == explained}
+
+
 def _opset(model) -> int:
     return max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
 
 
-def wrap(model, axes: dict[str, int | None]):
+def wrap(model, axes: dict[str, int | None], peak_normalized: set[str] = frozenset()):
     """A copy of `model` that averages each output over the image and its mirror.
 
     `axes`: every graph output's name -> the axis its map mirrors along, or None (see width_axes).
+    `peak_normalized`: outputs whose mean is divided by its per-image maximum (over all but the batch axis).
     The model must take one NHWC image input with a free batch dimension; opset 13 or later."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -62,6 +69,8 @@ def wrap(model, axes: dict[str, int | None]):
     outputs = [value.name for value in graph.output]
     if sorted(outputs) != sorted(axes):
         raise ValueError(f"axes must name every output: the graph has {outputs}, axes name {sorted(axes)}")
+    if not set(peak_normalized) <= set(outputs):
+        raise ValueError(f"peak_normalized names {sorted(set(peak_normalized) - set(outputs))}, not outputs of the graph")
     if any(node.name.startswith(_BEFORE) for node in graph.node):
         raise ValueError("this graph already averages over mirrors")
 
@@ -88,8 +97,10 @@ def wrap(model, axes: dict[str, int | None]):
 
     before = [mirror(image, _BEFORE + "mirrored", IMAGE_WIDTH_AXIS),
               helper.make_node("Concat", [image, _BEFORE + "mirrored"], [views], axis=0, name=_BEFORE + "concat")]
-    half = _BEFORE + "half"
+    half, tiny = _BEFORE + "half", _BEFORE + "tiny"
     graph.initializer.append(numpy_helper.from_array(np.asarray(0.5, np.float32), half))
+    graph.initializer.append(numpy_helper.from_array(np.asarray(1e-12, np.float32), tiny))
+    ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.output}
     after = []
     for name in outputs:
         plain, seen = f"{_BEFORE}{name}/plain", f"{_BEFORE}{name}/mirror"
@@ -99,7 +110,20 @@ def wrap(model, axes: dict[str, int | None]):
             after.append(mirror(seen, f"{seen}_back", axes[name]))
             seen = f"{seen}_back"
         after.append(helper.make_node("Add", [plain, seen], [f"{_BEFORE}{name}/sum"], name=f"{_BEFORE}add_{name}"))
-        after.append(helper.make_node("Mul", [f"{_BEFORE}{name}/sum", half], [name], name=f"{_BEFORE}mean_{name}"))
+        if name not in peak_normalized:
+            after.append(helper.make_node("Mul", [f"{_BEFORE}{name}/sum", half], [name], name=f"{_BEFORE}mean_{name}"))
+            continue
+        # the mean's scale does not matter once divided by the peak: sum / max(peak of sum, tiny)
+        spatial = list(range(1, ranks[name]))
+        peak = f"{_BEFORE}{name}/peak"
+        if opset >= 18:
+            after.append(helper.make_node("ReduceMax", [f"{_BEFORE}{name}/sum", constant(f"axes_{name}", spatial)], [peak],
+                                          keepdims=1, name=f"{_BEFORE}peak_{name}"))
+        else:
+            after.append(helper.make_node("ReduceMax", [f"{_BEFORE}{name}/sum"], [peak], axes=spatial, keepdims=1,
+                                          name=f"{_BEFORE}peak_{name}"))
+        after.append(helper.make_node("Max", [peak, tiny], [f"{peak}_safe"], name=f"{_BEFORE}safe_{name}"))
+        after.append(helper.make_node("Div", [f"{_BEFORE}{name}/sum", f"{peak}_safe"], [name], name=f"{_BEFORE}scale_{name}"))
     nodes = [*before, *graph.node, *after]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -109,10 +133,14 @@ def wrap(model, axes: dict[str, int | None]):
     return wrapped
 
 
-def reference(run, images: np.ndarray, axes: dict[str, int | None]) -> dict[str, np.ndarray]:
+def reference(run, images: np.ndarray, axes: dict[str, int | None], peak_normalized: set[str] = frozenset()) -> dict[str, np.ndarray]:
     """What the wrapped graph should answer, from the source model: `run(images)` -> outputs dict,
     averaged over `images` and their mirrors in NumPy (the parity check's other side)."""
     plain = run(images)
     seen = run(np.ascontiguousarray(np.flip(images, IMAGE_WIDTH_AXIS)))
-    return {name: (plain[name] + (np.flip(seen[name], axes[name]) if axes[name] is not None else seen[name])) / 2
-            for name in plain}
+    found = {name: (plain[name] + (np.flip(seen[name], axes[name]) if axes[name] is not None else seen[name])) / 2
+             for name in plain}
+    for name in peak_normalized:
+        peak = found[name].max(axis=tuple(range(1, found[name].ndim)), keepdims=True)
+        found[name] = found[name] / np.maximum(peak, 1e-12)
+    return found

@@ -225,14 +225,14 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
         raise ReviseError(f"{folder} already averages over mirrors (metadata.json mirror_average)")
     if document["preprocessing"].get("layout", "NHWC") != "NHWC":
         raise ReviseError(f"mirror averaging flips NHWC images; {folder} takes {document['preprocessing'].get('layout')}")
-    axes = mirror_average.width_axes(document)
+    axes, peaked = mirror_average.width_axes(document), mirror_average.peak_normalized(document)
     config = TrainConfig.from_json(json.dumps(document["recipe"]["config"]))
     config = config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
     scored = [split for split in ("val", "test") if split in prepared.data.splits]
     try:
-        wrapped = mirror_average.wrap(onnx.load(str(folder / "model.onnx")), axes)
+        wrapped = mirror_average.wrap(onnx.load(str(folder / "model.onnx")), axes, peaked)
     except ValueError as error:
         raise ReviseError(f"{folder / 'model.onnx'}: {error}") from None
 
@@ -242,7 +242,7 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
         shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*ignored))
         onnx.save(wrapped, str(staging / "model.onnx"))
         images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES]
-        document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", images, axes,
+        document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", images, axes, peaked,
                                             document.get("golden", {}))
         for split in scored:
             examples = prepared.data.splits[split]
@@ -250,8 +250,9 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
             document["metrics"][split] = {**recipe.task.score(outputs, examples, prepared.data.class_names),
                                           "examples": len(examples)}
         document["mirror_average"] = {
-            "views": list(mirror_average.VIEWS), "combine": "mean of the two views' outputs",
+            "views": list(mirror_average.VIEWS), "combine": "mean of the two views' outputs (peak-normalized maps scaled to a peak of 1 again)",
             "mirrored_back": [name for name, axis in axes.items() if axis is not None],
+            "peak_normalized": sorted(peaked),
             "cost": "two forward passes per image (one batch of 2N)",
         }
         if "saved_model" in document:
@@ -276,12 +277,12 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
     return final
 
 
-def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, golden: dict) -> dict:
+def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, peaked: set, golden: dict) -> dict:
     """The wrapped graph against the source graph run on the images and their mirrors and averaged
     in NumPy; raises ReviseError when an output differs by more than its golden tolerance."""
     from .quantize import run_onnx
 
-    expected = mirror_average.reference(lambda batch: run_onnx(source, batch), images.astype(np.float32), axes)
+    expected = mirror_average.reference(lambda batch: run_onnx(source, batch), images.astype(np.float32), axes, peaked)
     found = run_onnx(wrapped, images.astype(np.float32))
     outputs, passed = {}, True
     for name, values in expected.items():
