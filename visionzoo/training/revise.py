@@ -261,8 +261,8 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
                                                               else f" (its SavedModel: {document['saved_model']})"))
         document.pop("variants", None)  # the INT8 file quantized the source graph
         version = export.next_version(folder.parent)
-        document.update(version=version, revision=_revision(folder, ["graph: outputs averaged over the image and its left-right "
-                                                                     "mirror (mirror_average)", "metrics re-measured"]))
+        changes = ["graph: outputs averaged over the image and its left-right mirror (mirror_average)", "metrics re-measured"]
+        document.update(version=version, revision=_revision(folder, changes))
         onnx_metadata.annotate(staging / "model.onnx", document)
         if (staging / "golden" / "inputs.json").is_file():
             rewrite_golden(staging, ImageSpec.from_metadata(document["preprocessing"]))
@@ -291,7 +291,7 @@ def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, 
         passed &= gap <= tolerance
     if not passed:
         raise ReviseError(f"the mirror-averaged graph does not reproduce the source averaged in NumPy: {outputs}")
-    return {"against": f"the source version's model.onnx on each image and its mirror, averaged in NumPy",
+    return {"against": "the source version's model.onnx on each image and its mirror, averaged in NumPy",
             "inputs": "real images", "batch": len(images), "outputs": outputs, "passed": True}
 
 
