@@ -133,3 +133,13 @@ def test_revising_a_mirrored_version_again_is_refused(tmp_path):
     with pytest.raises(revise.ReviseError, match="make them two revisions"):
         revise.revise(folder, mirror=True, explain=True)
     assert sorted(p.name for p in folder.parent.iterdir()) == ["9"]
+
+
+def test_the_cli_says_how_the_metrics_moved(tmp_path):
+    source, revised = tmp_path / "x" / "3", tmp_path / "x" / "4"
+    for folder, (accuracy, balanced) in ((source, (0.9687, 0.9689)), (revised, (0.9749, 0.9749))):
+        folder.mkdir(parents=True)
+        scores = {"accuracy": accuracy, "balanced_accuracy": balanced}
+        (folder / "metadata.json").write_text(json.dumps({"metrics": {"val": scores, "test": {"accuracy": 1, "balanced_accuracy": 1}}}))
+    assert revise.metrics_change(source, revised) == [
+        "val: accuracy 0.9687, balanced accuracy 0.9689 -> accuracy 0.9749, balanced accuracy 0.9749"]

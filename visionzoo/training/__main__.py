@@ -326,11 +326,13 @@ def command_quantize(args) -> None:
 
 
 def command_revise(args) -> None:
-    from .revise import revise
+    from .revise import metrics_change, revise
 
     folder = revise(args.export, explain=args.explain, mirror=args.mirror_average, tile_overlap=args.tile_overlap,
                     learnable_classes=args.learnable_classes, decision_weights=args.decision_weights, data_dir=args.data_dir)
     print(f"revised: {folder}")
+    for line in metrics_change(args.export, folder):
+        print(line)
 
 
 def command_reproduce(args) -> None:

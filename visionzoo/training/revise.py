@@ -295,6 +295,24 @@ def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, 
             "inputs": "real images", "batch": len(images), "outputs": outputs, "passed": True}
 
 
+def headline(scores: dict) -> str:
+    """One split's metrics in a few figures: balanced accuracy for classifiers, abnormal F1 / AUROC
+    and body part for the X-ray model, mean IoU for segmenters."""
+    if "abnormal" in scores:
+        return (f"abnormal F1 {scores['abnormal']['f1']:.4f}, AUROC {scores['abnormal']['auroc']:.4f}, "
+                f"body part {scores['body_part']['accuracy']:.4f}")
+    if "mean_iou" in scores:
+        return f"mean IoU {scores['mean_iou']:.4f}"
+    return f"accuracy {scores['accuracy']:.4f}, balanced accuracy {scores['balanced_accuracy']:.4f}"
+
+
+def metrics_change(source: Path, revised: Path) -> list[str]:
+    """Per split whose metrics the revision re-measured: `split: before -> after`."""
+    before, after = (read_metadata(folder).get("metrics", {}) for folder in (source, revised))
+    return [f"{split}: {headline(before[split])} -> {headline(scores)}" for split, scores in after.items()
+            if split in before and scores != before[split]]
+
+
 def revise(folder: Path, *, explain: bool = False, mirror: bool = False, tile_overlap: float | None = None,
            learnable_classes: list[int] | None = None, decision_weights: list[float] | None = None,
            data_dir: str | None = None) -> Path:
