@@ -28,8 +28,8 @@ import numpy as np
 
 from . import gradcam, onnx_metadata, runs, train
 from .export import sha256
-from .recipe import TrainConfig
 from .registry import get_recipe
+from .revise import recorded_config
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +131,7 @@ def quantize_export(folder: Path, data_dir: str | None = None, calibration_image
     folder = Path(folder)
     metadata_path = folder / "metadata.json"
     document = json.loads(metadata_path.read_text())
-    config = TrainConfig(**document["recipe"]["config"])
-    # metadata.json records the data folder as trained on ($VISIONZOO_DATA/... for the shipped models)
-    config = config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
+    config = recorded_config(document, data_dir)
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
     scored_on = "test" if "test" in prepared.data.splits else "val"  # formats without a test split (AN2DL npz)

@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -122,21 +123,35 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
     except ValueError as error:
         raise ReviseError(str(error)) from error
     document.pop("variants", None)  # a variant's golden agreement was measured with the old settings
+    with _staged(folder) as staging:
+        return _publish(folder, staging, document, spec, changes)
+
+
+@contextmanager
+def _staged(folder: Path, ignored: tuple[str, ...] = ()):
+    """A copy of the version folder (without metadata.json, the variants and `ignored`) in a staging
+    folder beside it, removed if anything fails before `_publish` renames it into place."""
     staging = folder.parent / f".staging-{uuid.uuid4().hex[:8]}"
     try:
-        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("metadata.json", "model.*.onnx"))
-        version = export.next_version(folder.parent)
-        document.update(version=version, revision=_revision(folder, changes))
-        onnx_metadata.annotate(staging / "model.onnx", document)
-        if (staging / "golden" / "inputs.json").is_file():
-            rewrite_golden(staging, spec)
-        document["files"] = export.file_hashes(staging)
-        runs.write_json(staging / "metadata.json", document)
-        final = folder.parent / version
-        os.rename(staging, final)
+        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("metadata.json", "model.*.onnx", *ignored))
+        yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _publish(folder: Path, staging: Path, document: dict, spec: ImageSpec, changes: list[str]) -> Path:
+    """Finish a staged revision: number it, annotate its ONNX file, re-derive its golden outputs
+    through `spec`, hash its files, write metadata.json and rename it into place."""
+    version = export.next_version(folder.parent)
+    document.update(version=version, revision=_revision(folder, changes))
+    onnx_metadata.annotate(staging / "model.onnx", document)
+    if (staging / "golden" / "inputs.json").is_file():
+        rewrite_golden(staging, spec)
+    document["files"] = export.file_hashes(staging)
+    runs.write_json(staging / "metadata.json", document)
+    final = folder.parent / version
+    os.rename(staging, final)
     logger.info("revised %s -> version %s (%s)", folder, version, "; ".join(changes))
     return final
 
@@ -154,10 +169,15 @@ def version_config(metadata: dict, data_dir: str | None = None) -> TrainConfig:
     if metadata.get("training", {}).get("ensemble"):
         raise ReviseError(f"{metadata.get('name')} version {metadata.get('version')} is an ensemble; rebuild it from its "
                           "members with `visionzoo ensemble` and export that run instead")
+    return recorded_config(metadata, data_dir)
+
+
+def recorded_config(metadata: dict, data_dir: str | None = None) -> TrainConfig:
+    """The TrainConfig metadata.json records (ensembles included), its data folder moved to
+    `data_dir` if given, else with environment variables expanded ($VISIONZOO_DATA/... for the
+    shipped models)."""
     config = TrainConfig.from_json(json.dumps(metadata["recipe"]["config"]))
-    if data_dir:
-        config = config.updated({"data_dir": str(data_dir)})
-    return config.updated({"data_dir": os.path.expandvars(config.data_dir)})
+    return config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
 
 
 def check_restorable(folder: Path, metadata: dict) -> None:
@@ -226,8 +246,7 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
     if document["preprocessing"].get("layout", "NHWC") != "NHWC":
         raise ReviseError(f"mirror averaging flips NHWC images; {folder} takes {document['preprocessing'].get('layout')}")
     axes, peaked = mirror_average.width_axes(document), mirror_average.peak_normalized(document)
-    config = TrainConfig.from_json(json.dumps(document["recipe"]["config"]))
-    config = config.updated({"data_dir": str(data_dir) if data_dir else os.path.expandvars(config.data_dir)})
+    config = recorded_config(document, data_dir)
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
     scored = [split for split in ("val", "test") if split in prepared.data.splits]
@@ -236,10 +255,7 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
     except ValueError as error:
         raise ReviseError(f"{folder / 'model.onnx'}: {error}") from None
 
-    staging = folder.parent / f".staging-{uuid.uuid4().hex[:8]}"
-    try:
-        ignored = ["metadata.json", "model.*.onnx", "saved_model.pb", "variables", "fingerprint.pb", "assets"]
-        shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*ignored))
+    with _staged(folder, ignored=("saved_model.pb", "variables", "fingerprint.pb", "assets")) as staging:
         onnx.save(wrapped, str(staging / "model.onnx"))
         images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES]
         document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", images, axes, peaked,
@@ -260,21 +276,8 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
                                        f"{folder.name}'s" + (", which ships them as a SavedModel" if (folder / "variables").is_dir()
                                                               else f" (its SavedModel: {document['saved_model']})"))
         document.pop("variants", None)  # the INT8 file quantized the source graph
-        version = export.next_version(folder.parent)
         changes = ["graph: outputs averaged over the image and its left-right mirror (mirror_average)", "metrics re-measured"]
-        document.update(version=version, revision=_revision(folder, changes))
-        onnx_metadata.annotate(staging / "model.onnx", document)
-        if (staging / "golden" / "inputs.json").is_file():
-            rewrite_golden(staging, ImageSpec.from_metadata(document["preprocessing"]))
-        document["files"] = export.file_hashes(staging)
-        runs.write_json(staging / "metadata.json", document)
-        final = folder.parent / version
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    logger.info("revised %s -> version %s (mirror-averaged)", folder, version)
-    return final
+        return _publish(folder, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
 
 
 def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, peaked: set, golden: dict) -> dict:
