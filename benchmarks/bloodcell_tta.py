@@ -21,14 +21,13 @@ candidate with the mirror scores as its mirror-free half: the model already aver
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.mars_tiling import write_json
-from benchmarks.paths import portable, served_export
+from benchmarks.paths import docstring_parser, portable, served_export
 from visionzoo.serving.engines import EngineRequest, build
 from visionzoo.serving.processing import Limits, Upload, decode_upload
 from visionzoo.serving.repository import ModelVersion, load_version
@@ -127,8 +126,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = docstring_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, required=True, help="the PBC folder (class sub-folders)")
     parser.add_argument("--version", help="export version (default: the newest)")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON report")

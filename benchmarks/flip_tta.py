@@ -26,7 +26,6 @@ Writes benchmarks/flip_tta.json (or --out) and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +39,7 @@ from benchmarks.mars_decision import score as mars_score
 from benchmarks.mars_tiling import load_model as load_mars
 from benchmarks.mars_tiling import read_mask, write_json
 from benchmarks.mars_tiling import splits as mars_splits
-from benchmarks.paths import portable, served_export
+from benchmarks.paths import docstring_parser, portable, served_export
 from visionzoo.preprocessing import ImageSpec, blend_tiles
 from visionzoo.serving import processing
 from visionzoo.serving.engines import EngineRequest, build
@@ -154,8 +153,7 @@ def table(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = docstring_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, required=True, help="the folder holding xray_fracatlas/ and mars_ai4mars/")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the JSON report")
     args = parser.parse_args(argv)

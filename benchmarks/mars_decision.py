@@ -23,7 +23,6 @@ publishes them: `visionzoo revise VERSION --decision-weights ...` (or export wit
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.mars_tiling import TERRAIN, load_model, metrics, read_mask, splits, write_json
-from benchmarks.paths import portable
+from benchmarks.paths import docstring_parser, portable
 from visionzoo.preprocessing import ImageSpec, blend_tiles, resize_label_map
 from visionzoo.serving import processing
 from visionzoo.serving.engines import EngineRequest, build
@@ -93,8 +92,7 @@ def brief(result: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = docstring_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, required=True, help="the AI4Mars folder, or its parent")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
                         help="an exported version folder, or the export folder above it (newest version); default %(default)s")

@@ -27,7 +27,6 @@ AI4Mars subset in the data folder (256x256 copies), not the full release.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -38,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.paths import portable
+from benchmarks.paths import docstring_parser, portable
 from visionzoo.preprocessing import ImageSpec, open_image
 from visionzoo.serving import processing
 from visionzoo.serving.engines import EngineRequest, build
@@ -170,8 +169,7 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 2)[2],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = docstring_parser(__doc__)
     parser.add_argument("--data-dir", type=Path, required=True,
                         help="the AI4Mars folder (subset_manifest.csv + data/, or the release's msl/ tree), or its parent")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL,
