@@ -5,6 +5,10 @@
 #
 #   deploy/install_podman.sh            install if missing, configure
 #   deploy/install_podman.sh --check    exit 0 when podman is usable, 1 otherwise (installs nothing)
+#
+#   SEARCH_REGISTRIES   where podman looks up image names without a registry (python:3.11-slim, the
+#                       base `make container` uses), comma-separated host names, e.g. your registry
+#                       mirror; unset: left to the machine's own /etc/containers/registries.conf
 set -euo pipefail
 
 usable() { command -v podman >/dev/null && podman info >/dev/null 2>&1; }
@@ -62,9 +66,10 @@ if [[ $(id -u) -eq 0 ]]; then
             fi
         } > /etc/containers/containers.conf
     fi
-    # Registries without a namespace: let "python:3.11-slim" mean docker.io/library/python:3.11-slim.
-    if [[ -d /etc/containers/registries.conf.d && ! -f /etc/containers/registries.conf.d/00-visionzoo.conf ]]; then
-        echo 'unqualified-search-registries = ["docker.io"]' > /etc/containers/registries.conf.d/00-visionzoo.conf
+    # Image names without a registry ("python:3.11-slim"): searched in $SEARCH_REGISTRIES when given.
+    if [[ -n "${SEARCH_REGISTRIES:-}" && -d /etc/containers/registries.conf.d ]]; then
+        quoted=$(printf '"%s", ' ${SEARCH_REGISTRIES//,/ })
+        echo "unqualified-search-registries = [${quoted%, }]" > /etc/containers/registries.conf.d/00-visionzoo.conf
     fi
 fi
 

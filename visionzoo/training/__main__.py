@@ -134,9 +134,10 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                     "left-right mirror (checked against the source graph, metrics re-measured; needs the training data); "
                     "--tile-overlap / --learnable-classes / --decision-weights keep the graph and change how serving cuts "
                     "frames and how its arg-max picks classes (golden outputs re-derived). The source version stays.",
-        epilog="examples:\n  visionzoo revise exported_models/bloodcell_mobilenetv3/1 --explain --data-dir ../shared/data/blood_pbc\n"
-               "  visionzoo revise exported_models/bloodcell_mobilenetv3/3 --mirror-average --data-dir ../shared/data/blood_pbc\n"
-               "  visionzoo revise exported_models/mars_dual_unet/1 --tile-overlap 0.5 --learnable-classes 1,2,3,4",
+        epilog="examples (N: a version folder that exists; each revision becomes version N+1 or later):\n"
+               "  visionzoo revise exported_models/bloodcell_mobilenetv3/N --explain --data-dir ../shared/data/blood_pbc\n"
+               "  visionzoo revise exported_models/bloodcell_mobilenetv3/N --mirror-average --data-dir ../shared/data/blood_pbc\n"
+               "  visionzoo revise exported_models/mars_dual_unet/N --tile-overlap 0.5 --learnable-classes 1,2,3,4",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     revise.add_argument("export", type=Path, help="a version folder, e.g. exported_models/mars_dual_unet/1")
     revise.add_argument("--explain", action="store_true", help="add the recipe's Grad-CAM output (Recipe.explain)")
