@@ -106,11 +106,17 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
         description="Build the ensemble of trained members (run folders or export versions that ship a SavedModel): "
                     "each output is the mean of the members' outputs. It is evaluated on val and test like a finished "
                     "run and written as a run folder that `visionzoo export` ships like any other (Grad-CAM included). "
-                    "Members must share the split: train another member with a new --seed and --set split_seed=N.",
-        epilog="example:\n  visionzoo train bloodcell_mobilenetv3 --config visionzoo/training/configs/bloodcell_scratch.toml \\\n"
+                    "Members must share the split: train another member with a new --seed and --set split_seed=N. "
+                    "To grow a shipped ensemble (export versions ship ONNX only), export the new members and name "
+                    "version folders only: their ONNX graphs are merged, each weighted by the networks it averages, "
+                    "checked against the members averaged in NumPy, scored on val and test, and published as the next "
+                    "version beside the first member (no `visionzoo export` step; --out is not used).",
+        epilog="examples:\n  visionzoo train bloodcell_mobilenetv3 --config visionzoo/training/configs/bloodcell_scratch.toml \\\n"
                "      --data-dir $VISIONZOO_DATA/blood_pbc --seed 7 --set split_seed=42\n"
                "  visionzoo ensemble runs/bloodcell_mobilenetv3-20261122-023313 runs/bloodcell_mobilenetv3-20261203-055931\n"
-               "  visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>",
+               "  visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>\n\n"
+               "  visionzoo export runs/mura_multitask_resnet-<stamp> --out /tmp/members      # a new member\n"
+               "  visionzoo ensemble exported_models/mura_multitask_resnet/N /tmp/members/mura_multitask_resnet/1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ensemble.add_argument("members", nargs="+", type=Path, metavar="MEMBER",
                           help="a run folder or an export version folder (two or more)")
@@ -313,9 +319,16 @@ def command_export(args) -> None:
 def command_ensemble(args) -> None:
     from .ensemble import ensemble
 
-    run_dir = ensemble(args.members, args.out, args.data_dir)
-    print(f"ensemble run: {run_dir}")
-    print(f"export it with: visionzoo export {run_dir}")
+    folder = ensemble(args.members, args.out, args.data_dir)
+    if (folder / "metadata.json").is_file():  # merged from ONNX-only exports: already a served version
+        from .revise import headline, read_metadata
+
+        print(f"ensemble version: {folder}")
+        for split, scores in read_metadata(folder)["metrics"].items():
+            print(f"{split}: {headline(scores)}")
+        return
+    print(f"ensemble run: {folder}")
+    print(f"export it with: visionzoo export {folder}")
 
 
 def command_quantize(args) -> None:

@@ -16,6 +16,18 @@ run folder — config.json (the first member's), data.json, samples.json, best_m
 metrics.json and plots from training's own evaluation, training.json with the members' summed
 training time and each member's source, seed and scores — so `visionzoo export` ships it like any
 run (an ensemble of smoke runs is a smoke run). gradcam.GradCam explains an ensemble as one model.
+
+Shipped ensembles are ONNX only (their members' checkpoints stay out of git). To grow one, export
+the new members and name the versions: when a member is an export version without a SavedModel,
+every member must be an export version, and `ensemble_exports` merges their ONNX graphs
+(onnx_ensemble.py, no TensorFlow in the graph surgery), each weighted by the networks it already
+averages, and publishes the next version beside the first member:
+
+    visionzoo export runs/mura_multitask_resnet-C --out /tmp/members
+    visionzoo ensemble exported_models/mura_multitask_resnet/1 /tmp/members/mura_multitask_resnet/1
+
+The merged graph is checked against the members' graphs averaged in NumPy on real images, and the
+validation and test metrics are measured on it (ONNX Runtime).
 """
 
 from __future__ import annotations
@@ -26,6 +38,10 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+from visionzoo.preprocessing import ImageSpec
 
 from . import runs
 
@@ -148,9 +164,13 @@ def _scores(metrics: dict) -> dict:
 
 
 def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None = None) -> Path:
-    """Build, evaluate and record the ensemble of `paths` as a new run folder; returns it."""
+    """Build, evaluate and record the ensemble of `paths` as a new run folder; returns it. When a
+    member is an export version that ships ONNX only, merge the versions' graphs instead
+    (`ensemble_exports`: a new export version beside the first member)."""
     from . import train
 
+    if any(_ships_onnx_only(path) for path in paths):
+        return ensemble_exports(paths, data_dir)
     if len(paths) < 2:
         raise EnsembleError(f"an ensemble needs two or more members, got {len(paths)}")
     started = time.perf_counter()
@@ -189,3 +209,125 @@ def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None =
     runs.write_status(run_dir, runs.SMOKE if any(member.smoke for member in members) else runs.FINISHED)
     logger.info("ensemble %s: %s (members: %s)", run_dir, json.dumps(_scores(metrics)), ", ".join(m.source for m in members))
     return run_dir
+
+
+def _ships_onnx_only(path: Path) -> bool:
+    path = Path(path)
+    return (path / "metadata.json").is_file() and not (path / "variables" / "variables.index").is_file()
+
+
+def _networks(metadata: dict) -> list[dict]:
+    """The trained networks an export version averages: its ensemble's members, else itself."""
+    members = metadata.get("training", {}).get("ensemble", {}).get("members")
+    if members:
+        return members
+    return [{"source": metadata.get("run"), "seed": metadata["recipe"]["config"].get("seed"),
+             "seconds": metadata.get("training", {}).get("seconds"), "scores": _scores(metadata.get("metrics", {}))}]
+
+
+def _check_exports_compatible(paths: list[Path], documents: list[dict]) -> None:
+    """Same recipe, split, preprocessing, labels and outputs in every export version."""
+    first = documents[0]
+    for path, document in zip(paths[1:], documents[1:]):
+        if document["recipe"]["config"]["model"] != first["recipe"]["config"]["model"]:
+            raise EnsembleError(f"{path} is {document['recipe']['config']['model']}, {paths[0]} is "
+                                f"{first['recipe']['config']['model']}: ensemble members must be one recipe")
+        for fact in SPLIT_FACTS:
+            if document.get("data", {}).get(fact) != first.get("data", {}).get(fact):
+                raise EnsembleError(
+                    f"{path} and {paths[0]} were trained on different splits (metadata.json data.{fact} differs): "
+                    "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
+                    "validation or test images")
+        for fact in ("preprocessing", "labels", "outputs", "threshold", "explain"):
+            if document.get(fact) != first.get(fact):
+                raise EnsembleError(f"{path} and {paths[0]} differ in metadata.json {fact}: "
+                                    f"{document.get(fact)} / {first.get(fact)}")
+
+
+PARITY_IMAGES = 16
+
+
+def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
+    """Merge export versions' ONNX graphs into one ensemble version beside the first; returns its folder."""
+    import onnx
+
+    from . import onnx_ensemble, revise, train
+    from .mirror_average import peak_normalized
+    from .quantize import run_onnx
+    from .registry import get_recipe
+
+    paths = [Path(path) for path in paths]
+    if len(paths) < 2:
+        raise EnsembleError(f"an ensemble needs two or more members, got {len(paths)}")
+    not_exports = [str(path) for path in paths if not (path / "metadata.json").is_file()]
+    if not_exports:
+        raise EnsembleError(f"an ONNX-only export can only be merged with export versions; export {', '.join(not_exports)} "
+                            "first (`visionzoo export RUN --out FOLDER`) and name the version folders")
+    started = time.perf_counter()
+    documents = [revise.read_metadata(path) for path in paths]
+    _check_exports_compatible(paths, documents)
+    networks = [_networks(document) for document in documents]
+    weights = [len(found) for found in networks]
+    peaked = peak_normalized(documents[0])
+    try:
+        merged = onnx_ensemble.merge([onnx.load(str(path / "model.onnx")) for path in paths], weights, peaked)
+    except onnx_ensemble.MergeError as error:
+        raise EnsembleError(str(error)) from None
+    config = revise.recorded_config(documents[0], data_dir)
+    recipe = get_recipe(config.model)
+    prepared = train.prepare(config)
+    scored = [split for split in ("val", "test") if split in prepared.data.splits]
+    document = json.loads(json.dumps(documents[0]))
+    source = paths[0]
+    with revise._staged(source, ignored=("saved_model.pb", "variables", "fingerprint.pb", "assets")) as staging:
+        onnx.save(merged, str(staging / "model.onnx"))
+        images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES].astype(np.float32)
+        document["parity"] = _merge_parity(paths, staging / "model.onnx", images, weights, peaked, document.get("golden", {}))
+        for split in scored:
+            examples = prepared.data.splits[split]
+            outputs = run_onnx(staging / "model.onnx", examples.images, progress=f"{split} split, {sum(weights)} networks")
+            document["metrics"][split] = {**recipe.task.score(outputs, examples, prepared.data.class_names),
+                                          "examples": len(examples)}
+        seconds = [network.get("seconds") for found in networks for network in found]
+        document["training"] = {
+            "seconds": round(sum(seconds), 1) if all(s is not None for s in seconds) else None,
+            "strategy": document.get("training", {}).get("strategy"),
+            "ensemble": {
+                "combine": "mean of the members' outputs",
+                "built_seconds": round(time.perf_counter() - started, 1),
+                "merged": {"from": [path.as_posix() for path in paths], "weights": weights,
+                           "how": "ONNX graphs merged (onnx_ensemble.py); peak-normalized maps are the weighted mean "
+                                  "of the members' maps, scaled to a peak of 1 again"},
+                "members": [network for found in networks for network in found],
+            },
+        }
+        document["run"] = None
+        document["saved_model"] = ("not shipped: merged from ONNX graphs; the members' weights are in "
+                                   + ", ".join(path.as_posix() for path in paths))
+        for stale in ("variants", "model_card", "mirror_average"):
+            document.pop(stale, None)
+        changes = [f"graph: ensemble of {sum(weights)} networks, merged from " + ", ".join(path.as_posix() for path in paths),
+                   "metrics re-measured"]
+        folder = revise._publish(source, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
+    logger.info("ensemble of %d networks: %s", sum(weights), json.dumps(_scores(document["metrics"])))
+    return folder
+
+
+def _merge_parity(paths: list[Path], merged: Path, images: np.ndarray, weights: list[int], peaked: set, golden: dict) -> dict:
+    """The merged graph against the members' graphs averaged in NumPy; raises EnsembleError past the golden tolerance."""
+    from visionzoo.serving.repository import golden_tolerance
+
+    from . import onnx_ensemble
+    from .quantize import run_onnx
+
+    expected = onnx_ensemble.reference([run_onnx(path / "model.onnx", images) for path in paths], weights, peaked)
+    found = run_onnx(merged, images)
+    outputs, passed = {}, True
+    for name, values in expected.items():
+        gap, tolerance = float(np.abs(found[name] - values).max()), golden_tolerance(golden, name) if golden else 1e-4
+        outputs[name] = {"max_abs_diff_members_mean": gap, "tolerance": tolerance}
+        passed &= gap <= tolerance
+    if not passed:
+        raise EnsembleError(f"the merged graph does not reproduce its members averaged in NumPy: {outputs}")
+    return {"against": "each member version's model.onnx, averaged in NumPy with the merge weights", "inputs": "real images",
+            "batch": len(images), "outputs": outputs, "passed": True}
