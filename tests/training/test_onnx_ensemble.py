@@ -131,6 +131,16 @@ def test_versions_trained_on_different_splits_are_refused(tmp_path):
     assert not list((tmp_path / "other" / "mura_multitask_resnet").glob(".staging-*"))
 
 
+def test_versions_served_differently_are_refused(tmp_path):
+    """A mirror-averaged graph and a plain one answer different questions; grow one kind at a time."""
+    other = copy_version(served_xray(), tmp_path / "other")
+    document = json.loads((other / "metadata.json").read_text())
+    document["mirror_average"] = {"views": ["image", "left-right mirror"]}
+    (other / "metadata.json").write_text(json.dumps(document))
+    with pytest.raises(EnsembleError, match="differ in metadata.json mirror_average"):
+        ensemble.ensemble([served_xray(), other])
+
+
 def test_a_shipped_ensemble_merged_with_itself_keeps_its_answers(real_data, tmp_path):
     """Weighted by the networks each averages, a version merged with a copy of itself is the same
     ensemble twice over: the same metrics, every network listed twice, published as the next version."""

@@ -27,7 +27,10 @@ averages, and publishes the next version beside the first member:
     visionzoo ensemble exported_models/mura_multitask_resnet/1 /tmp/members/mura_multitask_resnet/1
 
 The merged graph is checked against the members' graphs averaged in NumPy on real images, and the
-validation and test metrics are measured on it (ONNX Runtime).
+validation and test metrics are measured on it (ONNX Runtime). Members must be served alike
+(preprocessing, labels, threshold, Grad-CAM, serving settings, mirror averaging): to grow a
+mirror-averaged version, mirror-average the new member first (`visionzoo revise --mirror-average`);
+the mean of mirror-averaged graphs is the mirror average of their mean.
 """
 
 from __future__ import annotations
@@ -238,7 +241,8 @@ def _check_exports_compatible(paths: list[Path], documents: list[dict]) -> None:
                     f"{path} and {paths[0]} were trained on different splits (metadata.json data.{fact} differs): "
                     "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
                     "validation or test images")
-        for fact in ("preprocessing", "labels", "outputs", "threshold", "explain"):
+        for fact in ("preprocessing", "labels", "outputs", "threshold", "explain", "mirror_average", "learnable_classes",
+                     "decision_weights"):
             if document.get(fact) != first.get(fact):
                 raise EnsembleError(f"{path} and {paths[0]} differ in metadata.json {fact}: "
                                     f"{document.get(fact)} / {first.get(fact)}")
@@ -304,7 +308,7 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
         document["run"] = None
         document["saved_model"] = ("not shipped: merged from ONNX graphs; the members' weights are in "
                                    + ", ".join(path.as_posix() for path in paths))
-        for stale in ("variants", "model_card", "mirror_average"):
+        for stale in ("variants", "model_card"):  # measured on the first member's graph
             document.pop(stale, None)
         changes = [f"graph: ensemble of {sum(weights)} networks, merged from " + ", ".join(path.as_posix() for path in paths),
                    "metrics re-measured"]
