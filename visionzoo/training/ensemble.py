@@ -319,19 +319,12 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
 
 def _merge_parity(paths: list[Path], merged: Path, images: np.ndarray, weights: list[int], peaked: set, golden: dict) -> dict:
     """The merged graph against the members' graphs averaged in NumPy; raises EnsembleError past the golden tolerance."""
-    from visionzoo.serving.repository import golden_tolerance
-
-    from . import onnx_ensemble
+    from . import onnx_ensemble, revise
     from .quantize import run_onnx
 
     expected = onnx_ensemble.reference([run_onnx(path / "model.onnx", images) for path in paths], weights, peaked)
-    found = run_onnx(merged, images)
-    outputs, passed = {}, True
-    for name, values in expected.items():
-        gap, tolerance = float(np.abs(found[name] - values).max()), golden_tolerance(golden, name) if golden else 1e-4
-        outputs[name] = {"max_abs_diff_members_mean": gap, "tolerance": tolerance}
-        passed &= gap <= tolerance
-    if not passed:
-        raise EnsembleError(f"the merged graph does not reproduce its members averaged in NumPy: {outputs}")
-    return {"against": "each member version's model.onnx, averaged in NumPy with the merge weights", "inputs": "real images",
-            "batch": len(images), "outputs": outputs, "passed": True}
+    try:
+        return revise.reference_parity(run_onnx(merged, images), expected, golden, "max_abs_diff_members_mean",
+                                       "each member version's model.onnx, averaged in NumPy with the merge weights")
+    except revise.ReviseError as error:
+        raise EnsembleError(str(error)) from None

@@ -286,16 +286,23 @@ def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, 
     from .quantize import run_onnx
 
     expected = mirror_average.reference(lambda batch: run_onnx(source, batch), images.astype(np.float32), axes, peaked)
-    found = run_onnx(wrapped, images.astype(np.float32))
+    return reference_parity(run_onnx(wrapped, images.astype(np.float32)), expected, golden, "max_abs_diff_mirror_mean",
+                            "the source version's model.onnx on each image and its mirror, averaged in NumPy")
+
+
+def reference_parity(found: dict, expected: dict, golden: dict, measure: str, against: str) -> dict:
+    """metadata.json `parity` for a graph rewritten without TensorFlow: each output's max |difference|
+    from `expected` (the source graphs' answers combined in NumPy) within its golden tolerance, else
+    ReviseError naming every output's gap."""
     outputs, passed = {}, True
     for name, values in expected.items():
         gap, tolerance = float(np.abs(found[name] - values).max()), golden_tolerance(golden, name) if golden else 1e-4
-        outputs[name] = {"max_abs_diff_mirror_mean": gap, "tolerance": tolerance}
+        outputs[name] = {measure: gap, "tolerance": tolerance}
         passed &= gap <= tolerance
     if not passed:
-        raise ReviseError(f"the mirror-averaged graph does not reproduce the source averaged in NumPy: {outputs}")
-    return {"against": "the source version's model.onnx on each image and its mirror, averaged in NumPy",
-            "inputs": "real images", "batch": len(images), "outputs": outputs, "passed": True}
+        raise ReviseError(f"the rewritten graph does not reproduce {against}: {outputs}")
+    return {"against": against, "inputs": "real images", "batch": len(next(iter(found.values()))), "outputs": outputs,
+            "passed": True}
 
 
 def headline(scores: dict) -> str:
