@@ -4,7 +4,8 @@
 
 Each entry names the dataset folder under --data-dir, the override file in visionzoo/training/configs/,
 the export options and the training seeds: one seed trains one model; several train one member each
-on the first seed's split and ship their ensemble (ensemble.py). The SavedModel ships only when small
+on the first seed's split and ship their ensemble (ensemble.py); an entry may then mirror-average the
+export (revise.py) and add its INT8 variant (quantize.py). The SavedModel ships only when small
 (export --savedmodel auto, to keep exported_models/ near 100 MB); where it does not, metadata.json
 `saved_model` gives the `visionzoo export` command and the checkpoint that regenerate it. The run
 folders land in runs/, the exports in exported_models/<name>/<next version>/.
@@ -33,14 +34,20 @@ class Shipped:
     seeds: tuple[int, ...] = (42,)
     # then train again from that model's weights (init_from) with each of these overrides in turn, and ship the last
     continued: tuple[dict, ...] = ()
+    # publish the export's mirror-averaged revision (revise.revise_mirror_average) as the served version
+    mirror_average: bool = False
+    # then add the INT8 variant (quantize.quantize_export, 256 training images to calibrate on)
+    int8: bool = False
 
 
 # soil 1, bedrock 0.85, sand 0.5, big rock 0.7 (background is never picked): benchmarks/mars_decision.json
 MARS_WEIGHTS = (1.0, 1.0, 0.85, 0.5, 0.7)
 
 SHIPPED = {
-    # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation log-loss)
-    "bloodcell_mobilenetv3": Shipped("blood_pbc", "bloodcell_scratch.toml", seeds=(42, 7, 11)),
+    # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation log-loss), each
+    # answer averaged over the image and its mirror (chosen on validation: benchmarks/bloodcell_tta.py); with INT8
+    "bloodcell_mobilenetv3": Shipped("blood_pbc", "bloodcell_scratch.toml", seeds=(42, 7, 11), mirror_average=True,
+                                     int8=True),
     # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation)
     "mura_multitask_resnet": Shipped("xray_fracatlas", seeds=(42, 7, 11)),
     # tiles overlapping by half, blended: chosen on validation (benchmarks/mars_tiling.py); the 6 epochs of
@@ -63,7 +70,16 @@ def ship(model: str, data_root: Path, runs: Path = Path("runs"), exports: Path =
     for continued in entry.continued:
         run_dir = run_training(resolve_config(model, str(data_root / entry.data_folder),
                                               {**overrides, **continued, "init_from": str(run_dir)}))
-    return export_run(run_dir, exports, savedmodel="auto", **entry.export_options)
+    folder = export_run(run_dir, exports, savedmodel="auto", **entry.export_options)
+    if entry.mirror_average:
+        from .revise import revise_mirror_average
+
+        folder = revise_mirror_average(folder, str(data_root / entry.data_folder))
+    if entry.int8:
+        from .quantize import quantize_export
+
+        quantize_export(folder, str(data_root / entry.data_folder))
+    return folder
 
 
 def main(argv=None) -> None:
