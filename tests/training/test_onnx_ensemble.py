@@ -151,7 +151,7 @@ def test_a_shipped_ensemble_merged_with_itself_keeps_its_answers(real_data, tmp_
     assert folder == first.parent / str(int(shipped.name) + 1)
     after = json.loads((folder / "metadata.json").read_text())
     networks = len(before["training"]["ensemble"]["members"])
-    assert after["training"]["ensemble"]["merged"]["weights"] == [networks, networks]
+    assert [entry["networks"] for entry in after["training"]["ensemble"]["merged"]["from"]] == [networks, networks]
     assert len(after["training"]["ensemble"]["members"]) == 2 * networks
     assert after["parity"]["passed"] and after["revision"]["from_version"] == shipped.name
     for split in ("val", "test"):

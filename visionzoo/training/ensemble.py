@@ -299,15 +299,16 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
             "ensemble": {
                 "combine": "mean of the members' outputs",
                 "built_seconds": round(time.perf_counter() - started, 1),
-                "merged": {"from": [path.as_posix() for path in paths], "weights": weights,
+                "merged": {"from": [{"version": path.as_posix(), "run": doc.get("run"), "networks": weight}
+                                    for path, doc, weight in zip(paths, documents, weights)],
                            "how": "ONNX graphs merged (onnx_ensemble.py); peak-normalized maps are the weighted mean "
                                   "of the members' maps, scaled to a peak of 1 again"},
                 "members": [network for found in networks for network in found],
             },
         }
         document["run"] = None
-        document["saved_model"] = ("not shipped: merged from ONNX graphs; the members' weights are in "
-                                   + ", ".join(path.as_posix() for path in paths))
+        document["saved_model"] = ("not shipped: merged from ONNX graphs (training.ensemble.merged); each network's "
+                                   "weights are its run's best_model.keras (training.ensemble.members[].source)")
         for stale in ("variants", "model_card"):  # measured on the first member's graph
             document.pop(stale, None)
         changes = [f"graph: ensemble of {sum(weights)} networks, merged from " + ", ".join(path.as_posix() for path in paths),
