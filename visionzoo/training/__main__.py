@@ -7,6 +7,8 @@
     visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
     visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
     visionzoo ensemble RUN_A RUN_B                        (average models trained on one split)
+    visionzoo ensemble exported_models/mura_multitask_resnet/1 /tmp/members/mura_multitask_resnet/1
+                                                          (grow a shipped ONNX-only ensemble)
     visionzoo predict bloodcell cell.jpg --top-k 3        (in-process inference, no TensorFlow)
 
 Also available as `python -m visionzoo.training`.
@@ -102,7 +104,8 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                              "default: none")
 
     ensemble = commands.add_parser(
-        "ensemble", help="average two or more models of one recipe trained on one split into one model (a run folder)",
+        "ensemble", help="average two or more models of one recipe trained on one split into one model (a run folder; "
+                         "merging ONNX-only export versions publishes the next version)",
         description="Build the ensemble of trained members (run folders or export versions that ship a SavedModel): "
                     "each output is the mean of the members' outputs. It is evaluated on val and test like a finished "
                     "run and written as a run folder that `visionzoo export` ships like any other (Grad-CAM included). "
