@@ -7,7 +7,7 @@
     visionzoo evaluate runs/bloodcell_mobilenetv3-20261122-101500 --split test
     visionzoo export runs/bloodcell_mobilenetv3-20261122-101500
     visionzoo ensemble RUN_A RUN_B                        (average models trained on one split)
-    visionzoo ensemble exported_models/mura_multitask_resnet/1 /tmp/members/mura_multitask_resnet/1
+    visionzoo ensemble exported_models/mura_multitask_resnet/1 new_members/mura_multitask_resnet/1
                                                           (grow a shipped ONNX-only ensemble)
     visionzoo predict bloodcell cell.jpg --top-k 3        (in-process inference, no TensorFlow)
 
@@ -118,8 +118,8 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
                "      --data-dir $VISIONZOO_DATA/blood_pbc --seed 7 --set split_seed=42\n"
                "  visionzoo ensemble runs/bloodcell_mobilenetv3-20261122-023313 runs/bloodcell_mobilenetv3-20261203-055931\n"
                "  visionzoo export runs/bloodcell_mobilenetv3-ensemble-<stamp>\n\n"
-               "  visionzoo export runs/mura_multitask_resnet-<stamp> --out /tmp/members      # a new member\n"
-               "  visionzoo ensemble exported_models/mura_multitask_resnet/N /tmp/members/mura_multitask_resnet/1",
+               "  visionzoo export runs/mura_multitask_resnet-<stamp> --out new_members      # a new member\n"
+               "  visionzoo ensemble exported_models/mura_multitask_resnet/N new_members/mura_multitask_resnet/1",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ensemble.add_argument("members", nargs="+", type=Path, metavar="MEMBER",
                           help="a run folder or an export version folder (two or more)")

@@ -23,8 +23,8 @@ every member must be an export version, and `ensemble_exports` merges their ONNX
 (onnx_ensemble.py, no TensorFlow in the graph surgery), each weighted by the networks it already
 averages, and publishes the next version beside the first member:
 
-    visionzoo export runs/mura_multitask_resnet-C --out /tmp/members
-    visionzoo ensemble exported_models/mura_multitask_resnet/1 /tmp/members/mura_multitask_resnet/1
+    visionzoo export runs/mura_multitask_resnet-C --out new_members
+    visionzoo ensemble exported_models/mura_multitask_resnet/1 new_members/mura_multitask_resnet/1
 
 The merged graph is checked against the members' graphs averaged in NumPy on real images, and the
 validation and test metrics are measured on it (ONNX Runtime). Members must be served alike
@@ -35,6 +35,7 @@ the mean of mirror-averaged graphs is the mirror average of their mean.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -248,16 +249,12 @@ def _check_exports_compatible(paths: list[Path], documents: list[dict]) -> None:
                                     f"{document.get(fact)} / {first.get(fact)}")
 
 
-PARITY_IMAGES = 16
-
-
 def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
     """Merge export versions' ONNX graphs into one ensemble version beside the first; returns its folder."""
     import onnx
 
     from . import onnx_ensemble, revise, train
     from .mirror_average import peak_normalized
-    from .quantize import run_onnx
     from .registry import get_recipe
 
     paths = [Path(path) for path in paths]
@@ -280,18 +277,13 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
     config = revise.recorded_config(documents[0], data_dir)
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
-    scored = [split for split in ("val", "test") if split in prepared.data.splits]
-    document = json.loads(json.dumps(documents[0]))
+    document = copy.deepcopy(documents[0])
     source = paths[0]
-    with revise._staged(source, ignored=("saved_model.pb", "variables", "fingerprint.pb", "assets")) as staging:
+    with revise.staged(source, ignored=revise.SAVEDMODEL_FILES) as staging:
         onnx.save(merged, str(staging / "model.onnx"))
-        images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES].astype(np.float32)
-        document["parity"] = _merge_parity(paths, staging / "model.onnx", images, weights, peaked, document.get("golden", {}))
-        for split in scored:
-            examples = prepared.data.splits[split]
-            outputs = run_onnx(staging / "model.onnx", examples.images, progress=f"{split} split, {sum(weights)} networks")
-            document["metrics"][split] = {**recipe.task.score(outputs, examples, prepared.data.class_names),
-                                          "examples": len(examples)}
+        document["parity"] = _merge_parity(paths, staging / "model.onnx", revise.parity_images(prepared), weights, peaked,
+                                           document.get("golden", {}))
+        document["metrics"].update(revise.rescored(staging / "model.onnx", prepared, recipe, f"{sum(weights)} networks"))
         seconds = [network.get("seconds") for found in networks for network in found]
         document["training"] = {
             "seconds": round(sum(seconds), 1) if all(s is not None for s in seconds) else None,
@@ -313,7 +305,7 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
             document.pop(stale, None)
         changes = [f"graph: ensemble of {sum(weights)} networks, merged from " + ", ".join(path.as_posix() for path in paths),
                    "metrics re-measured"]
-        folder = revise._publish(source, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
+        folder = revise.publish(source, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
     logger.info("ensemble of %d networks: %s", sum(weights), json.dumps(_scores(document["metrics"])))
     return folder
 

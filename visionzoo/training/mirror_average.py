@@ -97,9 +97,8 @@ def wrap(model, axes: dict[str, int | None], peak_normalized: set[str] = frozens
 
     before = [mirror(image, _BEFORE + "mirrored", IMAGE_WIDTH_AXIS),
               helper.make_node("Concat", [image, _BEFORE + "mirrored"], [views], axis=0, name=_BEFORE + "concat")]
-    half, tiny = _BEFORE + "half", _BEFORE + "tiny"
+    half = _BEFORE + "half"
     graph.initializer.append(numpy_helper.from_array(np.asarray(0.5, np.float32), half))
-    graph.initializer.append(numpy_helper.from_array(np.asarray(1e-12, np.float32), tiny))
     ranks = {value.name: len(value.type.tensor_type.shape.dim) for value in graph.output}
     after = []
     for name in outputs:
@@ -114,16 +113,7 @@ def wrap(model, axes: dict[str, int | None], peak_normalized: set[str] = frozens
             after.append(helper.make_node("Mul", [f"{_BEFORE}{name}/sum", half], [name], name=f"{_BEFORE}mean_{name}"))
             continue
         # the mean's scale does not matter once divided by the peak: sum / max(peak of sum, tiny)
-        spatial = list(range(1, ranks[name]))
-        peak = f"{_BEFORE}{name}/peak"
-        if opset >= 18:
-            after.append(helper.make_node("ReduceMax", [f"{_BEFORE}{name}/sum", constant(f"axes_{name}", spatial)], [peak],
-                                          keepdims=1, name=f"{_BEFORE}peak_{name}"))
-        else:
-            after.append(helper.make_node("ReduceMax", [f"{_BEFORE}{name}/sum"], [peak], axes=spatial, keepdims=1,
-                                          name=f"{_BEFORE}peak_{name}"))
-        after.append(helper.make_node("Max", [peak, tiny], [f"{peak}_safe"], name=f"{_BEFORE}safe_{name}"))
-        after.append(helper.make_node("Div", [f"{_BEFORE}{name}/sum", f"{peak}_safe"], [name], name=f"{_BEFORE}scale_{name}"))
+        after.extend(scale_to_peak(graph, f"{_BEFORE}{name}/sum", name, ranks[name], opset, _BEFORE))
     nodes = [*before, *graph.node, *after]
     del graph.node[:]
     graph.node.extend(nodes)
@@ -131,6 +121,24 @@ def wrap(model, axes: dict[str, int | None], peak_normalized: set[str] = frozens
         if value.type.tensor_type.elem_type != TensorProto.FLOAT:
             raise ValueError(f"output {value.name} is not float32; only float outputs can be averaged")
     return wrapped
+
+
+def scale_to_peak(graph, source: str, target: str, rank: int, opset: int, prefix: str) -> list:
+    """Nodes writing `target` = `source` / max(its per-image maximum, 1e-12) (all axes but the batch
+    axis); their constants are added to `graph`'s initializers under `prefix`."""
+    from onnx import helper, numpy_helper
+
+    peak, tiny = f"{prefix}{target}/peak", f"{prefix}{target}/tiny"
+    graph.initializer.append(numpy_helper.from_array(np.asarray(1e-12, np.float32), tiny))
+    spatial = list(range(1, rank))
+    if opset >= 18:
+        axes = f"{prefix}{target}/axes"
+        graph.initializer.append(numpy_helper.from_array(np.asarray(spatial, np.int64), axes))
+        reduce = helper.make_node("ReduceMax", [source, axes], [peak], keepdims=1, name=f"{prefix}peak_{target}")
+    else:
+        reduce = helper.make_node("ReduceMax", [source], [peak], axes=spatial, keepdims=1, name=f"{prefix}peak_{target}")
+    return [reduce, helper.make_node("Max", [peak, tiny], [f"{peak}_safe"], name=f"{prefix}safe_{target}"),
+            helper.make_node("Div", [source, f"{peak}_safe"], [target], name=f"{prefix}scale_{target}")]
 
 
 def reference(run, images: np.ndarray, axes: dict[str, int | None], peak_normalized: set[str] = frozenset()) -> dict[str, np.ndarray]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .mirror_average import scale_to_peak
+
 PREFIX = "onnx_member_"  # not "member_": Keras ensembles (ensemble.py) already name their nested models so
 _AFTER = "onnx_ensemble/"
 
@@ -129,25 +131,9 @@ def merge(models: list, weights: list[float], peak_normalized: set[str] = frozen
         mean = name if name not in peak_normalized else f"{_AFTER}{name}/mean"
         graph.node.append(helper.make_node("Sum", terms, [mean], name=f"{_AFTER}sum_{name}"))
         if name in peak_normalized:
-            _scale_to_peak(graph, mean, name, ranks[name], _opsets(first).get("ai.onnx", 0))
+            graph.node.extend(scale_to_peak(graph, mean, name, ranks[name], _opsets(first).get("ai.onnx", 0), _AFTER))
     onnx.checker.check_model(merged)
     return merged
-
-
-def _scale_to_peak(graph, source: str, target: str, rank: int, opset: int) -> None:
-    from onnx import helper, numpy_helper
-
-    peak, tiny = f"{_AFTER}{target}/peak", f"{_AFTER}{target}/tiny"
-    graph.initializer.append(numpy_helper.from_array(np.asarray(1e-12, np.float32), tiny))
-    spatial = list(range(1, rank))
-    if opset >= 18:
-        axes = f"{_AFTER}{target}/axes"
-        graph.initializer.append(numpy_helper.from_array(np.asarray(spatial, np.int64), axes))
-        graph.node.append(helper.make_node("ReduceMax", [source, axes], [peak], keepdims=1, name=f"{_AFTER}peak_{target}"))
-    else:
-        graph.node.append(helper.make_node("ReduceMax", [source], [peak], axes=spatial, keepdims=1, name=f"{_AFTER}peak_{target}"))
-    graph.node.append(helper.make_node("Max", [peak, tiny], [f"{peak}_safe"], name=f"{_AFTER}safe_{target}"))
-    graph.node.append(helper.make_node("Div", [source, f"{peak}_safe"], [target], name=f"{_AFTER}scale_{target}"))
 
 
 def reference(answers: list[dict[str, np.ndarray]], weights: list[float], peak_normalized: set[str] = frozenset()) -> dict[str, np.ndarray]:

@@ -123,14 +123,14 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
     except ValueError as error:
         raise ReviseError(str(error)) from error
     document.pop("variants", None)  # a variant's golden agreement was measured with the old settings
-    with _staged(folder) as staging:
-        return _publish(folder, staging, document, spec, changes)
+    with staged(folder) as staging:
+        return publish(folder, staging, document, spec, changes)
 
 
 @contextmanager
-def _staged(folder: Path, ignored: tuple[str, ...] = ()):
+def staged(folder: Path, ignored: tuple[str, ...] = ()):
     """A copy of the version folder (without metadata.json, the variants and `ignored`) in a staging
-    folder beside it, removed if anything fails before `_publish` renames it into place."""
+    folder beside it, removed if anything fails before `publish` renames it into place."""
     staging = folder.parent / f".staging-{uuid.uuid4().hex[:8]}"
     try:
         shutil.copytree(folder, staging, ignore=shutil.ignore_patterns("metadata.json", "model.*.onnx", *ignored))
@@ -140,7 +140,7 @@ def _staged(folder: Path, ignored: tuple[str, ...] = ()):
         raise
 
 
-def _publish(folder: Path, staging: Path, document: dict, spec: ImageSpec, changes: list[str]) -> Path:
+def publish(folder: Path, staging: Path, document: dict, spec: ImageSpec, changes: list[str]) -> Path:
     """Finish a staged revision: number it, annotate its ONNX file, re-derive its golden outputs
     through `spec`, hash its files, write metadata.json and rename it into place."""
     version = export.next_version(folder.parent)
@@ -230,14 +230,32 @@ def revise_explain(folder: Path, data_dir: str | None = None, savedmodel: str = 
 
 
 PARITY_IMAGES = 16
+SAVEDMODEL_FILES = ("saved_model.pb", "variables", "fingerprint.pb", "assets")  # what a graph rewritten in ONNX leaves behind
+
+
+def parity_images(prepared) -> np.ndarray:
+    """The real images a graph rewritten without TensorFlow is checked on: the first of the test split (else val)."""
+    split = "test" if "test" in prepared.data.splits else "val"
+    return prepared.data.splits[split].images[:PARITY_IMAGES].astype(np.float32)
+
+
+def rescored(model: Path, prepared, recipe, label: str) -> dict:
+    """metadata.json `metrics` of the val and test splits, measured on an ONNX file (ONNX Runtime, CPU)."""
+    from .quantize import run_onnx
+
+    found = {}
+    for split in ("val", "test"):
+        if split in prepared.data.splits:
+            examples = prepared.data.splits[split]
+            outputs = run_onnx(model, examples.images, progress=f"{split} split, {label}")
+            found[split] = {**recipe.task.score(outputs, examples, prepared.data.class_names), "examples": len(examples)}
+    return found
 
 
 def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
     """A new version whose graph averages every answer over the image and its left-right mirror
     (test-time augmentation inside the ONNX file); returns its folder."""
     import onnx
-
-    from .quantize import run_onnx
 
     folder = Path(folder)
     document = copy.deepcopy(read_metadata(folder))
@@ -249,22 +267,16 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
     config = recorded_config(document, data_dir)
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)
-    scored = [split for split in ("val", "test") if split in prepared.data.splits]
     try:
         wrapped = mirror_average.wrap(onnx.load(str(folder / "model.onnx")), axes, peaked)
     except ValueError as error:
         raise ReviseError(f"{folder / 'model.onnx'}: {error}") from None
 
-    with _staged(folder, ignored=("saved_model.pb", "variables", "fingerprint.pb", "assets")) as staging:
+    with staged(folder, ignored=SAVEDMODEL_FILES) as staging:
         onnx.save(wrapped, str(staging / "model.onnx"))
-        images = prepared.data.splits[scored[-1]].images[:PARITY_IMAGES]
-        document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", images, axes, peaked,
-                                            document.get("golden", {}))
-        for split in scored:
-            examples = prepared.data.splits[split]
-            outputs = run_onnx(staging / "model.onnx", examples.images, progress=f"{split} split, image + mirror")
-            document["metrics"][split] = {**recipe.task.score(outputs, examples, prepared.data.class_names),
-                                          "examples": len(examples)}
+        document["parity"] = _mirror_parity(folder / "model.onnx", staging / "model.onnx", parity_images(prepared), axes,
+                                            peaked, document.get("golden", {}))
+        document["metrics"].update(rescored(staging / "model.onnx", prepared, recipe, "image + mirror"))
         document["mirror_average"] = {
             "views": list(mirror_average.VIEWS), "combine": "mean of the two views' outputs (peak-normalized maps scaled to a peak of 1 again)",
             "mirrored_back": [name for name, axis in axes.items() if axis is not None],
@@ -277,7 +289,7 @@ def revise_mirror_average(folder: Path, data_dir: str | None = None) -> Path:
                                                               else f" (its SavedModel: {document['saved_model']})"))
         document.pop("variants", None)  # the INT8 file quantized the source graph
         changes = ["graph: outputs averaged over the image and its left-right mirror (mirror_average)", "metrics re-measured"]
-        return _publish(folder, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
+        return publish(folder, staging, document, ImageSpec.from_metadata(document["preprocessing"]), changes)
 
 
 def _mirror_parity(source: Path, wrapped: Path, images: np.ndarray, axes: dict, peaked: set, golden: dict) -> dict:
