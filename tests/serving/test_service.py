@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
+from benchmarks.xray_cam_follow import centre_x, placed_png
 from visionzoo.preprocessing import prepare_image, prepare_tiles
 from visionzoo.serving.errors import InvalidInput
 from visionzoo.serving.repository import load_served
@@ -236,12 +237,6 @@ def _oip_cam(client, data: bytes, model: str = "bloodcell") -> np.ndarray:
     return np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])[0]
 
 
-def _centre_x(cam: np.ndarray) -> float:
-    """Horizontal centre of mass of a map, 0 (left edge) .. 1 (right edge)."""
-    columns = cam.sum(axis=0)
-    return float((columns * (np.arange(len(columns)) + 0.5)).sum() / max(columns.sum(), 1e-9)) / len(columns)
-
-
 def test_explain_returns_a_heatmap_that_moves_with_the_cell(client, golden):
     """explain=true: per prediction a heatmap PNG at the image's size, drawn from the model's own
     Grad-CAM map (the `cam` tensor the OIP endpoints return), and the map follows the cell: crop a
@@ -265,20 +260,9 @@ def test_explain_returns_a_heatmap_that_moves_with_the_cell(client, golden):
             cam = _oip_cam(client, data)
             assert cam.shape == (3, 3) and cam.min() >= 0 and cam.max() == pytest.approx(1.0, abs=1e-5)
             assert heatmap == heatmap_png(source.convert("RGB"), cam)
-            centres.append(_centre_x(cam))
+            centres.append(centre_x(cam))
         moved.append(centres[0] - centres[1])  # cell on the right of the first crop, on the left of the second
     assert sum(shift > 0.1 for shift in moved) >= 2 and min(moved) > -0.1, moved
-
-
-def _placed_png(path, right: bool) -> bytes:
-    """An X-ray at half width on a black canvas twice as wide as itself, at the left or right edge."""
-    image = Image.open(path).convert("L")
-    image = image.resize((image.width // 2, image.height // 2))
-    canvas = Image.new("L", (image.width * 2, image.height))
-    canvas.paste(image, (image.width if right else 0, 0))
-    buffer = io.BytesIO()
-    canvas.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def test_explain_on_an_xray_follows_the_anatomy(client, golden):
@@ -291,15 +275,17 @@ def test_explain_on_an_xray_follows_the_anatomy(client, golden):
     for path in golden["mura"][1]:
         centres = []
         for right in (True, False):
-            data = _placed_png(path, right)
+            data = placed_png(path, right)
             response = client.post("/mura/predict", files=[("images", ("placed.png", data, "image/png"))],
                                    data={"explain": "true"})
             assert response.status_code == 200, response.text
             (prediction,) = response.json()["predictions"]
             heatmap = Image.open(io.BytesIO(base64.b64decode(prediction["heatmap_png"])))
             assert heatmap.size == Image.open(io.BytesIO(data)).size
-            centres.append(_centre_x(_oip_cam(client, data, "mura")))
+            centres.append(centre_x(_oip_cam(client, data, "mura")))
         moved.append(centres[0] - centres[1])
+    # over all 152 validation films the map moves the right way for 84% and further than 0.2 for 38%
+    # (python -m benchmarks.xray_cam_follow); these four golden films are held to more
     assert sum(shift > 0.2 for shift in moved) >= len(moved) - 1 and min(moved) > 0, moved
 
 

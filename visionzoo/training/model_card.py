@@ -1,7 +1,8 @@
 """Model cards: what a shipped version scores, per class, under which conditions, and where it fails.
 
     python -m visionzoo.training.model_card exported_models/bloodcell_mobilenetv3/4
-    python -m visionzoo.training.model_card exported_models/mura_multitask_resnet/1 --evidence benchmarks/xray_sizes.json
+    python -m visionzoo.training.model_card exported_models/mura_multitask_resnet/1 \
+        --evidence benchmarks/xray_sizes.json benchmarks/xray_cam_follow.json
 
 Writes metadata.json `model_card` (atomically; metadata.json is not among the hashed files, and the
 ONNX metadata_props do not carry the card, so nothing else changes):
@@ -10,7 +11,8 @@ ONNX metadata_props do not carry the card, so nothing else changes):
                         recall), per-class recall (and IoU for segmentation); the X-ray card adds
                         the abnormal head's F1 and AUROC
     evidence            figures measured on the served path by a benchmark (the Mars class map at
-                        frame size, the X-ray size robustness), read from its JSON report
+                        frame size, the X-ray size robustness and how its Grad-CAM map follows a
+                        moved film), read from its JSON report
     failure_modes       the known failure modes in plain words (configs/model_cards.toml, one list
                         per export name: the words are written by people, the numbers come from here)
 """
@@ -82,7 +84,7 @@ def _without_bulk(value):
 
 
 def evidence_from(report_path: Path) -> dict:
-    """A benchmark report as a card quotes it (mars_tiling.json, xray_sizes.json): its figures
+    """A benchmark report as a card quotes it (mars_tiling.json, xray_sizes.json, xray_cam_follow.json): its figures
     without the bulky parts (confusion matrices, timings), and where it came from."""
     report = json.loads(Path(report_path).read_text())
     return {"source": Path(report_path).as_posix(), **_without_bulk(report)}
