@@ -100,13 +100,7 @@ def table(report: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.xray_cam_follow", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="the FracAtlas folder (dataset.csv + images/), or the folder holding xray_fracatlas/")
-    parser.add_argument("--models-dir", type=Path, default=xray_sizes.REPO / "exported_models", help="exported models (default: %(default)s)")
-    parser.add_argument("--version", help="model version to score (default: the newest)")
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON report (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
-    parser.add_argument("--limit", type=int, help="score only this many evenly spaced films per split (a quick check)")
+    xray_sizes.add_arguments(parser, OUT)
     args = parser.parse_args(argv)
     try:
         data_dir = xray_sizes.resolve_data_dir(args.data_dir)

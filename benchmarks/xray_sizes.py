@@ -265,19 +265,24 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def add_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options every X-ray benchmark on the served path takes: data, model version, report, threads, limit."""
+    parser.add_argument("--data-dir", type=Path, required=True,
+                        help="the FracAtlas folder (dataset.csv + images/), or the folder holding xray_fracatlas/")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "exported_models", help="exported models (default: %(default)s)")
+    parser.add_argument("--version", help="model version to score (default: the newest)")
+    parser.add_argument("--out", type=Path, default=out, help="JSON report (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
+    parser.add_argument("--limit", type=int, help="score only this many evenly spaced images per split (a quick check)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.xray_sizes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="columns: body=orig, abn=orig  share of images whose body part / abnormal decision is the original file's\n"
                "         |dp|                mean absolute change of the abnormal probability from the original file's\n"
                "         >limits             files the service's default limits would refuse (scored anyway)")
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="the FracAtlas folder (dataset.csv + images/), or the folder holding xray_fracatlas/")
-    parser.add_argument("--models-dir", type=Path, default=REPO / "exported_models", help="exported models (default: %(default)s)")
-    parser.add_argument("--version", help="model version to score (default: the newest)")
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON report (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: %(default)s)")
-    parser.add_argument("--limit", type=int, help="score only this many evenly spaced images per split (a quick check)")
+    add_arguments(parser, OUT)
     args = parser.parse_args(argv)
     try:
         data_dir = resolve_data_dir(args.data_dir)
