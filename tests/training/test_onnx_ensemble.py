@@ -1,13 +1,18 @@
 """onnx_ensemble: ONNX graphs merged into one answer the weighted mean of their answers, keep the
 members' input and output names, shapes and free batch, and refuse graphs that do not fit together."""
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from visionzoo.training import onnx_ensemble
+from visionzoo.training import ensemble, onnx_ensemble
+from visionzoo.training.ensemble import EnsembleError
 from visionzoo.training.onnx_ensemble import MergeError
 
 
@@ -91,13 +96,6 @@ def test_one_graph_is_not_an_ensemble():
 
 
 # --- visionzoo ensemble on export versions that ship ONNX only ---------------------------------
-
-import json  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from visionzoo.training import ensemble  # noqa: E402
-from visionzoo.training.ensemble import EnsembleError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
