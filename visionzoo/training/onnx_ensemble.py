@@ -21,6 +21,8 @@ export version that ships ONNX only.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .mirror_average import scale_to_peak
@@ -101,10 +103,7 @@ def merge(models: list, weights: list[float], peak_normalized: set[str] = frozen
 
     for index, model in enumerate(models):
         prefix = f"{PREFIX}{index}/"
-
-        def renamed(name: str) -> str:
-            return name if name in ("", image) else prefix + name
-
+        renamed = functools.partial(_member_name, prefix=prefix, shared=("", image))
         for node in model.graph.node:
             copy = graph.node.add()
             copy.CopyFrom(node)
@@ -134,6 +133,11 @@ def merge(models: list, weights: list[float], peak_normalized: set[str] = frozen
             graph.node.extend(scale_to_peak(graph, mean, name, ranks[name], _opsets(first).get("ai.onnx", 0), _AFTER))
     onnx.checker.check_model(merged)
     return merged
+
+
+def _member_name(name: str, prefix: str, shared: tuple[str, ...]) -> str:
+    """A member's tensor name in the merged graph: under its prefix, except the shared input (and "", no input)."""
+    return name if name in shared else prefix + name
 
 
 def reference(answers: list[dict[str, np.ndarray]], weights: list[float], peak_normalized: set[str] = frozenset()) -> dict[str, np.ndarray]:
