@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from tests.training.test_cli import visionzoo
 from visionzoo.training import runs, train
 from visionzoo.training.recipe import TrainConfig
@@ -90,3 +91,36 @@ def test_sources_that_cannot_fit_are_refused_by_name_and_leave_no_run(source_run
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert expected in result.stderr and "visionzoo train: error: init_from" in result.stderr
     assert not (tmp_path / "runs").exists() or list((tmp_path / "runs").iterdir()) == []
+
+
+def test_an_export_starts_a_run_at_another_input_size(synthetic, tmp_path):
+    """The served Mars segmenter restored and checked against its golden files at its own input size,
+    its weights then copied into the same network built for 32x64 tiles."""
+    version = max((REPO / "exported_models" / "mars_dual_unet").glob("[0-9]*"), key=lambda p: int(p.name))
+    own_size = tuple(json.loads((version / "metadata.json").read_text())["inputs"][0]["shape"][1:3])
+    config = TrainConfig.from_recipe(train.get_recipe("mars_dual_unet"), str(synthetic["ai4mars"]), out=str(tmp_path),
+                                     image_size=[32, 64], init_from=str(version), model_options={"bn_momentum": 0.9})
+    prepared = train.prepare(config)
+    start = train.load_init_source(prepared)  # golden outputs reproduced at 64x128, else ReviseError
+    assert tuple(start.input_shape[1:3]) == own_size != (32, 64)
+    model = train.build_for_data(prepared)
+    train.copy_weights(start, model, str(version))
+    assert tuple(model.input_shape[1:3]) == (32, 64)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), start.get_weights()))
+    tiles = prepared.data.splits["val"].images[:2].astype(np.float32)
+    assert model(tiles).shape == (2, 32, 64, 5)
+
+
+def test_the_split_check_ignores_what_the_input_size_changes():
+    """Oversampled copies and pixel shares move with the input size; the frames in each split do not."""
+    from visionzoo.training.ensemble import same_split
+
+    def described(train_copies: int, added: int, val: int = 300, seed: int = 42) -> dict:
+        return {"split_seed": seed, "class_names": {"mask": ["background", "soil"]}, "balance_classes_added": added,
+                "splits": {"train": {"examples": 1700 + train_copies, "mask_pixel_share": {"soil": 0.1 + added / 1e5}},
+                           "val": {"examples": val}}}
+
+    assert same_split(described(1844, 1844), described(1899, 1899))
+    assert not same_split(described(1844, 1844), described(1899, 1844))  # more frames in train
+    assert not same_split(described(1844, 1844), described(1844, 1844, val=290))
+    assert not same_split(described(1844, 1844), described(1844, 1844, seed=7))

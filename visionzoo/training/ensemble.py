@@ -56,6 +56,21 @@ RUN_SUFFIX = "ensemble"
 SPLIT_FACTS = ("split_seed", "splits", "class_names")  # what members must share in data.json
 
 
+def same_split(recorded: dict, described: dict) -> bool:
+    """Whether two data.json descriptions are one split of one dataset: split seed, classes and the
+    number of examples in each split before oversampling. (Not the per-split pixel statistics, nor the
+    copies `balance_classes` adds to train: both move with the input size, which a run starting from
+    another run's weights may change.)"""
+    def examples(data: dict) -> dict:
+        counts = {name: split.get("examples") for name, split in (data.get("splits") or {}).items()}
+        if counts.get("train") is not None:
+            counts["train"] -= data.get("balance_classes_added", 0)
+        return counts
+
+    return (recorded.get("split_seed") == described.get("split_seed") and recorded.get("class_names") == described.get("class_names")
+            and examples(recorded) == examples(described))
+
+
 class EnsembleError(ValueError):
     """The members cannot form an ensemble; the message says why and what to do."""
 

@@ -28,6 +28,7 @@ metadata.json `revision`. Everything is written into a staging folder and rename
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import os
@@ -189,13 +190,15 @@ def check_restorable(folder: Path, metadata: dict) -> None:
 
 
 def restore_weights(folder: Path, metadata: dict, prepared):
-    """The recipe's Keras model built for `prepared` with the version's SavedModel weights, checked
-    against the version's golden outputs."""
+    """The recipe's Keras model built for `prepared`'s classes at the version's own input size, with
+    the version's SavedModel weights, checked against the version's golden outputs. (A run that
+    starts from these weights at another input size copies them into its own model: train.copy_weights.)"""
     check_restorable(folder, metadata)
     variables = Path(folder) / "variables" / "variables.index"
-    model = train.build_for_data(prepared)
-    model.load_weights(str(variables.with_suffix(""))).expect_partial()
     spec = ImageSpec.from_metadata(metadata["preprocessing"])
+    at_own_size = dataclasses.replace(prepared, config=prepared.config.updated({"image_size": [spec.height, spec.width]}))
+    model = train.build_for_data(at_own_size)
+    model.load_weights(str(variables.with_suffix(""))).expect_partial()
     golden = Path(folder) / "golden"
     if metadata.get("golden", {}).get("files"):
         expected = np.load(golden / "expected.npz")

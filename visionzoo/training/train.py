@@ -316,7 +316,7 @@ def load_init_source(prepared: Prepared):
         raise InitError(f"init_from {source} was trained on the classes {data.get('class_names')}, this data has "
                         f"{prepared.data.class_names}: its output layer does not fit; train from scratch instead")
     described = {**prepared.data.describe(), "class_names": prepared.data.class_names}  # as data.json holds it
-    if any(data.get(fact) != described.get(fact) for fact in ensemble.SPLIT_FACTS):
+    if not ensemble.same_split(data, described):
         logger.warning("init_from %s was trained on another split of its data: if that was this dataset, this run's "
                        "validation and test images may include images it learned from, and their scores will flatter it", source)
     try:
