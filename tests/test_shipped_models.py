@@ -158,7 +158,7 @@ def test_reevaluating_the_shipped_onnx_gives_its_recorded_test_metrics(folder, r
     document = metadata(folder)
     config = TrainConfig.from_json(json.dumps(document["recipe"]["config"]))
     recipe = get_recipe(config.model)
-    data = load_data(real_data / Path(config.data_dir).name, recipe.image_spec, recipe.data_formats,
+    data = load_data(real_data / Path(config.data_dir).name, config.image_spec(recipe), recipe.data_formats,
                      explicit=config.data_format, seed=config.data_seed, skip_bad=config.skip_bad, **config.data_options)
     examples = data.splits["test"]
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -57,8 +57,9 @@ def _multitask(split: dict) -> dict:
     }
 
 
-def _segmentation(split: dict) -> dict:
-    return {"examples": split.get("examples"), "unit": "64x128 model tiles, labelled pixels",
+def _segmentation(split: dict, preprocessing: dict) -> dict:
+    tile = f"{preprocessing['height']}x{preprocessing['width']}"
+    return {"examples": split.get("examples"), "unit": f"{tile} model tiles, labelled pixels",
             "mean_iou": round(float(split["mean_iou"]), 4), "pixel_accuracy": round(float(split["pixel_accuracy"]), 4),
             "iou": {name: round(float(value), 4) for name, value in split["per_class_iou"].items()},
             "recall": recall_per_class(split["confusion_matrix"], split["class_names"])}
@@ -69,7 +70,12 @@ SUMMARIES = {"classification": _classification, "multitask": _multitask, "segmen
 
 def summarize(metadata: dict) -> dict:
     """The test and validation figures of a version's metadata.json metrics."""
-    summary = SUMMARIES[metadata["task"]]
+    task_summary = SUMMARIES[metadata["task"]]
+    if metadata["task"] == "segmentation":  # its figures are per model tile, at the version's tile size
+        def summary(split: dict) -> dict:
+            return task_summary(split, metadata["preprocessing"])
+    else:
+        summary = task_summary
     splits = {"test": "test", "validation": "val"}
     return {name: summary(metadata["metrics"][key]) for name, key in splits.items() if key in metadata.get("metrics", {})}
 
