@@ -101,7 +101,7 @@ def test_an_export_starts_a_run_at_another_input_size(synthetic, tmp_path):
     config = TrainConfig.from_recipe(train.get_recipe("mars_dual_unet"), str(synthetic["ai4mars"]), out=str(tmp_path),
                                      image_size=[32, 64], init_from=str(version), model_options={"bn_momentum": 0.9})
     prepared = train.prepare(config)
-    start = train.load_init_source(prepared)  # golden outputs reproduced at 64x128, else ReviseError
+    start = train.load_init_source(prepared)  # golden outputs reproduced at its own size, else ReviseError
     assert tuple(start.input_shape[1:3]) == own_size != (32, 64)
     model = train.build_for_data(prepared)
     train.copy_weights(start, model, str(version))
