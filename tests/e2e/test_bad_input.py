@@ -41,6 +41,16 @@ MAX_IMAGE_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # the documented default, not overridden
 BLOOD = (96, 96, 3)
+
+
+def _served_mars_tile() -> str:
+    from tests.conftest import shipped_golden
+
+    shape = json.loads((shipped_golden("mars_dual_unet").parent / "metadata.json").read_text())["inputs"][0]["shape"]
+    return f"{shape[1]}x{shape[2]}"
+
+
+MARS_TILE = _served_mars_tile()  # "128x256": the served version's tile, as its errors name it
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # absolute paths of the server's machine must never appear in an answer
 PATH_LEAK = re.compile(r"(?<![\w.])/(?:work|tmp|usr|home|root|opt|var|srv|app)/|site-packages|exported_models/")
@@ -590,7 +600,7 @@ REST_CASES = [
                                                                                    "parameters": {"classification": 2}}]}),
                  400, "classification extension is not supported", id="classification-extension"),
     pytest.param("mars", lambda: oip_json({**files_json(good_png()), "outputs": [{"name": "probabilities"}]}), 400,
-                 "is per 64x128 tile", id="mars-files-with-tile-output"),
+                 f"is per {MARS_TILE} tile", id="mars-files-with-tile-output"),
     pytest.param("bloodcell", lambda: oip_json({"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1],
                                                             "parameters": {"content_type": "base64"}, "data": ["not base64!"]}]}),
                  400, "not valid base64", id="bytes-bad-base64"),

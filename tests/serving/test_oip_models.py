@@ -68,7 +68,7 @@ def test_select_outputs(signatures):
     assert [t.name for t in mars.select_outputs(None, from_files=False)] == ["probabilities", "class_map"]
     assert [t.name for t in mars.select_outputs(None, from_files=True)] == ["class_map"]
     assert [t.name for t in mura.select_outputs(["body_part"], from_files=True)] == ["body_part"]
-    with pytest.raises(InvalidArgument, match="is per 64x128 tile"):
+    with pytest.raises(InvalidArgument, match=f"is per {mars.spec.height}x{mars.spec.width} tile"):
         mars.select_outputs(["probabilities"], from_files=True)
     with pytest.raises(InvalidArgument, match="has no output 'logits'"):
         mura.select_outputs(["logits"], from_files=False)
@@ -125,7 +125,7 @@ def test_mars_class_map_for_files_is_stitched_at_original_size(signatures):
     prepared = mars.prepare(mars.files_input, _files(png(image), png(image)), Limits(max_images=64, max_image_bytes=1 << 20))
     tiles = prepare_tiles(png(image), mars.spec)
     np.testing.assert_array_equal(prepared.batch, np.concatenate([tiles, tiles]).astype(np.float32))
-    probabilities = np.random.default_rng(3).random((len(prepared.batch), 64, 128, 5)).astype(np.float32)
+    probabilities = np.random.default_rng(3).random((len(prepared.batch), mars.spec.height, mars.spec.width, 5)).astype(np.float32)
     ((spec, class_map),) = mars.output_arrays(prepared, {"probabilities": probabilities}, [mars.class_map])
     assert spec.name == "class_map" and class_map.dtype == np.uint8 and class_map.shape == (2, 200, 160)
     half = len(tiles)
@@ -135,8 +135,9 @@ def test_mars_class_map_for_files_is_stitched_at_original_size(signatures):
 
 def test_mars_class_map_for_tiles_is_the_argmax(signatures):
     mars = signatures["mars"]
-    prepared = mars.prepare(mars.model_input, np.zeros((3, 64, 128, 1), np.float32), Limits(max_images=64, max_image_bytes=1 << 20))
-    probabilities = np.random.default_rng(4).random((3, 64, 128, 5)).astype(np.float32)
+    tile = (mars.spec.height, mars.spec.width)
+    prepared = mars.prepare(mars.model_input, np.zeros((3, *tile, 1), np.float32), Limits(max_images=64, max_image_bytes=1 << 20))
+    probabilities = np.random.default_rng(4).random((3, *tile, 5)).astype(np.float32)
     arrays = {spec.name: array for spec, array in mars.output_arrays(prepared, {"probabilities": probabilities}, mars.outputs)}
     learnable = list(mars.learnable) if mars.learnable else list(range(5))  # an ignored label is never the answer
     weighted = probabilities * np.asarray(mars.decision_weights or [1.0] * 5, np.float32)  # the version's prior correction

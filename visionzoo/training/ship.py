@@ -40,8 +40,8 @@ class Shipped:
     int8: bool = False
 
 
-# soil 1, bedrock 0.85, sand 0.5, big rock 0.7 (background is never picked): benchmarks/mars_decision.json
-MARS_WEIGHTS = (1.0, 1.0, 0.85, 0.5, 0.7)
+# soil 1, bedrock 0.85, sand 0.4, big rock 1 (background is never picked): benchmarks/mars_decision.json
+MARS_WEIGHTS = (1.0, 1.0, 0.85, 0.4, 1.0)
 
 SHIPPED = {
     # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation log-loss), each
@@ -51,12 +51,14 @@ SHIPPED = {
     # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation)
     "mura_multitask_resnet": Shipped("xray_fracatlas", seeds=(42, 7, 11)),
     # tiles overlapping by half, blended: chosen on validation (benchmarks/mars_tiling.py); the 6 epochs of
-    # the recipe, then 3 and 4 more from those weights, each at a restarted cosine from 3e-4 (versions 3
-    # and 4, each chosen on validation mean IoU); decision weights undoing part of the sand and big-rock
-    # oversampling, chosen for version 4 on validation (benchmarks/mars_decision.py: rerun it after a retrain)
+    # the recipe at 64x128 tiles, then 3 and 4 more from those weights, then 2 more at 128x256 tiles (the
+    # 256x256 frames' own pixels), each at a restarted cosine from 3e-4 (versions 3, 4 and 5, each chosen on
+    # validation mean IoU); decision weights undoing part of the sand oversampling, chosen for version 5
+    # on validation (benchmarks/mars_decision.py: rerun it after a retrain)
     "mars_dual_unet": Shipped("mars_ai4mars", "mars_ai4mars.toml", {"tile_overlap": 0.5, "decision_weights": MARS_WEIGHTS},
                               continued=({"epochs": 3, "optimizer.learning_rate": 3e-4},
-                                         {"epochs": 4, "optimizer.learning_rate": 3e-4})),
+                                         {"epochs": 4, "optimizer.learning_rate": 3e-4},
+                                         {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]})),
 }
 
 
