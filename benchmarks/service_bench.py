@@ -48,7 +48,7 @@ from benchmarks.loadgen import (
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "benchmarks" / "out"
 MODEL, EXPORT = "bloodcell", "bloodcell_mobilenetv3"
-# Overload is driven on the Mars model (64x128 tiles, 32 KiB each): at 4x the blood-cell model's ~900 requests/s (or the
+# Overload is driven on the Mars model (128x256 tiles, 128 KiB each; version 4: 64x128, 32 KiB): at 4x the blood-cell model's ~900 requests/s (or the
 # X-ray model's 600 KiB tensors) the transport and the load generator, on the same two cores, saturate
 # before the server's queue does.
 OVERLOAD_MODEL, OVERLOAD_EXPORT = "mars", "mars_dual_unet"
