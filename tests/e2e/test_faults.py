@@ -54,7 +54,7 @@ TOKEN = "faults-admin-token"
 
 @pytest.fixture(scope="module")
 def served_env():
-    # room for four 128-tile requests at once (the default, 8 x max batch = 64 tiles, sheds three of them)
+    # room for every in-flight tile at once (the default queue, 12 tiles, would shed some of them)
     # and a queue timeout past the grace period: this module tests draining, not overload
     return {"VISIONZOO_SHUTDOWN_GRACE_SECONDS": str(GRACE_S), "VISIONZOO_MARS_MAX_QUEUE_SIZE": "1024",
             "VISIONZOO_MARS_QUEUE_TIMEOUT_US": str(int((GRACE_S + 20) * 1e6))}
@@ -90,7 +90,7 @@ def bloodcell_files(count: int = 1) -> list:
 
 
 def mars_files(count: int = 8) -> list:
-    """`count` terrain images big enough to become 16 model tiles each (8 make a 128-tile request)."""
+    """`count` 1024x512 terrain images (one tile each in the served tiling)."""
     files = []
     for i in range(count):
         buffer = io.BytesIO()
@@ -161,7 +161,8 @@ def test_two_servers_keep_separate_metrics(served, pinned):
 def test_kill_9_of_the_worker_recovers_quickly(served):
     assert httpx.post(f"{served.url}/bloodcell/predict", files=bloodcell_files(), timeout=60).status_code == 200
     worker = worker_of(served)
-    in_flight = Posts(served.url, "/mars/segment", mars_files(), count=4)
+    # four requests of two frames: about a second of work on two cores, still running when the worker dies
+    in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4)
     time.sleep(0.3)
     killed = time.monotonic()
     worker.send_signal(signal.SIGKILL)
@@ -221,7 +222,9 @@ def test_taken_grpc_port_stops_the_server(tmp_path):
 
 def test_sigterm_drains_requests_in_flight(served):
     tree = [psutil.Process(served.process.pid), *psutil.Process(served.process.pid).children(recursive=True)]
-    in_flight = Posts(served.url, "/mars/segment", mars_files(), count=4)
+    # four requests of two frames: a few seconds of work on two cores (Mars version 5's 128x256 tiles cost
+    # four times version 4's; with eight frames each the work outlasted the grace period)
+    in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4)
     time.sleep(0.3)
     signalled = time.monotonic()
     os.killpg(served.process.pid, signal.SIGTERM)
