@@ -6,6 +6,7 @@ to ../shared/data when that folder exists) and skips with the reason when it is 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,12 @@ def shipped_golden(export: str) -> Path:
     """The golden folder of the newest shipped version of `export` (exported_models/<export>/<n>/golden)."""
     versions = [p for p in (REPO / "exported_models" / export).glob("[0-9]*") if p.name.isdigit()]
     return max(versions, key=lambda p: int(p.name)) / "golden" if versions else REPO / "exported_models" / export / "1" / "golden"
+
+
+def shipped_input_shape(export: str) -> tuple[int, ...]:
+    """One example's input shape in the newest shipped version of `export` (a Mars tile: (128, 256, 1))."""
+    metadata = json.loads((shipped_golden(export).parent / "metadata.json").read_text())
+    return tuple(metadata["inputs"][0]["shape"][1:])
 
 
 @pytest.fixture(scope="session")

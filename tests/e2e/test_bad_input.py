@@ -33,6 +33,8 @@ from PIL import Image
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from tests.conftest import shipped_input_shape
+
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,14 +45,7 @@ MAX_IMAGE_PIXELS = 40_000_000  # the documented default, not overridden
 BLOOD = (96, 96, 3)
 
 
-def _served_mars_tile() -> str:
-    from tests.conftest import shipped_golden
-
-    shape = json.loads((shipped_golden("mars_dual_unet").parent / "metadata.json").read_text())["inputs"][0]["shape"]
-    return f"{shape[1]}x{shape[2]}"
-
-
-MARS_TILE = _served_mars_tile()  # "128x256": the served version's tile, as its errors name it
+MARS_TILE = "{}x{}".format(*shipped_input_shape("mars_dual_unet")[:2])  # "128x256": the served tile, as errors name it
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # absolute paths of the server's machine must never appear in an answer
 PATH_LEAK = re.compile(r"(?<![\w.])/(?:work|tmp|usr|home|root|opt|var|srv|app)/|site-packages|exported_models/")

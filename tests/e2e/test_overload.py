@@ -26,14 +26,14 @@ import numpy as np
 import pytest
 
 from benchmarks.loadgen import GrpcTarget, closed_loop, open_loop
-from tests.conftest import shipped_golden
+from tests.conftest import shipped_golden, shipped_input_shape
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "mars"
 GOLDEN = sorted(shipped_golden("mars_dual_unet").glob("*.jpg"))
-SHAPE = tuple(json.loads((GOLDEN[0].parent.parent / "metadata.json").read_text())["inputs"][0]["shape"][1:])  # one model tile
+SHAPE = shipped_input_shape("mars_dual_unet")  # one model tile
 IMAGES_PER_REQUEST = 4  # tiles per gRPC / REST request; multipart uploads send one golden image
 OVERLOAD_FACTOR = 4
 OVERLOAD_SECONDS = 5.0

@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from tests.conftest import shipped_input_shape
 from visionzoo.preprocessing import prepare_image
 from visionzoo.serving import config
 from visionzoo.serving.oip.backend import Backend
@@ -113,12 +114,6 @@ def pixels(count: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (count, *shape)).astype(np.float32)
 
 
-def mars_tile() -> tuple[int, int, int]:
-    """One tile of the served Mars version: (height, width, 1)."""
-    spec = load_served("mars").spec
-    return spec.height, spec.width, 1
-
-
 def http_infer(rest: TestClient, model: str, inputs, outputs=None, headers=None, path=None):
     body, json_size = httpclient.InferenceServerClient.generate_request_body(inputs, outputs=outputs)
     if json_size is not None:
@@ -179,7 +174,7 @@ def test_rest_binary_infer_matches_onnxruntime(rest):
 
 
 def test_rest_json_infer_and_json_outputs(rest):
-    batch = np.round(pixels(1, mars_tile()))
+    batch = np.round(pixels(1, shipped_input_shape("mars_dual_unet")))
     image = httpclient.InferInput("image_uint8", list(batch.shape), "UINT8").set_data_from_numpy(batch.astype(np.uint8), binary_data=False)
     wanted = [httpclient.InferRequestedOutput("class_map", binary_data=False)]
     response = http_infer(rest, "mars", [image], outputs=wanted)
@@ -247,7 +242,7 @@ def test_grpc_health_and_metadata(grpc_client):
 
 
 def test_grpc_raw_infer_matches_onnxruntime(grpc_client):
-    batch = pixels(1, mars_tile())  # one 128x256x5 FP32 answer is 640 KiB, under this server's 1 MiB limit
+    batch = pixels(1, shipped_input_shape("mars_dual_unet"))  # one 128x256x5 FP32 answer is 640 KiB, under this server's 1 MiB limit
     image = grpcclient.InferInput("image", list(batch.shape), "FP32")
     image.set_data_from_numpy(batch)
     result = grpc_client.infer("mars", [image], request_id="r-1")
