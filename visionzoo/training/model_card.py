@@ -40,24 +40,25 @@ def balanced_accuracy(confusion: list[list[int]]) -> float:
     return round(metrics.balanced_accuracy(confusion), 4)
 
 
-def _classification(split: dict) -> dict:
+def _classification(split: dict, metadata: dict) -> dict:
     names = split["class_names"]
     return {"examples": split.get("examples"), "accuracy": round(float(split["accuracy"]), 4),
             "balanced_accuracy": balanced_accuracy(split["confusion_matrix"]),
             "macro_f1": round(float(split["macro_f1"]), 4), "recall": recall_per_class(split["confusion_matrix"], names)}
 
 
-def _multitask(split: dict) -> dict:
+def _multitask(split: dict, metadata: dict) -> dict:
     abnormal, body_part = split["abnormal"], split["body_part"]
     return {
         "examples": split.get("examples"),
         "abnormal": {key: round(float(abnormal[key]), 4) for key in ("accuracy", "f1", "auroc", "precision", "recall")}
         | {"balanced_accuracy": balanced_accuracy(abnormal["confusion_matrix"]), "threshold": abnormal.get("threshold")},
-        "body_part": _classification(body_part),
+        "body_part": _classification(body_part, metadata),
     }
 
 
-def _segmentation(split: dict, preprocessing: dict) -> dict:
+def _segmentation(split: dict, metadata: dict) -> dict:
+    preprocessing = metadata["preprocessing"]  # the figures are per model tile, at the version's tile size
     tile = f"{preprocessing['height']}x{preprocessing['width']}"
     return {"examples": split.get("examples"), "unit": f"{tile} model tiles, labelled pixels",
             "mean_iou": round(float(split["mean_iou"]), 4), "pixel_accuracy": round(float(split["pixel_accuracy"]), 4),
@@ -70,14 +71,9 @@ SUMMARIES = {"classification": _classification, "multitask": _multitask, "segmen
 
 def summarize(metadata: dict) -> dict:
     """The test and validation figures of a version's metadata.json metrics."""
-    task_summary = SUMMARIES[metadata["task"]]
-    if metadata["task"] == "segmentation":  # its figures are per model tile, at the version's tile size
-        def summary(split: dict) -> dict:
-            return task_summary(split, metadata["preprocessing"])
-    else:
-        summary = task_summary
+    summary = SUMMARIES[metadata["task"]]
     splits = {"test": "test", "validation": "val"}
-    return {name: summary(metadata["metrics"][key]) for name, key in splits.items() if key in metadata.get("metrics", {})}
+    return {name: summary(metadata["metrics"][key], metadata) for name, key in splits.items() if key in metadata.get("metrics", {})}
 
 
 BULKY = {"confusion_matrix", "predicted_share_all_pixels", "seconds", "threads"}
