@@ -53,22 +53,25 @@ logger = logging.getLogger(__name__)
 
 MEMBER_PREFIX = "member_"
 RUN_SUFFIX = "ensemble"
-SPLIT_FACTS = ("split_seed", "splits", "class_names")  # what members must share in data.json
-
-
-def same_split(recorded: dict, described: dict) -> bool:
-    """Whether two data.json descriptions are one split of one dataset: split seed, classes and the
-    number of examples in each split before oversampling. (Not the per-split pixel statistics, nor the
-    copies `balance_classes` adds to train: both move with the input size, which a run starting from
-    another run's weights may change.)"""
+def split_difference(recorded: dict, described: dict) -> str | None:
+    """What makes two data.json descriptions different splits, or None when they are one split of one
+    dataset: split seed, classes and the number of examples in each split before oversampling. (Not the
+    per-split pixel statistics, nor the copies `balance_classes` adds to train: both move with the input
+    size, which a run starting from another run's weights may change.)"""
     def examples(data: dict) -> dict:
         counts = {name: split.get("examples") for name, split in (data.get("splits") or {}).items()}
         if counts.get("train") is not None:
             counts["train"] -= data.get("balance_classes_added", 0)
         return counts
 
-    return (recorded.get("split_seed") == described.get("split_seed") and recorded.get("class_names") == described.get("class_names")
-            and examples(recorded) == examples(described))
+    for fact in ("split_seed", "class_names"):
+        if recorded.get(fact) != described.get(fact):
+            return fact
+    return None if examples(recorded) == examples(described) else "examples per split"
+
+
+def same_split(recorded: dict, described: dict) -> bool:
+    return split_difference(recorded, described) is None
 
 
 class EnsembleError(ValueError):
@@ -160,12 +163,11 @@ def check_compatible(members: list[Member]) -> None:
         if member.config.model != first.config.model:
             raise EnsembleError(f"{member.source} is {member.config.model}, {first.source} is {first.config.model}: "
                                 "ensemble members must be one recipe")
-        for fact in SPLIT_FACTS:
-            if member.data.get(fact) != first.data.get(fact):
-                raise EnsembleError(
-                    f"{member.source} and {first.source} were trained on different splits (data.json {fact} differs): "
-                    "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
-                    "validation or test images")
+        if fact := split_difference(member.data, first.data):
+            raise EnsembleError(
+                f"{member.source} and {first.source} were trained on different splits (data.json {fact} differs): "
+                "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
+                "validation or test images")
         if member.config.image_size != first.config.image_size:
             raise EnsembleError(f"{member.source} and {first.source} take different input sizes")
 
@@ -251,12 +253,11 @@ def _check_exports_compatible(paths: list[Path], documents: list[dict]) -> None:
         if document["recipe"]["config"]["model"] != first["recipe"]["config"]["model"]:
             raise EnsembleError(f"{path} is {document['recipe']['config']['model']}, {paths[0]} is "
                                 f"{first['recipe']['config']['model']}: ensemble members must be one recipe")
-        for fact in SPLIT_FACTS:
-            if document.get("data", {}).get(fact) != first.get("data", {}).get(fact):
-                raise EnsembleError(
-                    f"{path} and {paths[0]} were trained on different splits (metadata.json data.{fact} differs): "
-                    "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
-                    "validation or test images")
+        if fact := split_difference(document.get("data", {}), first.get("data", {})):
+            raise EnsembleError(
+                f"{path} and {paths[0]} were trained on different splits (metadata.json data {fact} differs): "
+                "train members with one split seed (`--set split_seed=N`) so no member has seen the others' "
+                "validation or test images")
         for fact in ("preprocessing", "labels", "outputs", "threshold", "explain", "mirror_average", "learnable_classes",
                      "decision_weights"):
             if document.get(fact) != first.get(fact):
