@@ -1,6 +1,6 @@
 """Mars segmenter: per-class decision weights for the served arg-max, chosen on validation.
 
-    python -m benchmarks.mars_decision --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/5]
+    python -m benchmarks.mars_decision --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/6]
 
 The shipped recipe oversamples crops of sand and big rock (`balance_classes`, the source's §7.1):
 the training tiles hold 16.7% sand and 4.7% big-rock pixels where the held-out frames hold 6.6%

@@ -1,6 +1,6 @@
 """Mars segmenter: what the two new serving options do to the served class map, scored at frame size.
 
-    python -m benchmarks.mars_tiling --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/5]
+    python -m benchmarks.mars_tiling --data-dir DATA/mars_ai4mars [--model exported_models/mars_dual_unet/6]
 
 Every frame goes through the service's own code path: `processing.decode_upload` (which cuts the
 frame with `preprocessing.prepare_tiles` and the version's ImageSpec), the service's ONNX Runtime

@@ -222,8 +222,8 @@ def test_taken_grpc_port_stops_the_server(tmp_path):
 
 def test_sigterm_drains_requests_in_flight(served):
     tree = [psutil.Process(served.process.pid), *psutil.Process(served.process.pid).children(recursive=True)]
-    # four requests of two frames: a few seconds of work on two cores (Mars version 5's 128x256 tiles cost
-    # four times version 4's; with eight frames each the work outlasted the grace period)
+    # four requests of two frames: a few seconds of work on two cores (the served Mars version's 128x256 tiles
+    # cost four times version 4's 64x128; with eight frames each the work outlasted the grace period)
     in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4)
     time.sleep(0.3)
     signalled = time.monotonic()

@@ -68,7 +68,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
     train.add_argument("--init-from", metavar="RUN_OR_EXPORT",
                        help="start from a trained model's weights instead of the recipe's initialisation: a finished run "
-                            "folder, or an export version that ships its SavedModel (e.g. exported_models/mars_dual_unet/5); "
+                            "folder, or an export version that ships its SavedModel (e.g. exported_models/mars_dual_unet/6); "
                             "same recipe and classes. Fine-tune on new data, or train longer at a lower learning rate")
     train.add_argument("--smoke", action="store_true", help="a few batches on a few dozen examples, to check the setup")
     train.add_argument("--out", help="parent folder for the run folder (default: runs)")

@@ -51,13 +51,14 @@ SHIPPED = {
     # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation)
     "mura_multitask_resnet": Shipped("xray_fracatlas", seeds=(42, 7, 11)),
     # tiles overlapping by half, blended: chosen on validation (benchmarks/mars_tiling.py); the 6 epochs of
-    # the recipe at 64x128 tiles, then 3 and 4 more from those weights, then 2 more at 128x256 tiles (the
-    # 256x256 frames' own pixels), each at a restarted cosine from 3e-4 (versions 3, 4 and 5, each chosen on
-    # validation mean IoU); decision weights undoing part of the sand oversampling, chosen for version 5
-    # on validation (benchmarks/mars_decision.py: rerun it after a retrain)
+    # the recipe at 64x128 tiles, then 3 and 4 more from those weights, then 2 and 2 more at 128x256 tiles
+    # (the 256x256 frames' own pixels), each at a restarted cosine from 3e-4 (versions 3, 4, 5 and 6, each
+    # chosen on validation mean IoU); decision weights undoing part of the sand oversampling, chosen for
+    # version 6 on validation (benchmarks/mars_decision.py: rerun it after a retrain)
     "mars_dual_unet": Shipped("mars_ai4mars", "mars_ai4mars.toml", {"tile_overlap": 0.5, "decision_weights": MARS_WEIGHTS},
                               continued=({"epochs": 3, "optimizer.learning_rate": 3e-4},
                                          {"epochs": 4, "optimizer.learning_rate": 3e-4},
+                                         {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]},
                                          {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]})),
 }
 
