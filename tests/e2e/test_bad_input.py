@@ -43,8 +43,6 @@ MAX_IMAGE_BYTES = 1024 * 1024
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # the documented default, not overridden
 BLOOD = (96, 96, 3)
-
-
 MARS_TILE = "{}x{}".format(*shipped_input_shape("mars_dual_unet")[:2])  # "128x256": the served tile, as errors name it
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 # absolute paths of the server's machine must never appear in an answer

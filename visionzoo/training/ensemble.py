@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 MEMBER_PREFIX = "member_"
 RUN_SUFFIX = "ensemble"
+
+
 def split_difference(recorded: dict, described: dict) -> str | None:
     """What makes two data.json descriptions different splits, or None when they are one split of one
     dataset: split seed, classes and the number of examples in each split before oversampling. (Not the

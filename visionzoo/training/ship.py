@@ -42,6 +42,7 @@ class Shipped:
 
 # soil 1, bedrock 0.85, sand 0.4, big rock 1 (background is never picked): benchmarks/mars_decision.json
 MARS_WEIGHTS = (1.0, 1.0, 0.85, 0.4, 1.0)
+MARS_FULL_SIZE = {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]}  # a 256x256 frame's own pixels
 
 SHIPPED = {
     # members trained with seeds 42, 7, 11 on seed 42's split, averaged (chosen on validation log-loss), each
@@ -58,8 +59,7 @@ SHIPPED = {
     "mars_dual_unet": Shipped("mars_ai4mars", "mars_ai4mars.toml", {"tile_overlap": 0.5, "decision_weights": MARS_WEIGHTS},
                               continued=({"epochs": 3, "optimizer.learning_rate": 3e-4},
                                          {"epochs": 4, "optimizer.learning_rate": 3e-4},
-                                         {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]},
-                                         {"epochs": 2, "optimizer.learning_rate": 3e-4, "image_size": [128, 256]})),
+                                         MARS_FULL_SIZE, MARS_FULL_SIZE)),
 }
 
 
