@@ -89,8 +89,11 @@ def _wait_until_ready(served: Served, deadline: float) -> None:
             try:
                 if all(client.get(served.url + path).status_code == 200 for path in ("/readyz", "/v2/health/ready")):
                     return
+                # every model settled and one refused: waiting longer will not help. (All "ready" is not
+                # refused: the worker turns ready just after its last model is, see ModelSet.ready.)
                 status = client.post(served.url + "/models", json={})
-                if status.status_code == 200 and all(m.get("state") not in ("loading", None) for m in status.json().values()):
+                states = [m.get("state") for m in status.json().values()] if status.status_code == 200 else [None]
+                if all(state not in ("loading", None) for state in states) and any(state != "ready" for state in states):
                     raise RuntimeError(f"bentoml serve started but a model is refused: {status.text}\n{served.log_tail()}")
             except httpx.HTTPError:
                 pass
