@@ -61,20 +61,30 @@ def harden_supervisor() -> Path | None:
     return private
 
 
-def http_socket_host() -> str | None:
-    """In a BentoML worker: the address its HTTP socket is bound to (`bentoml serve --host`), read
-    from the socket circus passed with `--fd` (so gRPC can bind the same interface)."""
-    import socket
-    import sys
-
+def http_socket_fd() -> int | None:
+    """In a BentoML worker: the file descriptor of the HTTP socket circus passed with `--fd` (the
+    supervisor owns the socket; every worker holds a copy). None elsewhere."""
     argv = sys.argv
     if "--fd" not in argv:
         return None
     try:
-        fd = int(argv[argv.index("--fd") + 1])
+        return int(argv[argv.index("--fd") + 1])
+    except (ValueError, IndexError):
+        return None
+
+
+def http_socket_host() -> str | None:
+    """In a BentoML worker: the address its HTTP socket is bound to (`bentoml serve --host`), read
+    from the socket circus passed with `--fd` (so gRPC can bind the same interface)."""
+    import socket
+
+    fd = http_socket_fd()
+    if fd is None:
+        return None
+    try:
         with socket.socket(fileno=os.dup(fd)) as sock:
             return sock.getsockname()[0]
-    except (ValueError, IndexError, OSError):
+    except OSError:
         return None
 
 

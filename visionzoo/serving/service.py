@@ -21,7 +21,7 @@ from typing import Any
 import bentoml
 from starlette.responses import JSONResponse
 
-from . import config, launcher
+from . import config, draining, launcher
 from .errors import Forbidden, InvalidInput, ServingError, Unauthenticated, http_headers
 from .http_inputs import ParseFailure, display_name, input_model
 from .metrics import Metrics
@@ -100,7 +100,9 @@ class ServiceBase:
     @bentoml.on_startup
     async def start_serving(self) -> None:
         """Start gRPC, and load the models in the background: the worker answers /readyz (503) and
-        requests (503, "loading") at once instead of holding connections until every model is warm."""
+        requests (503, "loading") at once instead of holding connections until every model is warm.
+        After SIGTERM, new HTTP connections are answered 503 at once while the worker drains (draining.py)."""
+        draining.answer_new_connections_while_draining()
         self.grpc = await start_grpc(self.models)
         self._loading = asyncio.get_running_loop().create_task(self._load())
 
