@@ -99,6 +99,9 @@ def test_split_images(version) -> np.ndarray | None:
     return (splits["test"] if "test" in splits else splits["val"]).images.astype(np.float32)
 
 
+TIE_GAP = 1e-5  # top-two scores closer than this are a tie: float32 rounding may decide either way
+
+
 def top1_agreement(models: list[str]) -> dict:
     """OpenVINO's decisions against ONNX Runtime's (FP32, CPU) on each model's real test split: top-1
     per image (per pixel for segmentation; the 0.5 side for a binary output)."""
@@ -117,12 +120,21 @@ def top1_agreement(models: list[str]) -> dict:
             chunks = [engine.run(images[start:start + 32]) for start in range(0, len(images), 32)]
             outputs[kind] = {key: np.concatenate([c[key] for c in chunks]) for key in chunks[0]}
             engine.close()
-        agree = []
+        agree, differing, widest = [], 0, 0.0
         for key, reference in outputs["onnxruntime"].items():
             other = outputs["openvino"][key]
-            same = (reference >= 0.5) == (other >= 0.5) if reference.shape[-1] == 1 else reference.argmax(-1) == other.argmax(-1)
+            if reference.shape[-1] == 1:
+                same, gap = (reference >= 0.5) == (other >= 0.5), 2 * np.abs(reference - 0.5)
+            else:
+                same = reference.argmax(-1) == other.argmax(-1)
+                top2 = np.sort(reference, axis=-1)[..., -2:]
+                gap = top2[..., 1] - top2[..., 0]
             agree.append(float(np.mean(same)))
-        found[name] = {"examples": len(images), "agreement": min(agree)}
+            differing += int(np.count_nonzero(~same))
+            widest = max(widest, float(gap[~same].max(initial=0.0)))
+        # widest: the largest gap between ONNX Runtime's top two scores where the engines decide differently
+        found[name] = {"examples": len(images), "agreement": min(agree), "decisions_differing": differing,
+                       "widest_gap_differing": widest}
         print(json.dumps({"model": name, **found[name]}), flush=True)
     return found
 

@@ -1,6 +1,8 @@
 """A real, bounded overload of one model with small queue limits (VISIONZOO_MARS_MAX_QUEUE_SIZE=64
-items, VISIONZOO_MARS_QUEUE_TIMEOUT_US=200000). Mars (~6 ms of engine time per 64x128 tile, 32 KiB
-of input) makes the engine the bottleneck; an overload of bloodcell at several times its capacity
+items, VISIONZOO_MARS_QUEUE_TIMEOUT_US=200000) and batches of four tiles (the manifest's one tile per
+run would leave a 4-tile request's last tile waiting past that timeout on an idle server). Mars
+(~120 ms of engine time per 128x256 tile on two cores, 128 KiB of input) makes the engine the
+bottleneck; an overload of bloodcell at several times its capacity
 (~900 images/s here) moves ~400 MB/s of tensors and saturates the transport and the client first,
 so it measures the event loop, not shedding.
 
@@ -42,8 +44,8 @@ MAX_OFFERED_RPS = 600  # what the load generator can start on a shared 2-core ma
 
 @pytest.fixture(scope="module")
 def served_env():
-    return {"VISIONZOO_MARS_MAX_QUEUE_SIZE": "64", "VISIONZOO_MARS_QUEUE_TIMEOUT_US": "200000",
-            "VISIONZOO_WARMUP_BATCH_SIZES": "1,4,8"}
+    return {"VISIONZOO_MARS_MAX_BATCH_SIZE": "4", "VISIONZOO_MARS_MAX_QUEUE_SIZE": "64",
+            "VISIONZOO_MARS_QUEUE_TIMEOUT_US": "200000", "VISIONZOO_WARMUP_BATCH_SIZES": "1,4"}
 
 
 @pytest.fixture(scope="module")
