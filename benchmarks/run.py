@@ -214,7 +214,7 @@ request path (protocol parsing, the event loop, answers) and with the load gener
 ## Overload
 
 On the {overload['model']} model (at 4x the blood-cell model's rate the load generator, on the same cores,
-saturates before the server does), 1-image gRPC requests. Capacity (16 closed-loop clients):
+saturates before the server does), 1-image gRPC requests. Capacity ({overload.get('capacity_clients', 16)} closed-loop clients, at most the model's queue):
 {overload['capacity_requests_per_s']:.0f} requests/s. Open loop (Poisson arrivals) at that
 rate: p99 {overload['at_capacity']['p99_ms']:.1f} ms, {overload['at_capacity']['errors']} refused. At 4x ({overload['offered_per_s']:.0f}/s offered):
 {overload['at_4x']['requests_per_s']:.0f}/s answered, {100 * overload['shed_fraction']:.0f}% refused with UNAVAILABLE in

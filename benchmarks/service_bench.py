@@ -182,9 +182,12 @@ async def service_runs(endpoints: Endpoints, warmup: float, duration: float, pid
 
 async def overload(endpoints: Endpoints, baseline_p50: float, warmup: float, duration: float) -> dict:
     """Open loop at the capacity the closed loop found, then at 4x; then time to 1-client baseline."""
-    # Capacity from 16 closed-loop clients: enough to keep the batcher busy, and fewer than the queue
-    # holds (a closed loop larger than the queue measures how fast refusals come back instead).
-    capacity = await closed_loop(endpoints.target("grpc", 1), 16, warmup, duration)
+    # Capacity from up to 16 closed-loop clients: enough to keep the batcher busy, and no more than
+    # the queue holds (the clients it refuses would retry at once, measuring how fast refusals come
+    # back and taking the cores from the engine instead).
+    status = httpx.post(f"{endpoints.url}/models", json={}, timeout=30).json()[endpoints.model]
+    clients = min(16, status["batching"]["max_queue_size"])
+    capacity = await closed_loop(endpoints.target("grpc", 1), clients, warmup, duration)
     rate = capacity.requests_per_s
     at_capacity = await open_loop(endpoints.target("grpc", 1), rate, warmup, duration)
     flood = await open_loop(endpoints.target("grpc", 1), 4 * rate, warmup, duration)
@@ -198,6 +201,7 @@ async def overload(endpoints: Endpoints, baseline_p50: float, warmup: float, dur
     shed = np.array(flood.error_latencies_ms) if flood.error_latencies_ms else np.array([np.nan])
     return {
         "capacity_requests_per_s": round(rate, 1),
+        "capacity_clients": clients,
         "at_capacity": at_capacity.summary(),
         "at_4x": flood.summary(),
         "offered_per_s": round(4 * rate, 1),
