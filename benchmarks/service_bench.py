@@ -185,7 +185,8 @@ async def overload(endpoints: Endpoints, baseline_p50: float, warmup: float, dur
     # Capacity from up to 16 closed-loop clients: enough to keep the batcher busy, and no more than
     # the queue holds (the clients it refuses would retry at once, measuring how fast refusals come
     # back and taking the cores from the engine instead).
-    status = httpx.post(f"{endpoints.url}/models", json={}, timeout=30).json()[endpoints.model]
+    answer = await asyncio.to_thread(httpx.post, f"{endpoints.url}/models", json={}, timeout=30)
+    status = answer.json()[endpoints.model]
     clients = min(16, status["batching"]["max_queue_size"])
     capacity = await closed_loop(endpoints.target("grpc", 1), clients, warmup, duration)
     rate = capacity.requests_per_s

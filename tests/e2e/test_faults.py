@@ -55,7 +55,7 @@ TOKEN = "faults-admin-token"
 
 @pytest.fixture(scope="module")
 def served_env():
-    # room for every in-flight tile at once (the default queue, 12 tiles, would shed some of them)
+    # room for every in-flight tile at once (the default queue, 6 tiles, would shed some of them)
     # and a queue timeout past the grace period: this module tests draining, not overload
     return {"VISIONZOO_SHUTDOWN_GRACE_SECONDS": str(GRACE_S), "VISIONZOO_MARS_MAX_QUEUE_SIZE": "1024",
             "VISIONZOO_MARS_QUEUE_TIMEOUT_US": str(int((GRACE_S + 20) * 1e6))}

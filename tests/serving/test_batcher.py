@@ -226,13 +226,13 @@ def test_settings_are_checked():
 
 
 def test_an_environment_batch_size_resizes_the_manifests_queue(monkeypatch):
-    """models.yaml sizes Mars's queue (12 tiles) for its batch of 4; VISIONZOO_MAX_BATCH_SIZE=32 alone
+    """models.yaml sizes Mars's queue (6 tiles) for its batch of 1; VISIONZOO_MAX_BATCH_SIZE=32 alone
     must not leave a queue smaller than a batch (which the service would refuse to start with)."""
     from visionzoo.serving import config
 
     try:
         config.reload()
-        assert config.served_models()["mars"].batcher.max_queue_size == 12
+        assert config.served_models()["mars"].batcher.max_queue_size == 6
         monkeypatch.setenv("VISIONZOO_MAX_BATCH_SIZE", "32")
         config.reload()
         assert config.served_models()["mars"].batcher.max_queue_size == 8 * 32
