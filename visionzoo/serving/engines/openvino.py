@@ -16,6 +16,7 @@ size without a static copy comes): ~45 MiB less for the Mars model once settled.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -97,9 +98,9 @@ class OpenVINOEngine(Engine):
                 del self._pending[size]  # after publishing: describe() never loses a size on the way
 
     def _release_dynamic_memory(self) -> None:
-        """Once static copies serve, free the dynamic model's working memory (its warm-up left buffers
-        for batch 1 that the static copy now answers: ~120 MiB for a 128x256 Mars tile). It is
-        allocated again if a batch size without a static copy comes."""
+        """Once static copies serve, free the dynamic model's working memory (the buffers its warm-up
+        at batch 1 left, which the static copy now answers). It is allocated again if a batch size
+        without a static copy comes."""
         if self._static and hasattr(self._dynamic.compiled, "release_memory"):
             with self._dynamic_lock:  # not while the dynamic model runs
                 self._dynamic.compiled.release_memory()
@@ -115,12 +116,9 @@ class OpenVINOEngine(Engine):
     def run(self, batch: np.ndarray, outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs or self.request.output_names)
         compiled = self._static.get(len(batch))
-        # share_inputs: no copy of the batch; share_outputs=False: the arrays outlive the next run.
-        if compiled is None:
-            with self._dynamic_lock:
-                compiled = self._dynamic
-                result = compiled.request.infer({self.request.input_name: batch}, share_inputs=True, share_outputs=False)
-        else:
+        with self._dynamic_lock if compiled is None else contextlib.nullcontext():
+            compiled = compiled or self._dynamic
+            # share_inputs: no copy of the batch; share_outputs=False: the arrays outlive the next run.
             result = compiled.request.infer({self.request.input_name: batch}, share_inputs=True, share_outputs=False)
         return {name: result[compiled.outputs[name]] for name in names}
 
