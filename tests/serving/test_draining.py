@@ -96,6 +96,13 @@ def test_outside_a_bentoml_worker_no_signal_handler_changes(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_a_tls_socket_keeps_uvicorns_handlers(listener, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["worker", "--fd", str(listener.fileno()), "--ssl-certfile", "cert.pem"])
+    before = signal.getsignal(signal.SIGTERM)
+    assert draining.answer_new_connections_while_draining() is False
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_sigterm_starts_the_refuser_and_still_runs_the_previous_handler(listener, monkeypatch):
     received = []
     originals = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 
@@ -49,9 +50,10 @@ def refusal() -> bytes:
 def answer_new_connections_while_draining() -> bool:
     """In a `bentoml serve` worker's main thread, once uvicorn has installed its signal handlers:
     on SIGTERM/SIGINT, start answering new connections with 503, then run uvicorn's handler.
-    False (and nothing changed) outside such a worker."""
+    False (and nothing changed) outside such a worker, and where the socket speaks TLS
+    (`bentoml serve --ssl-certfile`): a plain-text answer would be a protocol error there."""
     fd = launcher.http_socket_fd()
-    if fd is None or threading.current_thread() is not threading.main_thread():
+    if fd is None or "--ssl-certfile" in sys.argv or threading.current_thread() is not threading.main_thread():
         return False
     started = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
