@@ -89,15 +89,10 @@ def test_not_a_socket_starts_nothing(tmp_path):
         assert draining.start_refusing(file.fileno()) is None
 
 
-def test_outside_a_bentoml_worker_no_signal_handler_changes(monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["pytest"])
-    before = signal.getsignal(signal.SIGTERM)
-    assert draining.answer_new_connections_while_draining() is False
-    assert signal.getsignal(signal.SIGTERM) is before
-
-
-def test_a_tls_socket_keeps_uvicorns_handlers(listener, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["worker", "--fd", str(listener.fileno()), "--ssl-certfile", "cert.pem"])
+@pytest.mark.parametrize("worker_args", [None, ["--ssl-certfile", "cert.pem"]], ids=["not a worker", "TLS socket"])
+def test_no_signal_handler_changes_outside_a_plain_http_worker(listener, monkeypatch, worker_args):
+    argv = ["pytest"] if worker_args is None else ["worker", "--fd", str(listener.fileno()), *worker_args]
+    monkeypatch.setattr(sys, "argv", argv)
     before = signal.getsignal(signal.SIGTERM)
     assert draining.answer_new_connections_while_draining() is False
     assert signal.getsignal(signal.SIGTERM) is before
