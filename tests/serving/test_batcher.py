@@ -244,23 +244,35 @@ def test_an_environment_batch_size_resizes_the_manifests_queue(monkeypatch):
         config.reload()
 
 
-def test_check_room_refuses_what_submit_would_refuse_without_queueing_anything():
+def test_a_reservation_holds_room_from_the_door_until_submit_spends_it():
     async def scenario():
         engine = FakeEngine()
         batcher = DynamicBatcher(engine, BatcherSettings(max_batch_size=4, max_queue_size=8), "m")
-        batcher.check_room(100)  # an empty queue takes any request
+        batcher.reserve(100).release()  # an empty queue takes any request
+        assert batcher.queued_items == 0
         first = await occupy(batcher, engine)
-        queued = asyncio.ensure_future(batcher.submit("v1", items(6)))
-        await wait_until(lambda: batcher.queued_items == 6)
-        batcher.check_room(2)  # fits: nothing is reserved by asking
+        decoding = batcher.reserve(6)  # counted at once, before the request's items exist
         assert batcher.queued_items == 6
         with pytest.raises(QueueFull, match="at capacity"):
-            batcher.check_room(3)
+            batcher.reserve(3)  # the queue itself is empty, but 6 of its 8 places are taken
+        with batcher.reserve(2):  # a request that fails while decoding gives its room back
+            assert batcher.queued_items == 8
+        assert batcher.queued_items == 6
+        queued = asyncio.ensure_future(batcher.submit("v1", items(6), reservation=decoding))
+        await wait_until(lambda: len(batcher._queue) == 2)  # two batches of at most 4
+        assert batcher.queued_items == 6  # spent, not counted twice
+        decoding.release()  # nothing left to give back
+        assert batcher.queued_items == 6
+        tiles = batcher.reserve(1)  # one file ...
+        with pytest.raises(QueueFull, match="at capacity"):
+            await batcher.submit("v1", items(3), reservation=tiles)  # ... cut into 3 tiles: 2 more do not fit
+        assert batcher.queued_items == 6
         engine.release()
         await asyncio.gather(first, queued)
+        assert batcher.queued_items == 0
         await batcher.stop()
         with pytest.raises(QueueFull, match="shutting down"):
-            batcher.check_room(1)
+            batcher.reserve(1)
         return batcher
 
-    assert run(scenario()).stats.rejected_count == 1
+    assert run(scenario()).stats.rejected_count == 2

@@ -351,6 +351,55 @@ def test_a_full_queue_refuses_before_decoding_anything_on_every_path(models_dir)
     pool.shutdown()
 
 
+def test_room_is_held_from_the_door_so_no_decode_work_is_thrown_away(models_dir):
+    """Two uploads arrive together for the queue's last place: one is let in and served, the other is
+    refused at the door without being decoded (checking room without holding it let both decode and
+    then refused one, wasting its decode work under a flood). A request that fails to decode gives
+    its place back."""
+    from visionzoo.serving.errors import Overloaded, UnsupportedMedia
+    from visionzoo.serving.processing import Upload
+
+    server = config.server_settings()
+    pool = ThreadPoolExecutor(2)
+    model = ServedModel(config.served_models()["bloodcell"], server, pool)
+    models = ModelSet({"bloodcell": model}, server, pool)
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((120, 110, 3), 180, np.uint8)).save(buffer, "PNG")
+    cell = Upload("cell.png", buffer.getvalue())
+    decoded = []
+    decode = model.decode
+
+    async def counting_decode(uploads, slot, keep_source=False):
+        decoded.append(len(uploads))
+        await asyncio.sleep(0.05)  # both requests are past the door before either is queued
+        return await decode(uploads, slot, keep_source)
+
+    async def scenario():
+        await models.start()
+        model.decode = counting_decode
+        batcher = model.batcher
+        others = batcher.settings.max_queue_size - 1  # as if that many items were waiting
+        batcher._queued_items = others
+        try:
+            answers = await asyncio.gather(model.answer("predict", [cell], {}), model.answer("predict", [cell], {}),
+                                           return_exceptions=True)
+            assert batcher._queued_items == others
+            with pytest.raises(UnsupportedMedia):
+                await model.answer("predict", [Upload("bad.png", b"not an image")], {})
+            assert batcher._queued_items == others  # the failed request's place is free again
+        finally:
+            batcher._queued_items = 0
+        await models.stop()
+        return answers
+
+    answers = asyncio.run(scenario())
+    served = [a for a in answers if isinstance(a, dict)]
+    refused = [a for a in answers if isinstance(a, Overloaded)]
+    assert len(served) == 1 and len(refused) == 1 and "at capacity" in str(refused[0])
+    assert decoded == [1, 1]  # the served upload and the undecodable one; the refused one never
+    pool.shutdown()
+
+
 def test_grpc_unavailable_carries_the_retry_pushback_of_http_retry_after(grpc_address):
     """mura is not loaded here: UNAVAILABLE, with gRPC's retry pushback trailer in milliseconds (what
     HTTP's Retry-After: 1 says), so a client with a retry policy waits instead of retrying at once."""

@@ -10,9 +10,15 @@ requests); each request gets exactly its rows of the outputs back.
 | `max_batch_size` | most items in one engine run (`max_batch_size`); a larger request is split into several runs |
 | `max_queue_delay_us` | how long a batch smaller than `max_batch_size` (or than a preferred size) may wait for more requests before it runs (`max_queue_delay_microseconds`); 0, the default, runs whatever is queued as soon as an instance is free |
 | `preferred_batch_sizes` | batch sizes to form when the queue holds more than one of them (`preferred_batch_size`) |
-| `max_queue_size` | most items waiting; a request that does not fit is refused at once, before its files or tensor are decoded (`check_room`) (`default_queue_policy.max_queue_size`, counted in items here because one request may carry 64 images) |
+| `max_queue_size` | most items waiting; a request that does not fit is refused at once, before its files or tensor are decoded (`reserve`) (`default_queue_policy.max_queue_size`, counted in items here because one request may carry 64 images) |
 | `queue_timeout_us` | a request still queued after this long is refused instead of run (`default_timeout_microseconds`, `timeout_action: REJECT`) |
 | `instances` | engine runs in flight at once (`instance_group.count`) |
+
+Admission happens once, at the door: `reserve` counts a request's items as queued before its files or
+tensor are decoded, and `submit` spends that reservation, so a request that was let in is never refused
+later for room, and no decode work is spent on a request the queue then turns away. (Checking room at
+the door without holding it let concurrent requests all pass the check, decode, and then be refused at
+`submit`: under a flood of 8-image uploads most of the decoding was thrown away that way.)
 
 Nothing is learned from past traffic: the only state is the queue itself, so latency after a burst is
 the latency of an empty queue as soon as the queue is empty again.
@@ -30,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -43,6 +49,30 @@ class QueueFull(RuntimeError):
 
 class QueueTimeout(RuntimeError):
     """The request waited longer than the queue timeout and was not run (503 / UNAVAILABLE)."""
+
+
+@dataclass(eq=False)
+class Reservation:
+    """Room in a model's queue, taken at the door (`DynamicBatcher.reserve`) and spent by `submit`.
+
+    Use it as a context manager around the work between the door and `submit` (decoding): leaving the
+    block gives back whatever `submit` did not spend, so a request that fails in between (a bad file)
+    frees its room."""
+
+    batcher: DynamicBatcher | None
+    size: int
+
+    def release(self) -> None:
+        """Give the room back (idempotent; nothing once `submit` spent it)."""
+        if self.batcher is not None:
+            self.batcher._queued_items -= self.size
+            self.batcher = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -175,13 +205,16 @@ class DynamicBatcher:
 
     # ---- submitting ------------------------------------------------------------------------
 
-    async def submit(self, slot: Any, items: np.ndarray, outputs: tuple[str, ...] | None = None) -> BatchResult:
-        """Queue `items` (N, ...) for `slot`; returns their outputs. Raises QueueFull at once when the
-        queue cannot take them, QueueTimeout when they waited too long."""
+    async def submit(self, slot: Any, items: np.ndarray, outputs: tuple[str, ...] | None = None,
+                     reservation: Reservation | None = None) -> BatchResult:
+        """Queue `items` (N, ...) for `slot`; returns their outputs. With the `reservation` taken for
+        them at the door they are not checked for room again, unless they are more than it holds (an
+        image cut into more tiles than it reserved); without one, they are checked now. Raises
+        QueueFull at once when the queue cannot take them, QueueTimeout when they waited too long."""
         if not self._tasks:
             self.start()
         limit = self.settings.max_batch_size
-        self._admit(len(items))
+        self._spend(len(items), reservation)
         if len(items) <= limit:
             return await self._enqueue(slot, items, outputs)
         # A request larger than a batch runs as several batches; all of it was admitted, or none.
@@ -192,21 +225,37 @@ class DynamicBatcher:
                            max(r.queue_ns for r in results), sum(r.compute_ns for r in results),
                            max(r.batch_size for r in results))
 
-    def check_room(self, size: int) -> None:
-        """Raise QueueFull when `size` more items would overflow the queue now; an empty queue always
-        takes a request, however large, so nothing is refused forever. Callers check before the
-        costly part of a request (decoding its images or tensor) so that a refusal costs next to
-        nothing under overload; `submit` checks again when the items are ready."""
+    def reserve(self, size: int) -> Reservation:
+        """Take room for `size` items now, or raise QueueFull. Callers reserve before the costly part
+        of a request (decoding its images or tensor) so that a refusal costs next to nothing under
+        overload, and pass the reservation to `submit`. An empty queue always takes a request, however
+        large, so nothing is refused forever."""
+        self._check_room(size, self._queued_items)
+        self._queued_items += size
+        return Reservation(self, size)
+
+    def _check_room(self, size: int, queued: int) -> None:
+        """QueueFull when `size` more items, behind `queued`, would overflow the queue."""
         if self._closing:
             raise QueueFull(f"model {self.name!r} is shutting down")
-        if self._queued_items and self._queued_items + size > self.settings.max_queue_size:
+        if queued and queued + size > self.settings.max_queue_size:
             self.stats.rejected_count += 1
-            raise QueueFull(f"model {self.name!r} is at capacity ({self._queued_items} items queued, "
+            raise QueueFull(f"model {self.name!r} is at capacity ({queued} items queued, "
                             f"limit {self.settings.max_queue_size}); retry shortly")
 
-    def _admit(self, size: int) -> None:
-        self.check_room(size)
-        self._queued_items += size
+    def _spend(self, size: int, reservation: Reservation | None) -> None:
+        """Count `size` items as queued, spending what `reservation` holds: checked again only when
+        they are more than it holds (then all of them must fit beside the rest of the queue)."""
+        reserved = 0
+        if reservation is not None and reservation.batcher is self:
+            reserved, reservation.batcher = reservation.size, None
+        if size > reserved:
+            try:
+                self._check_room(size, self._queued_items - reserved)
+            except QueueFull:
+                self._queued_items -= reserved
+                raise
+        self._queued_items += size - reserved
 
     async def _enqueue(self, slot, items, outputs) -> BatchResult:
         future = asyncio.get_running_loop().create_future()

@@ -16,6 +16,7 @@ then one assignment makes it live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import time
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import config, engines, processing
-from .batcher import BatchResult, DynamicBatcher, QueueFull, QueueTimeout
+from .batcher import BatchResult, DynamicBatcher, QueueFull, QueueTimeout, Reservation
 from .config import ModelSettings, ServerSettings
 from .errors import Conflict, Internal, NotFound, Overloaded, ServingError, Unavailable
 from .processing import DecodedImage, Limits, Upload
@@ -234,23 +235,28 @@ class ServedModel:
             self.metrics.batch(self.name, self.slot.number, size, queue_ns / 1e9, compute_ns / 1e9,
                                self.batcher.queued_items)
 
-    def check_room(self, items: int) -> None:
-        """Refuse (Overloaded) before any decoding when the queue cannot take `items` more now: under
-        overload a refusal then costs microseconds instead of the request's decode work. A request of
-        no images or of more than VISIONZOO_MAX_IMAGES is left to the checks that say why (400 / 413):
-        no retry would make it pass, so it must not be told 503."""
+    def reserve(self, items: int) -> Reservation | None:
+        """Room in the queue for `items` model inputs, taken before any decoding (Overloaded when there
+        is none): under overload a refusal then costs microseconds instead of the request's decode
+        work, and a request let in is never turned away for room after its decode work. Pass it to
+        `infer`, inside `with` so that a request failing before then gives its room back. A request
+        of no images or of more than VISIONZOO_MAX_IMAGES reserves nothing (None): it is left to the
+        checks that say why (400 / 413), as no retry would make it pass, so it must not be told 503."""
         if not 0 < items <= self.server.max_images:
-            return
+            return None
         try:
-            self.batcher.check_room(items)
+            return self.batcher.reserve(items)
         except QueueFull as error:
             raise Overloaded(str(error)) from None
 
-    async def infer(self, batch: np.ndarray, outputs: Sequence[str] | None = None, slot: Slot | None = None) -> Inference:
-        """A float32 (N, H, W, C) batch through the queue and the engine; outputs keyed by name."""
+    async def infer(self, batch: np.ndarray, outputs: Sequence[str] | None = None, slot: Slot | None = None,
+                    reservation: Reservation | None = None) -> Inference:
+        """A float32 (N, H, W, C) batch through the queue and the engine; outputs keyed by name.
+        `reservation`: the room `reserve` took for it at the door."""
         slot = slot or self.live()
         try:
-            result: BatchResult = await self.batcher.submit(slot, batch, tuple(outputs) if outputs else None)
+            result: BatchResult = await self.batcher.submit(slot, batch, tuple(outputs) if outputs else None,
+                                                            reservation)
         except (QueueFull, QueueTimeout) as error:
             raise Overloaded(str(error)) from None
         except ServingError:
@@ -283,9 +289,10 @@ class ServedModel:
             slot = self.live()
             version = slot.number
             slot.task.check(verb, options)
-            self.check_room(len(uploads))  # each file is one model input or more
-            images = await self.decode(uploads, slot, slot.task.keep_source(options))
-            inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options), slot=slot)
+            with self.reserve(len(uploads)) or contextlib.nullcontext() as room:  # each file is one input or more
+                images = await self.decode(uploads, slot, slot.task.keep_source(options))
+                inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options),
+                                             slot=slot, reservation=room)
             if slot.task.heavy_results(options):
                 loop = asyncio.get_running_loop()
                 body = await loop.run_in_executor(self.decode_pool, slot.task.results, verb, images, inference.outputs, options)

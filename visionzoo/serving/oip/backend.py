@@ -8,6 +8,7 @@ protocol joins the same queue and batch as the others. No batcher or engine live
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import weakref
 from collections.abc import Mapping
@@ -146,10 +147,11 @@ class Backend:
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
-        if tensor.shape:
-            model.check_room(tensor.shape[0])  # one model input per image or file, or more (tiles)
-        prepared: PreparedBatch = await self._maybe_offload(heavy, self._prepare, model, signature, spec, tensor)
-        inference = await model.infer(prepared.batch, signature.engine_outputs(selected), slot=slot)
+        room = model.reserve(tensor.shape[0]) if tensor.shape else None  # an input per image or file, or more (tiles)
+        with room or contextlib.nullcontext():
+            prepared: PreparedBatch = await self._maybe_offload(heavy, self._prepare, model, signature, spec, tensor)
+            inference = await model.infer(prepared.batch, signature.engine_outputs(selected), slot=slot,
+                                          reservation=room)
         done = signature_of(inference.slot)
         arrays = await self._maybe_offload(from_files and done.tiled, done.output_arrays, prepared, inference.outputs, selected)
         outputs = [OutputTensor(s.name, s.datatype, array) for s, array in arrays]
