@@ -1,6 +1,7 @@
 # visionzoo: every target creates .venv and installs what it needs first.
 #   make serve   install the serving extra, then serve the shipped models (HTTP :3000, gRPC :8001)
 #   make test    install everything, then run the test suite (what CI runs)
+#   make lint    ruff check (visionzoo, tests, benchmarks)
 #   make bench   engines, the service on every protocol, batching, overload, MLServer -> benchmarks/RESULTS.md
 #   make soak    SOAK_MINUTES (30) of mixed load on all models and protocols: RSS growth, errors, temp files left
 #   make fuzz    schemathesis against the served OpenAPI document, >= 10,000 cases (FUZZ_EXAMPLES per operation)
@@ -13,10 +14,10 @@ PYTEST_ARGS ?=
 export BENTOML_DO_NOT_TRACK := True
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-serving serve test test-slow fuzz soak bench reproduce ship build container container-test clean help container-gpu
+.PHONY: install install-serving serve test lint test-slow fuzz soak bench reproduce ship build container container-test clean help container-gpu
 
 help:
-	@sed -n '1,8p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,9 @@ serve: install-serving
 
 test: install
 	$(BIN)/python -m pytest -m "not slow and not container" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check visionzoo tests benchmarks
 
 test-slow: install
 	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)

@@ -130,7 +130,7 @@ def test_saved_model_cli_shows_the_recorded_serving_signature(folder):
     if not cli.is_file():
         pytest.skip("saved_model_cli (TensorFlow) is not installed next to the Python running the tests")
     result = subprocess.run([str(cli), "show", "--dir", str(folder), "--tag_set", "serve", "--signature_def", "serving_default"],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     shown = {name: tuple(int(d) for d in shape.split(",") if d.strip())
              for name, shape in re.findall(r"inputs\['(\w+)'\] tensor_info:\s+dtype: \w+\s+shape: \(([^)]*)\)", result.stdout)}

@@ -111,8 +111,8 @@ def test_grpc_needs_the_key(served, input_name):
     client = grpcclient.InferenceServerClient(served.grpc_address)
     try:
         for headers in (None, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
-            assert grpc_code(lambda: grpc_infer(client, input_name, headers)) == "StatusCode.UNAUTHENTICATED"
-            assert grpc_code(lambda: client.get_model_metadata("bloodcell", headers=headers)) == "StatusCode.UNAUTHENTICATED"
+            assert grpc_code(lambda h=headers: grpc_infer(client, input_name, h)) == "StatusCode.UNAUTHENTICATED"
+            assert grpc_code(lambda h=headers: client.get_model_metadata("bloodcell", headers=h)) == "StatusCode.UNAUTHENTICATED"
         for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
             result = grpc_infer(client, input_name, headers)
             assert result.as_numpy(result.get_response().outputs[0].name).shape[0] == 1

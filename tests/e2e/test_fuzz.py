@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 EXAMPLES = int(os.environ.get("VISIONZOO_FUZZ_EXAMPLES", "25"))
 # Schema-valid bodies answered with a 4xx are not failures (see above), so positive_data_acceptance is
 # left out; negative_data_rejection too: form values are read leniently (`true` for top_k is 1).
-CHECKS = ",".join([
+CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
     "content_type_conformance",
@@ -35,7 +35,7 @@ CHECKS = ",".join([
     "response_headers_conformance",
     "missing_required_header",
     "unsupported_method",
-])
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +48,11 @@ def served_env() -> dict[str, str]:
 
 def test_published_api_answers_as_documented(served, tmp_path):
     command = [str(Path(sys.executable).parent / "schemathesis"), "run", f"{served.url}/docs.json",
-               "--checks", CHECKS, "--max-examples", str(EXAMPLES), "--phases", "examples,coverage,fuzzing",
+               "--checks", ",".join(CHECKS), "--max-examples", str(EXAMPLES), "--phases", "examples,coverage,fuzzing",
                "--workers", "2", "--request-timeout", "120", "--seed", "20261201", "--no-color",
                "--report", "junit", "--report-dir", str(tmp_path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600, cwd=tmp_path,
-                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+                          env={**os.environ, "SCHEMATHESIS_HOOKS": ""}, check=False)
     summary = done.stdout[-6000:]
     print(summary[-1500:])
     assert done.returncode == 0, f"schemathesis found problems:\n{summary}\n{done.stderr[-2000:]}"

@@ -202,7 +202,7 @@ def test_decision_weights_shift_the_class_map_where_the_classes_are_close():
 @pytest.mark.parametrize("weights", [[1, 1, 1, 0.5], [1, 1, 1, 0, 1], [1, 1, float("nan"), 1, 1]])
 def test_decision_weights_that_do_not_fit_the_classes_are_refused_by_name(weights):
     with pytest.raises(ValueError, match="decision_weights must be 5 positive numbers"):
-        mars_task(decision_weights=weights).decision_weights
+        _ = mars_task(decision_weights=weights).decision_weights
 
 
 def test_overlay_tints_by_class_with_the_requested_opacity_and_draws_a_legend():

@@ -55,7 +55,7 @@ def test_pixel_weights_follow_the_augmented_mask():
     mask[:, :, :8] = 2
     moved = 0
     for seed in range(3):
-        _, _, _, (x, y, w) = _segmentation_batches(mask, seed=seed)
+        _, _, _, (_x, y, w) = _segmentation_batches(mask, seed=seed)
         labels, weights = y["probabilities"].numpy(), w["probabilities"].numpy()
         assert np.array_equal(weights > 0, labels > 0)
         moved += int((labels[:, :, 8:] > 0).any())
@@ -68,7 +68,7 @@ def test_segmentation_class_balance_weighs_rare_classes_up():
     mask[:, 4:7] = 2      # 37.5%
     mask[:, 7, :4] = 4    # 6.25%
     # 6.25% stays background (ignored); class 3 is absent.
-    task, config, examples, (x, y, w) = _segmentation_batches(mask, class_weight="balanced", training=False)
+    task, config, examples, (_x, _y, w) = _segmentation_batches(mask, class_weight="balanced", training=False)
     assert np.array_equal(w["probabilities"].numpy() > 0, mask > 0)  # validation: labelled mask only, no balancing
     assert set(np.unique(w["probabilities"].numpy())) == {0.0, 1.0}
     weights = task.label_weights(examples, config, training=True)["probabilities"]

@@ -104,7 +104,7 @@ def test_golden_files_hold_real_inputs_and_their_outputs(tmp_path, synthetic):
 
     recipe = get_recipe("mars_dual_unet")
     data = load_data(synthetic["ai4mars"], recipe.image_spec, recipe.data_formats)
-    model, folder = _export("mars_dual_unet", tmp_path, real_examples=data.splits["test"])
+    _model, folder = _export("mars_dual_unet", tmp_path, real_examples=data.splits["test"])
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["parity"]["inputs"] == "real images"
     files = metadata["golden"]["files"]

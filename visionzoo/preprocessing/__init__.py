@@ -14,10 +14,10 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -40,7 +40,7 @@ __all__ = [
     "tile_offsets",
 ]
 
-ImageSource = Union[bytes, bytearray, memoryview, str, Path, Image.Image]
+ImageSource = bytes | bytearray | memoryview | str | Path | Image.Image
 
 # color_mode -> (PIL mode of the working image, channels the model receives)
 COLOR_MODES = {"rgb": ("RGB", 3), "grayscale": ("L", 1), "grayscale_rgb": ("L", 3)}
@@ -199,7 +199,7 @@ EXIF_ORIENTATION = 0x0112
 def _orientation(image: Image.Image) -> int | None:
     try:
         return image.getexif().get(EXIF_ORIENTATION)
-    except Exception:  # a broken EXIF block: leave the pixels as stored
+    except Exception:  # noqa: BLE001 - a broken EXIF block: leave the pixels as stored
         return None
 
 
@@ -234,7 +234,7 @@ def peek_size(source: ImageSource) -> tuple[int, int] | None:
         with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source) as image:
             width, height = image.size
             return (height, width) if _orientation(image) in (5, 6, 7, 8) else (width, height)
-    except Exception:  # open_image reports the problem with the file's name
+    except Exception:  # noqa: BLE001 - open_image reports the problem with the file's name
         return None
 
 
@@ -280,14 +280,14 @@ def band_count(height: int, width: int, spec: ImageSpec) -> int:
     if spec.tiling == "none":
         return 1
     rows = height * spec.width / (width * spec.height)
-    return max(1, int(math.floor(rows + 0.5)))
+    return max(1, math.floor(rows + 0.5))
 
 
 def tile_offsets(bands: int, overlap: float) -> list[float]:
     """Top edge of every model tile, in bands, for a frame of `bands` bands: 0, 1, ... without
     overlap; 0, 0.5, 1, ... with overlap 0.5 (the last tile always ends at the frame's bottom)."""
     step = 1.0 - overlap
-    count = int(math.ceil((bands - 1) / step - 1e-9)) + 1
+    count = math.ceil((bands - 1) / step - 1e-9) + 1
     return [min(k * step, bands - 1.0) for k in range(count)]
 
 
@@ -298,15 +298,15 @@ def tile_count(height: int, width: int, spec: ImageSpec) -> int:
 
 def _bands(height: int, rows: int) -> list[tuple[int, int]]:
     """Row ranges that cut an image of `height` rows into `rows` horizontal bands."""
-    edges = [int(round(k * height / rows)) for k in range(rows + 1)]
-    return list(zip(edges[:-1], edges[1:]))
+    edges = [round(k * height / rows) for k in range(rows + 1)]
+    return list(itertools.pairwise(edges))
 
 
 def _tile_rows(height: int, rows: int, overlap: float) -> list[tuple[int, int]]:
     """Row ranges of the model tiles of an image of `height` rows and `rows` bands."""
     if not overlap:
         return _bands(height, rows)
-    return [(int(round(top * height / rows)), int(round((top + 1) * height / rows))) for top in tile_offsets(rows, overlap)]
+    return [(round(top * height / rows), round((top + 1) * height / rows)) for top in tile_offsets(rows, overlap)]
 
 
 def prepare_tiles(source: ImageSource, spec: ImageSpec, name: str | None = None) -> np.ndarray:
@@ -374,7 +374,7 @@ def blend_tiles(tiles: np.ndarray, overlap: float) -> np.ndarray:
     total = np.zeros((bands * height, *tiles.shape[2:]), dtype=np.float32)
     norm = np.zeros((bands * height,) + (1,) * (tiles.ndim - 2), dtype=np.float32)
     for tile, offset in zip(tiles, tile_offsets(bands, overlap)):
-        top = int(round(offset * height))
+        top = round(offset * height)
         total[top : top + height] += weights * tile
         norm[top : top + height] += weights
     return total / norm

@@ -94,7 +94,7 @@ async def parse_form(request: Request, option_names: set[str], limit: int, max_f
     except MultiPartException as error:
         cause = f" ({error.__cause__})" if error.__cause__ is not None else ""  # python-multipart's reason
         raise InvalidInput(f"malformed multipart/form-data body: {error}{cause}") from None
-    except Exception as error:  # python-multipart raises plain exceptions on broken framing
+    except Exception as error:  # noqa: BLE001 - python-multipart raises plain exceptions on broken framing
         raise InvalidInput(f"malformed multipart/form-data body ({type(error).__name__})") from None
     uploads: list[Upload] = []
     options: dict[str, Any] = {}

@@ -167,7 +167,7 @@ class ServedModel:
         started = time.perf_counter()
         try:
             slot.engine.finish_loading()
-        except Exception as error:  # an optional speed-up must not take a serving model down
+        except Exception as error:  # noqa: BLE001 - an optional speed-up must not take a serving model down
             logger.warning("%s: version %s keeps its first engine setup: %s", self.name, slot.version.version, error)
             return
         logger.debug("%s: deferred engine work done in %.2fs", self.name, time.perf_counter() - started)

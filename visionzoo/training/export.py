@@ -82,7 +82,7 @@ def file_hashes(folder: Path) -> dict[str, str]:
 def git_commit() -> str | None:
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                                cwd=Path(__file__).resolve().parent)
+                                cwd=Path(__file__).resolve().parent, check=False)
         return result.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

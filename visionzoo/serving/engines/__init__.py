@@ -210,7 +210,7 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
             candidates.append(engine)
         except EngineUnavailable as error:
             failures[name] = str(error)
-        except Exception as error:  # an engine that crashes on this model loses the race; the other serves
+        except Exception as error:  # noqa: BLE001 - an engine that crashes on this model loses the race; the other serves
             logger.warning("%s failed on %s: %s: %s", name, request.onnx_path.name, type(error).__name__, error)
             failures[name] = f"{name} failed on this model ({type(error).__name__}: {error})"
     if not candidates:

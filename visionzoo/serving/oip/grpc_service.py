@@ -254,7 +254,7 @@ def _tolerant(deserialize):
     def parse(data: bytes):
         try:
             return deserialize(data)
-        except Exception as error:  # protobuf's DecodeError (and friends, by implementation)
+        except Exception as error:  # noqa: BLE001 - protobuf's DecodeError (and friends, by implementation)
             return _Malformed(f"the request is not a valid {kind} message ({type(error).__name__}: {error})")
 
     return parse

@@ -155,10 +155,8 @@ def decode_images(
         except ImageDecodeError as error:
             return error
 
-    results: list = []
     with ThreadPoolExecutor(_worker_count()) as pool:
-        for result in tqdm(pool.map(attempt, paths), total=len(paths), desc=description, unit="img"):
-            results.append(result)
+        results = list(tqdm(pool.map(attempt, paths), total=len(paths), desc=description, unit="img"))
     skipped = [(str(p), str(r)) for p, r in zip(paths, results) if isinstance(r, ImageDecodeError)]
     if skipped and not skip_bad:
         raise ImageDecodeError(
@@ -198,7 +196,7 @@ def stratified_split(
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for value in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == value))
-        sizes = [int(round(fractions[name] * len(members))) for name in names[1:]]
+        sizes = [round(fractions[name] * len(members)) for name in names[1:]]
         start = len(members) - sum(sizes)
         parts[names[0]].append(members[:start])
         for name, size in zip(names[1:], sizes):

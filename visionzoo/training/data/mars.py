@@ -97,7 +97,7 @@ def load_npz(
     examples = Examples(images=pixels, targets={"mask": masks.astype(np.uint8)}, ids=np.array([f"{path}#{i}" for i in range(len(pixels))]))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(examples))
-    cut = int(round(NPZ_SPLIT["train"] * len(order)))
+    cut = round(NPZ_SPLIT["train"] * len(order))
     return SplitData(
         splits={"train": examples.subset(np.sort(order[:cut])), "val": examples.subset(np.sort(order[cut:]))},
         class_names={"mask": CLASS_NAMES},

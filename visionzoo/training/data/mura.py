@@ -137,7 +137,7 @@ def load(
         records = [records[i] for i in smoke_positions(len(records), max_examples)]
         pixels, kept, skipped = decode_images([r[0] for r in records], spec, skip_bad, f"MURA {split}")
         skipped_all += skipped
-        pick = lambda column: [records[i][column] for i in kept]
+        pick = lambda column, records=records, kept=kept: [records[i][column] for i in kept]
         splits[split] = Examples(
             images=pixels,
             targets={

@@ -8,15 +8,15 @@ from ..tasks import Segmentation
 
 FAMILY = "Mars terrain (GiorCocc/Deep-Learning-Uni-Projects)"
 TILE = ImageSpec(64, 128, "grayscale", resize_method="bilinear", tiling="rows")
-COMMON = dict(
-    family=FAMILY, task=Segmentation(), image_spec=TILE, data_formats=("mars_npz", "ai4mars"),
-    optimizer={"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-6},
-    callbacks=(
+COMMON = {
+    "family": FAMILY, "task": Segmentation(), "image_spec": TILE, "data_formats": ("mars_npz", "ai4mars"),
+    "optimizer": {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-6},
+    "callbacks": (
         {"type": "early_stopping", "monitor": "val_mean_iou", "mode": "max", "patience": 20, "restore_best_weights": True},
         {"type": "reduce_lr", "monitor": "val_loss", "factor": 0.1, "patience": 5, "min_lr": 1e-7},
     ),
-    batch_size=64, augmentation="mars", balance_classes=True,
-)
+    "batch_size": 64, "augmentation": "mars", "balance_classes": True,
+}
 
 RECIPES = {
     "mars_dual_unet": Recipe(
