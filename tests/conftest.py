@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,18 @@ def shipped_golden(export: str) -> Path:
     """The golden folder of the newest shipped version of `export` (exported_models/<export>/<n>/golden)."""
     versions = [p for p in (REPO / "exported_models" / export).glob("[0-9]*") if p.name.isdigit()]
     return max(versions, key=lambda p: int(p.name)) / "golden" if versions else REPO / "exported_models" / export / "1" / "golden"
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files), made with the openssl CLI."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
 
 
 def shipped_input_shape(export: str) -> tuple[int, ...]:

@@ -11,7 +11,9 @@ environment by overriding the `served_env` fixture:
         return {"VISIONZOO_MAX_BATCH_SIZE": "8"}
 
 Models come from tests/serving/toy_models.py (the shipped exported_models/ when complete).
-`bentoml_serve()` is the same thing as a context manager, for benchmarks and scripts.
+`bentoml_serve()` is the same thing as a context manager, for benchmarks and scripts; with
+`tls=(certfile, keyfile)` it serves HTTPS (`bentoml serve --ssl-certfile/--ssl-keyfile`), and
+`Served.verify` is what an httpx client needs to trust it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +56,7 @@ class Served:
     models_dir: Path
     log_path: Path
     process: subprocess.Popen
+    verify: Any = True  # httpx's `verify`: an SSLContext trusting the server's certificate when it serves HTTPS
 
     @property
     def http_address(self) -> str:
@@ -82,7 +87,7 @@ def _environment(http_port: int, grpc_port: int, models_dir: Path, overrides: di
 
 
 def _wait_until_ready(served: Served, deadline: float) -> None:
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, verify=served.verify) as client:
         while time.monotonic() < deadline:
             if served.process.poll() is not None:
                 raise RuntimeError(f"bentoml serve exited with {served.process.returncode}:\n{served.log_tail()}")
@@ -117,9 +122,10 @@ def _stop(process: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def bentoml_serve(env: dict[str, str] | None = None, models_dir: Path | None = None,
-                  log_dir: Path | None = None) -> Iterator[Served]:
+                  log_dir: Path | None = None, tls: tuple[Path, Path] | None = None) -> Iterator[Served]:
     """Serve the repository (bentofile.yaml) on free ports until the block ends; the server log
-    goes to `log_dir` (a new temporary folder by default) as serve.log."""
+    goes to `log_dir` (a new temporary folder by default) as serve.log. `tls`: (certificate file,
+    key file) to serve HTTPS."""
     if models_dir is None:
         from tests.serving.toy_models import models_root
 
@@ -127,10 +133,14 @@ def bentoml_serve(env: dict[str, str] | None = None, models_dir: Path | None = N
     http_port, grpc_port = free_port(), free_port()
     log_path = Path(log_dir or tempfile.mkdtemp(prefix="visionzoo-serve-")) / "serve.log"
     command = [str(Path(sys.executable).parent / "bentoml"), "serve", ".", "--host", "127.0.0.1", "--port", str(http_port)]
+    scheme, verify = "http", True
+    if tls is not None:
+        command += ["--ssl-certfile", str(tls[0]), "--ssl-keyfile", str(tls[1])]
+        scheme, verify = "https", ssl.create_default_context(cafile=str(tls[0]))
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=_environment(http_port, grpc_port, models_dir, env or {}),
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    served = Served(f"http://127.0.0.1:{http_port}", http_port, grpc_port, models_dir, log_path, process)
+    served = Served(f"{scheme}://127.0.0.1:{http_port}", http_port, grpc_port, models_dir, log_path, process, verify)
     try:
         _wait_until_ready(served, time.monotonic() + READY_TIMEOUT_S)
         yield served

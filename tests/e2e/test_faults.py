@@ -114,9 +114,10 @@ def success_count(metrics: str, model: str = "bloodcell") -> float:
 class Posts:
     """`count` POSTs in threads, started together; answers[i] is a status code or an exception's name."""
 
-    def __init__(self, url: str, route: str, files: list, count: int, timeout: float = 60):
+    def __init__(self, url: str, route: str, files: list, count: int, timeout: float = 60, verify=True):
         self.answers: list = [None] * count
         self.finished: list[float] = [0.0] * count
+        self.verify = verify
         self.threads = [threading.Thread(target=self.post, args=(i, url + route, files, timeout), daemon=True)
                         for i in range(count)]
         for thread in self.threads:
@@ -124,7 +125,7 @@ class Posts:
 
     def post(self, index: int, url: str, files: list, timeout: float) -> None:
         try:
-            self.answers[index] = httpx.post(url, files=files, timeout=timeout).status_code
+            self.answers[index] = httpx.post(url, files=files, timeout=timeout, verify=self.verify).status_code
         except httpx.HTTPError as error:
             self.answers[index] = type(error).__name__
         self.finished[index] = time.monotonic()
@@ -222,10 +223,24 @@ def test_taken_grpc_port_stops_the_server(tmp_path):
 
 
 def test_sigterm_drains_requests_in_flight(served):
+    drain_under_load(served)
+
+
+def test_sigterm_over_tls_answers_new_connections_over_tls(served_env, certificate, tmp_path):
+    """`bentoml serve --ssl-certfile/--ssl-keyfile`: the drain-time 503 goes over TLS with the
+    worker's certificate (a plain-text answer would be a protocol error)."""
+    with bentoml_serve(served_env, log_dir=tmp_path, tls=certificate) as served:
+        assert served.url.startswith("https://")
+        drain_under_load(served)
+
+
+def drain_under_load(served) -> None:
+    """SIGTERM while requests are in flight: they finish 200, new connections get 503 at once (then
+    connection refused once the worker is gone), and the process tree exits within the grace."""
     tree = [psutil.Process(served.process.pid), *psutil.Process(served.process.pid).children(recursive=True)]
     # four requests of two frames: a few seconds of work on two cores (the served Mars version's 128x256 tiles
     # cost four times version 4's 64x128; with eight frames each the work outlasted the grace period)
-    in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4)
+    in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4, verify=served.verify)
     time.sleep(0.3)
     signalled = time.monotonic()
     os.killpg(served.process.pid, signal.SIGTERM)
@@ -234,7 +249,7 @@ def test_sigterm_drains_requests_in_flight(served):
     for _ in range(3):  # new requests: 503 while the worker drains, connection refused once it is gone
         sent = time.monotonic()
         try:
-            answer = httpx.get(f"{served.url}/readyz", timeout=5)
+            answer = httpx.get(f"{served.url}/readyz", timeout=5, verify=served.verify)
             late.append(((answer.status_code, answer.headers.get("retry-after")), time.monotonic() - sent,
                          time.monotonic()))
         except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError) as error:
@@ -254,4 +269,4 @@ def test_sigterm_drains_requests_in_flight(served):
     assert not alive, f"still running {GRACE_S + 25} s after SIGTERM: {alive}"
     assert gone < GRACE_S + 15
     with contextlib.suppress(httpx.HTTPError):
-        pytest.fail(f"answered after shutdown: {httpx.get(f'{served.url}/livez', timeout=5).status_code}")
+        pytest.fail(f"answered after shutdown: {httpx.get(f'{served.url}/livez', timeout=5, verify=served.verify).status_code}")

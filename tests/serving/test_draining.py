@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 
@@ -34,9 +35,9 @@ def listener():
     sock.close()
 
 
-def url(sock: socket.socket) -> str:
+def url(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def test_the_answer_is_a_complete_503_with_retry_after_and_a_json_error():
@@ -89,8 +90,35 @@ def test_not_a_socket_starts_nothing(tmp_path):
         assert draining.start_refusing(file.fileno()) is None
 
 
-@pytest.mark.parametrize("worker_args", [None, ["--ssl-certfile", "cert.pem"]], ids=["not a worker", "TLS socket"])
-def test_no_signal_handler_changes_outside_a_plain_http_worker(listener, monkeypatch, worker_args):
+def test_over_tls_the_answer_is_sent_with_the_workers_certificate(listener, certificate):
+    cert, key = certificate
+    tls = draining.tls_context(["worker", "--fd", "3", "--ssl-certfile", str(cert), f"--ssl-keyfile={key}"])
+    assert isinstance(tls, ssl.SSLContext) and tls.verify_mode == ssl.CERT_NONE  # uvicorn's default
+    draining.start_refusing(listener.fileno(), tls)
+    answer = httpx.get(f"{url(listener, 'https')}/readyz", verify=ssl.create_default_context(cafile=str(cert)), timeout=5)
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    assert "shutting down" in answer.json()["error"]
+    # a client that does not speak TLS is closed, and the refuser goes on answering
+    with socket.create_connection(listener.getsockname(), timeout=5) as plain:
+        plain.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            reply = plain.recv(65536)
+        except ConnectionResetError:
+            reply = b""
+        assert not reply.startswith(b"HTTP/1.1")
+    answer = httpx.get(f"{url(listener, 'https')}/readyz", verify=ssl.create_default_context(cafile=str(cert)), timeout=5)
+    assert answer.status_code == 503
+
+
+def test_plain_http_needs_no_tls_context_and_unusable_tls_options_are_refused():
+    assert draining.tls_context(["worker", "--fd", "3"]) is None
+    with pytest.raises(OSError):
+        draining.tls_context(["worker", "--ssl-certfile", "/nonexistent/cert.pem"])
+
+
+@pytest.mark.parametrize("worker_args", [None, ["--ssl-certfile", "/nonexistent/cert.pem"]],
+                         ids=["not a worker", "unusable TLS options"])
+def test_no_signal_handler_changes_outside_a_worker_it_can_answer_for(listener, monkeypatch, worker_args):
     argv = ["pytest"] if worker_args is None else ["worker", "--fd", str(listener.fileno()), *worker_args]
     monkeypatch.setattr(sys, "argv", argv)
     before = signal.getsignal(signal.SIGTERM)

@@ -11,6 +11,10 @@ thread takes the connections the kernel queues and answers each with 503, `Retry
 `Connection: close` (the JSON error body of every other refusal), so a client or load balancer
 learns at once to go elsewhere. Connections already open stay uvicorn's: it finishes them. Once
 the worker exits, the supervisor closes the socket and new connections are refused by the kernel.
+
+Where the worker serves HTTPS (`bentoml serve --ssl-certfile ...`), the answer goes over TLS with
+the context uvicorn builds from the same `--ssl-*` options (certificate, key, client-certificate
+requirement, CA file, ciphers); if that context cannot be built, nothing changes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -34,6 +39,10 @@ MAX_REQUEST_HEAD_BYTES = 64 * 1024
 READ_SECONDS = 1.0  # how long a refused client may take to send its request head, and to read the answer
 MAX_ANSWERING = 64  # connections answered at once; more are closed unanswered
 ACCEPT_POLL_SECONDS = 0.5
+# the worker's TLS options (BentoML passes them to `_bentoml_impl.worker.service`) -> create_ssl_context's names
+TLS_OPTIONS = {"--ssl-certfile": "certfile", "--ssl-keyfile": "keyfile", "--ssl-keyfile-password": "password",
+               "--ssl-version": "ssl_version", "--ssl-cert-reqs": "cert_reqs", "--ssl-ca-certs": "ca_certs",
+               "--ssl-ciphers": "ciphers"}
 
 
 def refusal() -> bytes:
@@ -50,10 +59,15 @@ def refusal() -> bytes:
 def answer_new_connections_while_draining() -> bool:
     """In a `bentoml serve` worker's main thread, once uvicorn has installed its signal handlers:
     on SIGTERM/SIGINT, start answering new connections with 503, then run uvicorn's handler.
-    False (and nothing changed) outside such a worker, and where the socket speaks TLS
-    (`bentoml serve --ssl-certfile`): a plain-text answer would be a protocol error there."""
+    False (and nothing changed) outside such a worker, and where the worker's TLS options do not
+    give a usable context (then a plain-text answer would be a protocol error)."""
     fd = launcher.http_socket_fd()
-    if fd is None or "--ssl-certfile" in sys.argv or threading.current_thread() is not threading.main_thread():
+    if fd is None or threading.current_thread() is not threading.main_thread():
+        return False
+    try:
+        tls = tls_context(sys.argv)
+    except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+        logger.warning("draining: connections made while draining will wait (TLS context: %s)", error)
         return False
     started = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -62,7 +76,7 @@ def answer_new_connections_while_draining() -> bool:
         def handler(signum, frame, previous=previous):
             if not started.is_set():
                 started.set()
-                start_refusing(fd)
+                start_refusing(fd, tls)
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL:
@@ -73,21 +87,40 @@ def answer_new_connections_while_draining() -> bool:
     return True
 
 
-def start_refusing(fd: int) -> threading.Thread | None:
-    """Answer every connection queued on listening socket `fd` with 503, from a daemon thread,
-    until the socket is closed or the process exits. None when `fd` is not a socket."""
+def tls_context(argv: list[str]) -> ssl.SSLContext | None:
+    """The server-side TLS context uvicorn builds from a worker's `--ssl-*` options, with uvicorn's
+    defaults for those not given; None without `--ssl-certfile` (plain HTTP)."""
+    given: dict[str, str] = {}
+    for index, argument in enumerate(argv):
+        name, equals, value = argument.partition("=")
+        if name in TLS_OPTIONS:
+            given[TLS_OPTIONS[name]] = value if equals else (argv[index + 1] if index + 1 < len(argv) else "")
+    if not given.get("certfile"):
+        return None
+    from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
+
+    return create_ssl_context(
+        certfile=given["certfile"], keyfile=given.get("keyfile") or None, password=given.get("password") or None,
+        ssl_version=int(given.get("ssl_version") or SSL_PROTOCOL_VERSION),
+        cert_reqs=int(given.get("cert_reqs") or ssl.CERT_NONE), ca_certs=given.get("ca_certs") or None,
+        ciphers=given.get("ciphers") or None)
+
+
+def start_refusing(fd: int, tls: ssl.SSLContext | None = None) -> threading.Thread | None:
+    """Answer every connection queued on listening socket `fd` with 503 (over TLS with `tls`), from
+    a daemon thread, until the socket is closed or the process exits. None when `fd` is not a socket."""
     try:
         listener = socket.socket(fileno=os.dup(fd))
     except OSError:
         return None
     # a timeout keeps the shared file description non-blocking: the event loop may still accept on it
     listener.settimeout(ACCEPT_POLL_SECONDS)
-    thread = threading.Thread(target=_refuse, args=(listener,), name="visionzoo-draining", daemon=True)
+    thread = threading.Thread(target=_refuse, args=(listener, tls), name="visionzoo-draining", daemon=True)
     thread.start()
     return thread
 
 
-def _refuse(listener: socket.socket) -> None:
+def _refuse(listener: socket.socket, tls: ssl.SSLContext | None) -> None:
     logger.info("draining: new connections are answered 503 until the worker exits")
     answering = threading.BoundedSemaphore(MAX_ANSWERING)
     answer = refusal()
@@ -102,19 +135,22 @@ def _refuse(listener: socket.socket) -> None:
             if not answering.acquire(blocking=False):
                 connection.close()
                 continue
-            threading.Thread(target=_answer, args=(connection, answer, answering), daemon=True).start()
+            threading.Thread(target=_answer, args=(connection, answer, answering, tls), daemon=True).start()
 
 
-def _answer(connection: socket.socket, answer: bytes, answering: threading.BoundedSemaphore) -> None:
+def _answer(connection: socket.socket, answer: bytes, answering: threading.BoundedSemaphore,
+            tls: ssl.SSLContext | None = None) -> None:
     try:
+        connection.settimeout(READ_SECONDS)  # the TLS handshake too
+        if tls is not None:
+            connection = tls.wrap_socket(connection, server_side=True)
         with connection:
-            connection.settimeout(READ_SECONDS)
             _read_request_head(connection)
             connection.sendall(answer)
             connection.shutdown(socket.SHUT_WR)
             _read_until_closed(connection)  # closing with unread bytes would reset the answer away
-    except OSError:
-        pass
+    except OSError:  # the client went away, or its TLS handshake failed (ssl.SSLError)
+        connection.close()
     finally:
         answering.release()
 
