@@ -244,6 +244,32 @@ def test_an_environment_batch_size_resizes_the_manifests_queue(monkeypatch):
         config.reload()
 
 
+def test_a_request_let_in_before_a_stop_is_served_in_the_drain_and_one_after_it_is_refused():
+    async def scenario(drain_seconds):
+        engine = FakeEngine()
+        batcher = DynamicBatcher(engine, BatcherSettings(max_batch_size=4, max_queue_size=8), "m")
+        await batcher.submit("v1", items(1))  # started
+        decoding = batcher.reserve(2)  # let in, still decoding when the stop begins
+        stopping = asyncio.ensure_future(batcher.stop(drain_seconds))
+        await asyncio.sleep(0.05)
+        try:
+            return await batcher.submit("v1", items(2, 10), reservation=decoding), stopping.done()
+        except QueueFull as error:
+            decoding.release()  # what the caller's `with` does
+            return error, stopping.done()
+        finally:
+            await asyncio.wait_for(stopping, 5)
+            with pytest.raises(QueueFull, match="shutting down"):
+                batcher.reserve(1)
+            assert batcher._tasks == [] and batcher.queued_items == 0  # not restarted by a late submit
+
+    served, stopped_before = run(scenario(drain_seconds=5))
+    assert not stopped_before  # the drain waited for the reserved request
+    np.testing.assert_array_equal(served.outputs["double"], items(2, 10) * 2)
+    refused, stopped_before = run(scenario(drain_seconds=0))  # the stop is over before it submits
+    assert stopped_before and isinstance(refused, QueueFull) and "shutting down" in str(refused)
+
+
 def test_a_reservation_holds_room_from_the_door_until_submit_spends_it():
     async def scenario():
         engine = FakeEngine()

@@ -186,10 +186,11 @@ class DynamicBatcher:
                        for i in range(self.settings.instances)]
 
     async def stop(self, drain_seconds: float = 0.0) -> None:
-        """Stop taking requests; wait up to `drain_seconds` for the queue to empty, then refuse the rest."""
+        """Stop taking requests; wait up to `drain_seconds` for the queue to empty (requests let in
+        and still decoding included: they hold reservations), then refuse the rest."""
         self._closing = True
         deadline = time.monotonic() + drain_seconds
-        while (self._queue or self._busy) and time.monotonic() < deadline:
+        while (self._queued_items or self._queue or self._busy) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         while self._queue:
             self._fail(self._queue.popleft(), QueueFull(f"model {self.name!r} is shutting down"))
@@ -212,6 +213,8 @@ class DynamicBatcher:
         image cut into more tiles than it reserved); without one, they are checked now. Raises
         QueueFull at once when the queue cannot take them, QueueTimeout when they waited too long."""
         if not self._tasks:
+            if self._closing:  # stopped: nothing would run it (a reservation from before the stop included)
+                raise QueueFull(f"model {self.name!r} is shutting down")
             self.start()
         limit = self.settings.max_batch_size
         self._spend(len(items), reservation)
