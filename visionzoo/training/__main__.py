@@ -176,7 +176,7 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="print the full JSON answer instead of one line per image")
     predict.add_argument("--explain", type=Path, metavar="FOLDER",
                          help="write each image's Grad-CAM heatmap (where the model looked) to FOLDER/<image>.heatmap.png "
-                              "(models exported with a `cam` output: bloodcell)")
+                              "(classifiers exported with a `cam` output: bloodcell, mura; a segmentation map is its own explanation)")
     predict.add_argument("--models-dir", type=Path, help="exported models folder (default VISIONZOO_MODELS_DIR or exported_models/)")
     predict.add_argument("--version", dest="model_version", help="exported version (default the newest)")
     predict.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], help="inference engine (default VISIONZOO_ENGINE or auto)")
