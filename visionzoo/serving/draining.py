@@ -90,20 +90,16 @@ def answer_new_connections_while_draining() -> bool:
 def tls_context(argv: list[str]) -> ssl.SSLContext | None:
     """The server-side TLS context uvicorn builds from a worker's `--ssl-*` options, with uvicorn's
     defaults for those not given; None without `--ssl-certfile` (plain HTTP)."""
-    given: dict[str, str] = {}
-    for index, argument in enumerate(argv):
-        name, equals, value = argument.partition("=")
-        if name in TLS_OPTIONS:
-            given[TLS_OPTIONS[name]] = value if equals else (argv[index + 1] if index + 1 < len(argv) else "")
-    if not given.get("certfile"):
+    given = {key: launcher.worker_option(option, argv) for option, key in TLS_OPTIONS.items()}
+    if not given["certfile"]:
         return None
     from uvicorn.config import SSL_PROTOCOL_VERSION, create_ssl_context
 
     return create_ssl_context(
-        certfile=given["certfile"], keyfile=given.get("keyfile") or None, password=given.get("password") or None,
-        ssl_version=int(given.get("ssl_version") or SSL_PROTOCOL_VERSION),
-        cert_reqs=int(given.get("cert_reqs") or ssl.CERT_NONE), ca_certs=given.get("ca_certs") or None,
-        ciphers=given.get("ciphers") or None)
+        certfile=given["certfile"], keyfile=given["keyfile"] or None, password=given["password"] or None,
+        ssl_version=int(given["ssl_version"] or SSL_PROTOCOL_VERSION),
+        cert_reqs=int(given["cert_reqs"] or ssl.CERT_NONE), ca_certs=given["ca_certs"] or None,
+        ciphers=given["ciphers"] or None)
 
 
 def start_refusing(fd: int, tls: ssl.SSLContext | None = None) -> threading.Thread | None:

@@ -61,15 +61,23 @@ def harden_supervisor() -> Path | None:
     return private
 
 
+def worker_option(name: str, argv: list[str] | None = None) -> str | None:
+    """The value of option `name` (`--name value` or `--name=value`) in a BentoML worker's command
+    line (`argv`, default sys.argv); None when it is not given."""
+    argv = sys.argv if argv is None else argv
+    for index, argument in enumerate(argv):
+        given, equals, value = argument.partition("=")
+        if given == name:
+            return value if equals else (argv[index + 1] if index + 1 < len(argv) else None)
+    return None
+
+
 def http_socket_fd() -> int | None:
     """In a BentoML worker: the file descriptor of the HTTP socket circus passed with `--fd` (the
     supervisor owns the socket; every worker holds a copy). None elsewhere."""
-    argv = sys.argv
-    if "--fd" not in argv:
-        return None
     try:
-        return int(argv[argv.index("--fd") + 1])
-    except (ValueError, IndexError):
+        return int(worker_option("--fd"))
+    except (TypeError, ValueError):
         return None
 
 
