@@ -16,7 +16,6 @@ then one assignment makes it live.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import time
@@ -235,15 +234,16 @@ class ServedModel:
             self.metrics.batch(self.name, self.slot.number, size, queue_ns / 1e9, compute_ns / 1e9,
                                self.batcher.queued_items)
 
-    def reserve(self, items: int) -> Reservation | None:
+    def reserve(self, items: int) -> Reservation:
         """Room in the queue for `items` model inputs, taken before any decoding (Overloaded when there
         is none): under overload a refusal then costs microseconds instead of the request's decode
         work, and a request let in is never turned away for room after its decode work. Pass it to
         `infer`, inside `with` so that a request failing before then gives its room back. A request
-        of no images or of more than VISIONZOO_MAX_IMAGES reserves nothing (None): it is left to the
-        checks that say why (400 / 413), as no retry would make it pass, so it must not be told 503."""
+        of no images or of more than VISIONZOO_MAX_IMAGES reserves nothing (an empty reservation,
+        so `submit` checks it): it is left to the checks that say why (400 / 413), as no retry would
+        make it pass, so it must not be told 503."""
         if not 0 < items <= self.server.max_images:
-            return None
+            return Reservation(None, 0)
         try:
             return self.batcher.reserve(items)
         except QueueFull as error:
@@ -289,7 +289,7 @@ class ServedModel:
             slot = self.live()
             version = slot.number
             slot.task.check(verb, options)
-            with self.reserve(len(uploads)) or contextlib.nullcontext() as room:  # each file is one input or more
+            with self.reserve(len(uploads)) as room:  # each file is one model input or more
                 images = await self.decode(uploads, slot, slot.task.keep_source(options))
                 inference = await self.infer(processing.stack_tiles(images), slot.task.engine_outputs(options),
                                              slot=slot, reservation=room)

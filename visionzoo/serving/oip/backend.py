@@ -8,7 +8,6 @@ protocol joins the same queue and batch as the others. No batcher or engine live
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import weakref
 from collections.abc import Mapping
@@ -147,8 +146,8 @@ class Backend:
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
-        room = model.reserve(tensor.shape[0]) if tensor.shape else None  # an input per image or file, or more (tiles)
-        with room or contextlib.nullcontext():
+        # one model input per image or file, or more (tiles); a shapeless tensor is refused with its reason later
+        with model.reserve(tensor.shape[0] if tensor.shape else 0) as room:
             prepared: PreparedBatch = await self._maybe_offload(heavy, self._prepare, model, signature, spec, tensor)
             inference = await model.infer(prepared.batch, signature.engine_outputs(selected), slot=slot,
                                           reservation=room)
