@@ -68,6 +68,7 @@ def rest(models_dir):
     with TestClient(create_app(lambda: Backend(models))) as client:
         client.portal.call(models.start)
         yield client
+        client.portal.call(models.stop)  # the batchers' tasks end with the loop they run on
 
 
 def free_port() -> int:
@@ -90,6 +91,7 @@ def grpc_address(models_dir):
         yield f"127.0.0.1:{port}"
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(30)
+        asyncio.run_coroutine_threadsafe(models.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
 
