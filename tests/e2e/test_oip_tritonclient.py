@@ -124,7 +124,8 @@ def test_health_and_server_metadata(clients, protocol):
     assert not client.is_model_ready("mura", model_version="999")
     metadata = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
     assert metadata["name"] == "visionzoo"
-    assert {"binary_tensor_data", "model_configuration", "model_repository", "statistics"} <= set(metadata["extensions"])
+    assert {"binary_tensor_data", "classification", "model_configuration", "model_repository",
+            "statistics"} <= set(metadata["extensions"])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -190,6 +191,32 @@ def test_image_files_are_decoded_like_the_bentoml_endpoints(clients, references,
         expected = reference.run(np.concatenate([image.tiles for image in decoded]))
         for output, values in expected.items():
             np.testing.assert_allclose(result.as_numpy(output), values, atol=ENGINE_TOLERANCE[output], rtol=1e-5)
+
+
+RANKED = {"bloodcell": "probabilities", "mura": "body_part"}  # the served outputs with one score per class
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("name", list(RANKED))
+def test_classification_extension_returns_the_top_classes_with_their_labels(clients, references, protocol, name):
+    """tritonclient's `InferRequestedOutput(name, class_count=k)`, as Triton's image_client uses it."""
+    reference, client, output = references[name], clients[protocol], RANKED[name]
+    files = reference.golden_files()[:2]
+    decoded = [decode_upload(Upload(f"file{i}", data), reference.version.spec, Limits())[0] for i, data in enumerate(files)]
+    scores = reference.run(np.concatenate([image.tiles for image in decoded]))[output]
+    labels = reference.version.labels[output]
+    result = client.infer(name, [files_tensor(protocol, files)], outputs=[PROTOCOLS[protocol].InferRequestedOutput(output, class_count=2)])
+    found = result.as_numpy(output)
+    assert found.shape == (len(files), 2)
+    for row, expected in zip(found, scores):
+        value, index, label = row[0].decode().split(":")
+        assert int(index) == int(expected.argmax()) and label == labels[int(index)]
+        assert float(value) == pytest.approx(float(expected.max()), abs=1e-4)
+    assert result.as_numpy("cam") is None  # only what was asked for
+    if name == "mura":  # one probability, not a score per class: refused with the reason
+        abnormal = PROTOCOLS[protocol].InferRequestedOutput("abnormal", class_count=1)
+        expect_error(lambda: client.infer(name, [files_tensor(protocol, files)], outputs=[abnormal]), INVALID[protocol],
+                     "it is one probability (of 'abnormal'), not a score per class")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

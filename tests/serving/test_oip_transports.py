@@ -214,9 +214,6 @@ def test_rest_malformed_bodies(rest):
         (good + raw, {}, "needs the Inference-Header-Content-Length header"),
         (b'{"inputs": []}', {}, "non-empty 'inputs'"),
         (b"[" * 100_000 + b"]" * 100_000, {}, "nested too deeply"),
-        (json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3], "data": [1]}],
-                     "outputs": [{"name": "probabilities", "parameters": {"classification": 3}}]}).encode(), {},
-         "classification extension is not supported"),
     ]
     for body, headers, message in cases:
         response = rest.post("/v2/models/bloodcell/infer", content=body, headers=headers)
@@ -225,6 +222,41 @@ def test_rest_malformed_bodies(rest):
     limit = config.server_settings().max_request_bytes
     response = rest.post("/v2/models/bloodcell/infer", content=b"0" * (limit + 1), headers={HEADER_LENGTH: "1"})
     assert response.status_code == 413 and f"the limit is {limit}" in response.json()["error"]
+
+
+def assert_ranked(found: np.ndarray, scores: np.ndarray, labels: list[str]) -> None:
+    """Triton's classification extension: per image the top classes, highest first, "value:index:label"."""
+    assert found.shape[0] == scores.shape[0]
+    for row, expected in zip(found, scores):
+        entries = [(e.decode() if isinstance(e, bytes) else e).split(":") for e in row]
+        assert [int(index) for _, index, _ in entries] == list(np.argsort(-expected, kind="stable")[:len(row)])
+        assert [float(value) for value, _, _ in entries] == pytest.approx(sorted(expected, reverse=True)[:len(row)], abs=1e-5)
+        assert [label for _, _, label in entries] == [labels[int(index)] for _, index, _ in entries]
+        assert all(len(value.split(".")[1]) == 6 for value, _, _ in entries)  # C's %f, as Triton prints them
+
+
+def test_rest_classification_extension_ranks_an_output(rest):
+    batch = pixels(2, seed=3)
+    image = httpclient.InferInput("image", list(batch.shape), "FP32").set_data_from_numpy(batch)
+    scores = reference("bloodcell", batch)["probabilities"]
+    labels = load_served("bloodcell").labels["probabilities"]
+    for binary, count in ((True, 3), (False, 3), (True, 20)):
+        wanted = [httpclient.InferRequestedOutput("probabilities", binary_data=binary, class_count=count)]
+        result = parse(http_infer(rest, "bloodcell", [image], outputs=wanted))
+        assert result.get_output("probabilities")["datatype"] == "BYTES"
+        found = result.as_numpy("probabilities")
+        assert found.shape == (2, min(count, 8))  # never more classes than the output has, as Triton
+        assert_ranked(found, scores, labels)
+    data = {"name": "image", "datatype": "FP32", "shape": [1, 96, 96, 3], "data": pixels(1).reshape(-1).tolist()}
+    for count in (0, -2, "3", True, 2.5):
+        response = rest.post("/v2/models/bloodcell/infer", json={
+            "inputs": [data], "outputs": [{"name": "probabilities", "parameters": {"classification": count}}]})
+        assert response.status_code == 400 and "a positive integer" in response.json()["error"], (count, response.text)
+    response = rest.post("/v2/models/bloodcell/infer", json={
+        "inputs": [data], "outputs": [{"name": "cam", "parameters": {"classification": 2}}]})
+    assert response.status_code == 400, response.text
+    assert "'cam' of model 'bloodcell' is FP32 [-1, 3, 3]" in response.json()["error"]
+    assert "outputs that can be ranked: 'probabilities'" in response.json()["error"]
 
 
 # ---------------------------------------------------------------- gRPC
@@ -271,6 +303,27 @@ def test_grpc_typed_contents(grpc_address):
             pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "typed contents while the request uses raw_input_contents" in error.value.details()
+
+
+def test_grpc_classification_extension_ranks_an_output(grpc_client, grpc_address):
+    batch = pixels(3, seed=4)
+    image = grpcclient.InferInput("image", list(batch.shape), "FP32")
+    image.set_data_from_numpy(batch)
+    wanted = [grpcclient.InferRequestedOutput("probabilities", class_count=2), grpcclient.InferRequestedOutput("cam")]
+    result = grpc_client.infer("bloodcell", [image], outputs=wanted)
+    assert result.get_output("probabilities").datatype == "BYTES" and result.as_numpy("probabilities").shape == (3, 2)
+    assert_ranked(result.as_numpy("probabilities"), reference("bloodcell", batch)["probabilities"],
+                  load_served("bloodcell").labels["probabilities"])
+    assert result.as_numpy("cam").shape == (3, 3, 3)  # the other output as it is
+    assert "classification" in grpc_client.get_server_metadata().extensions
+    request = pb.ModelInferRequest(model_name="bloodcell", raw_input_contents=[batch[:1].tobytes()])
+    request.inputs.add(name="image", datatype="FP32", shape=[1, 96, 96, 3])
+    output = request.outputs.add(name="probabilities")
+    output.parameters["classification"].string_param = "3"
+    with grpc.insecure_channel(grpc_address) as channel, pytest.raises(grpc.RpcError) as error:
+        pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "a positive integer; got '3'" in error.value.details()
 
 
 def grpc_error(call) -> InferenceServerException:

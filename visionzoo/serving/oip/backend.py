@@ -21,13 +21,11 @@ from ..errors import ServingError
 from ..pipeline import ModelSet, ServedModel, Slot
 from .errors import InvalidArgument, NotFound
 from .models import ModelSignature, PreparedBatch, RequestTensor, TensorSpec
+from .tensors import BYTES
 
 SERVER_NAME = "visionzoo"
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository", "statistics", "schedule_policy"]
-UNSUPPORTED_OUTPUT_PARAMETERS = {
-    "classification": "the classification extension is not supported; request the probabilities output and rank them",
-    "shared_memory_region": "shared memory is not supported; receive outputs in the response",
-}
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics",
+              "schedule_policy"]
 OFFLOAD_BYTES = 256 * 1024  # tensors larger than this are converted in the thread pool, not on the event loop
 
 
@@ -38,6 +36,7 @@ class InferRequest:
     id: str = ""
     inputs: list[RequestTensor] = field(default_factory=list)
     outputs: list[str] | None = None  # None: every output the input form produces
+    classification: dict[str, int] = field(default_factory=dict)  # output -> top classes to return as BYTES
 
 
 @dataclass
@@ -70,10 +69,19 @@ def signature_of(slot: Slot) -> ModelSignature:
     return found
 
 
-def check_output_parameters(name: str, parameters: Mapping[str, Any]) -> None:
-    for key, reason in UNSUPPORTED_OUTPUT_PARAMETERS.items():
-        if key in parameters:
-            raise InvalidArgument(f"output {name!r}: {reason}")
+def classification_count(name: str, parameters: Mapping[str, Any]) -> int | None:
+    """A requested output's parameters (plain values) -> the count of its `classification` parameter
+    (Triton's classification extension: the top classes as "value:index:label" strings), or None.
+    Shared memory is refused; other parameters (binary_data) are the transport's."""
+    if "shared_memory_region" in parameters:
+        raise InvalidArgument(f"output {name!r}: shared memory is not supported; receive outputs in the response")
+    if "classification" not in parameters:
+        return None
+    count = parameters["classification"]
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidArgument(f"output {name!r}: the classification parameter is the number of top classes to return, "
+                              f"a positive integer; got {count!r}")
+    return count
 
 
 class Backend:
@@ -145,6 +153,8 @@ class Backend:
         spec, tensor = signature.select_input(request.inputs)
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
+        for name in request.classification:
+            signature.check_classification(name)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
         # one model input per image or file, or more (tiles); a shapeless tensor is refused with its reason later
         with model.reserve(tensor.shape[0] if tensor.shape else 0) as room:
@@ -153,7 +163,8 @@ class Backend:
                                           reservation=room)
         done = signature_of(inference.slot)
         arrays = await self._maybe_offload(from_files and done.tiled, done.output_arrays, prepared, inference.outputs, selected)
-        outputs = [OutputTensor(s.name, s.datatype, array) for s, array in arrays]
+        outputs = [OutputTensor(s.name, BYTES, done.classified(s.name, array, request.classification[s.name]))
+                   if s.name in request.classification else OutputTensor(s.name, s.datatype, array) for s, array in arrays]
         return InferResponse(signature.name, inference.slot.number, request.id, outputs)
 
     @staticmethod

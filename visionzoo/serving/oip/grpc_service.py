@@ -12,7 +12,9 @@ Triton RPCs (streaming, shared memory, trace, logging) answer UNIMPLEMENTED with
 
 Inputs arrive either all in `raw_input_contents` (what tritonclient sends) or each in its typed
 `contents`; outputs always go back in `raw_output_contents`, which is what `InferResult.as_numpy`
-decodes. The server runs on the worker's event loop; inference awaits the same `ServedModel.infer`
+decodes. A requested output with the `classification` parameter (Triton's classification extension,
+tritonclient's `InferRequestedOutput(name, class_count=k)`) comes back as BYTES [N, k]: each image's
+top classes as "value:index:label". The server runs on the worker's event loop; inference awaits the same `ServedModel.infer`
 as the HTTP endpoints and joins the same batches.
 
 Binding: the interface `bentoml serve --host` gave (or VISIONZOO_GRPC_HOST), port VISIONZOO_GRPC_PORT
@@ -38,7 +40,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from .. import config, launcher
 from ..errors import Forbidden, ServingError, Unauthenticated
 from ..pipeline import ModelSet
-from .backend import Backend, InferRequest, InferResponse, check_output_parameters
+from .backend import Backend, InferRequest, InferResponse, classification_count
 from .errors import InvalidArgument, NotFound
 from .models import RequestTensor
 from .tensors import check_shape, element_count, from_contents, from_raw, to_raw
@@ -79,12 +81,20 @@ def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
             decode = functools.partial(from_contents, name, datatype, shape, tensor.contents)
             nbytes = 8 * element_count(shape)
         tensors.append(RequestTensor(name, datatype, shape, decode, nbytes))
-    requested = None
+    requested, classification = None, {}
     if request.outputs:
         for output in request.outputs:
-            check_output_parameters(output.name, output.parameters)
+            count = classification_count(output.name, parameter_values(output.parameters))
+            if count is not None:
+                classification[output.name] = count
         requested = [output.name for output in request.outputs]
-    return InferRequest(request.model_name, request.model_version, request.id, tensors, requested)
+    return InferRequest(request.model_name, request.model_version, request.id, tensors, requested, classification)
+
+
+def parameter_values(parameters) -> dict[str, Any]:
+    """A protobuf map of InferParameter -> {key: the value of whichever field is set (None: none)}."""
+    return {key: getattr(value, value.WhichOneof("parameter_choice")) if value.WhichOneof("parameter_choice") else None
+            for key, value in parameters.items()}
 
 
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:

@@ -14,13 +14,16 @@ own input (`image`), which is always enough to build a request; ModelConfig list
 Files go through `visionzoo.serving.processing` with the model's ImageSpec from metadata.json, exactly as the
 BentoML endpoints do, so every protocol sees the same pixels.
 
-Outputs are metadata.json's outputs. A tiled model (Mars: 64x128 tiles) also offers `class_map`
-(UINT8, [-1, -1, -1]): the per-pixel argmax of its first output. With tile inputs (`image`,
-`image_uint8`) it is [N, 64, 128], one per tile; with `image_bytes` each file becomes several tiles,
+Outputs are metadata.json's outputs. A tiled model (Mars: tiles of its input size, H x W) also offers
+`class_map` (UINT8, [-1, -1, -1]): the per-pixel argmax of its first output. With tile inputs (`image`,
+`image_uint8`) it is [N, H, W], one per tile; with `image_bytes` each file becomes several tiles,
 so the per-tile probabilities no longer line up with the request's images and only `class_map` is
 returned: [N, H, W], each image's class map at its original size, stitched from its tiles as
 `/mars/segment` does. All files of one such request must then share one size (the output is one
 tensor); send differently sized images in separate requests.
+
+Outputs of shape [-1, classes] (one score per class: blood-cell `probabilities`, MURA `body_part`) can
+be requested ranked, with Triton's classification extension: BYTES [N, k], "value:index:label" per class.
 """
 
 from __future__ import annotations
@@ -202,6 +205,38 @@ class ModelSignature:
             if known[name] not in chosen:
                 chosen.append(known[name])
         return chosen
+
+    def _per_class(self, spec: TensorSpec) -> bool:
+        """Whether an output holds one score per class ([-1, classes], one label per score when labelled)."""
+        labels = self.labels.get(spec.name)
+        return (spec.datatype != BYTES and len(spec.shape) == 2 and spec.shape[0] == -1 and spec.shape[1] > 0
+                and (labels is None or len(labels) == spec.shape[1]))
+
+    def check_classification(self, name: str) -> None:
+        """Triton's classification extension applies to outputs with one score per class."""
+        spec = next(t for t in self.outputs if t.name == name)  # select_outputs has checked the name
+        if self._per_class(spec):
+            return
+        labels = self.labels.get(name)
+        if labels is not None and len(spec.shape) == 2 and spec.shape[1] == 1:
+            reason = f"it is one probability (of {labels[-1]!r}), not a score per class; request it without classification"
+        else:
+            reason = "the classification parameter ranks outputs of shape [-1, classes]"
+        ranked = [repr(t.name) for t in self.outputs if self._per_class(t)]
+        where = f"outputs that can be ranked: {', '.join(ranked)}" if ranked else "this model has none"
+        raise InvalidArgument(f"output {name!r} of model {self.name!r} is {spec.datatype} {format_shape(spec.shape)}: "
+                              f"{reason} ({where})")
+
+    def classified(self, name: str, scores: np.ndarray, count: int) -> np.ndarray:
+        """[N, classes] scores -> BYTES [N, min(count, classes)]: each image's top classes, highest first, as
+        "value:index:label" (Triton's classification extension; the value printed as C's %f, as Triton does)."""
+        labels = self.labels.get(name)
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :count]
+        rows = [[(f"{float(row[k]):f}:{k}" + (f":{labels[k]}" if labels else "")).encode() for k in order]
+                for row, order in zip(scores, top)]
+        found = np.empty(top.shape, dtype=np.object_)
+        found[...] = rows
+        return found
 
     def engine_outputs(self, selected: Sequence[TensorSpec]) -> tuple[str, ...]:
         """The exported outputs the engine must compute for `selected` (class_map needs the probabilities)."""

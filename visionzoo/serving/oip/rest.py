@@ -16,7 +16,9 @@ extension that `tritonclient.http` uses by default.
 Binary tensor data: the JSON header comes first and `Inference-Header-Content-Length` gives its
 length; each input with `parameters.binary_data_size` takes that many bytes of what follows, in
 input order. Outputs are binary when the request asks (`binary_data` per requested output, else the
-request parameter `binary_data_output`), JSON lists otherwise. gzip/deflate request bodies
+request parameter `binary_data_output`), JSON lists otherwise. An output requested with
+`"parameters": {"classification": k}` (Triton's classification extension) is returned as BYTES [N, k],
+each image's top k classes as "value:index:label", highest first. gzip/deflate request bodies
 (`Content-Encoding`) are accepted. Errors answer `{"error": message}` with the status in
 `errors.py`; unknown models get 404 (Triton answers 400; 404 says what happened).
 
@@ -44,7 +46,7 @@ from starlette.routing import Route
 from .. import config
 from ..errors import Forbidden, ServingError, Unauthenticated, http_headers
 from ..http_inputs import read_limited
-from .backend import Backend, InferRequest, InferResponse, check_output_parameters
+from .backend import Backend, InferRequest, InferResponse, classification_count
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import RequestTensor
 from .tensors import check_shape, element_count, from_json, from_raw, to_json, to_raw
@@ -144,7 +146,7 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
             f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input's binary_data_size")
     request_parameters = _parameters(document, "request")
     default_binary = bool(request_parameters.get("binary_data_output", False))
-    requested, binary_outputs = None, {}
+    requested, binary_outputs, classification = None, {}, {}
     if document.get("outputs") is not None:
         if not isinstance(document["outputs"], list):
             raise InvalidArgument("'outputs' must be a list of {'name': ...} objects")
@@ -153,11 +155,14 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise InvalidArgument("each requested output needs a 'name'")
             parameters = _parameters(item, f"output {item['name']!r}")
-            check_output_parameters(item["name"], parameters)
+            count = classification_count(item["name"], parameters)
+            if count is not None:
+                classification[item["name"]] = count
             requested.append(item["name"])
             binary_outputs[item["name"]] = bool(parameters.get("binary_data", default_binary))
     request_id = document.get("id", "")
-    request = InferRequest(model, version, str(request_id) if request_id is not None else "", tensors, requested)
+    request = InferRequest(model, version, str(request_id) if request_id is not None else "", tensors, requested,
+                           classification)
     return request, binary_outputs, default_binary
 
 
@@ -254,7 +259,8 @@ OIP_INFER_REQUEST = {
         "outputs": {"type": "array", "description": "outputs to return (default: all); binary_data per output",
                     "items": {"type": "object", "properties": {
                         "name": {"type": "string", "description": "output name", "example": "probabilities"},
-                        "parameters": {"type": "object", "description": "binary_data: return raw bytes",
+                        "parameters": {"type": "object", "description": "binary_data: return raw bytes; "
+                                       "classification: k, return the top k classes as BYTES \"value:index:label\"",
                                        "example": {"binary_data": False}}}}},
         "parameters": {"type": "object", "description": "binary_data_output: every output as raw bytes",
                        "example": {"binary_data_output": False}},
