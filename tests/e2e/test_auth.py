@@ -121,6 +121,28 @@ def test_grpc_needs_the_key(served, input_name):
         client.close()
 
 
+def grpc_stream(address: str, name: str, metadata: tuple) -> list:
+    """One request over ModelStreamInfer; its answers, or the status the stream ended with."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name="bloodcell", id="s1",
+                                            raw_input_contents=[np.full((1, 96, 96, 3), 128.0, np.float32).tobytes()])
+    request.inputs.add(name=name, datatype="FP32", shape=[1, 96, 96, 3])
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return list(service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter([request]),
+                                                                                             metadata=metadata, timeout=60))
+        except grpc.RpcError as error:
+            return [error.code()]
+
+
+def test_grpc_stream_needs_the_key(served, input_name):
+    for metadata in ((), (("authorization", "Bearer wrong"),), (("x-api-key", "wrong"),)):
+        assert grpc_stream(served.grpc_address, input_name, metadata) == [grpc.StatusCode.UNAUTHENTICATED]
+    (answer,) = grpc_stream(served.grpc_address, input_name, (("x-api-key", KEY),))
+    assert not answer.error_message and answer.infer_response.id == "s1"
+
+
 def test_grpc_health_stays_open(served):
     client = grpcclient.InferenceServerClient(served.grpc_address)
     try:

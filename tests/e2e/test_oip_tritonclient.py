@@ -2,7 +2,7 @@
 `tritonclient.grpc` and `tritonclient.http` (binary tensor data, their default): health, metadata,
 inference for every model equal to ONNX Runtime on the same inputs (tensors and image files),
 bad requests answered with the right status and a message while the server keeps serving, and
-concurrent gRPC requests batched by the runtime's adaptive batching.
+concurrent gRPC requests (or one stream's) batched by the runtime's adaptive batching.
 
 One server for the whole module (the `served` fixture in conftest.py), with a 4 MiB OIP message
 limit so that the oversized-message case stays small.
@@ -285,6 +285,33 @@ def test_concurrent_grpc_requests_are_batched(served, clients, references):
     batches = engine_runs(served.metrics(), "bloodcell") - before
     assert 0 < batches < 256, f"256 requests took {batches:.0f} engine runs: nothing was batched"
     print(f"256 gRPC requests in {elapsed:.1f}s: {batches:.0f} engine runs")
+
+
+def test_one_grpc_stream_is_answered_in_batches(served, references):
+    """tritonclient's start_stream / async_stream_infer: 64 one-image requests on one stream are in
+    flight together, so the batcher merges them, and every answer carries its request's id."""
+    import queue
+
+    bloodcell = references["bloodcell"]
+    images = pixels(bloodcell, 64, seed=11)
+    expected = bloodcell.run(images)["probabilities"]
+    before = engine_runs(served.metrics(), "bloodcell")
+    client, answers = grpcclient.InferenceServerClient(served.grpc_address), queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for index in range(64):
+            client.async_stream_infer("bloodcell", [tensor("grpc", "image", images[index : index + 1], "FP32")],
+                                      request_id=str(index))
+    finally:
+        client.stop_stream()
+        client.close()
+    found = [answers.get_nowait() for _ in range(answers.qsize())]
+    assert [error for _, error in found if error is not None] == [] and len(found) == 64
+    for result, _ in found:
+        index = int(result.get_response().id)
+        np.testing.assert_allclose(result.as_numpy("probabilities")[0], expected[index], atol=1e-5, rtol=1e-5)
+    batches = engine_runs(served.metrics(), "bloodcell") - before
+    assert 0 < batches < 64, f"64 streamed requests took {batches:.0f} engine runs: nothing was batched"
 
 
 def doc_examples(language: str) -> list[str]:

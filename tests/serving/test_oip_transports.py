@@ -326,6 +326,49 @@ def test_grpc_classification_extension_ranks_an_output(grpc_client, grpc_address
     assert "a positive integer; got '3'" in error.value.details()
 
 
+def test_grpc_stream_answers_every_request_and_goes_on_after_a_bad_one(grpc_address):
+    """tritonclient's start_stream / async_stream_infer: every request answered once, its id echoed,
+    a failing request answered with its error while the others are served."""
+    import queue
+
+    client = grpcclient.InferenceServerClient(grpc_address)
+    answers: queue.Queue = queue.Queue()
+    batch = pixels(40, seed=9)
+    expected = reference("bloodcell", batch)["probabilities"]
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        for i in range(40):
+            image = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
+            image.set_data_from_numpy(batch[i : i + 1])
+            client.async_stream_infer("nope" if i == 5 else "bloodcell", [image], request_id=f"r{i}")
+    finally:
+        client.stop_stream()  # half-closes, then waits for the server to answer everything
+        client.close()
+    found = [answers.get_nowait() for _ in range(answers.qsize())]
+    assert len(found) == 40
+    errors = [error for _, error in found if error is not None]
+    assert len(errors) == 1 and "unknown model 'nope'" in errors[0].message()
+    results = {result.get_response().id: result for result, error in found if error is None}
+    assert sorted(results) == sorted(f"r{i}" for i in range(40) if i != 5)
+    for key, result in results.items():
+        np.testing.assert_allclose(result.as_numpy("probabilities")[0], expected[int(key[1:])], atol=1e-5)
+
+
+def test_grpc_stream_answers_a_malformed_message_on_the_stream(grpc_address):
+    good = pb.ModelInferRequest(model_name="bloodcell", id="good", raw_input_contents=[pixels(1).tobytes()])
+    good.inputs.add(name="image", datatype="FP32", shape=[1, 96, 96, 3])
+    with grpc.insecure_channel(grpc_address) as channel:
+        call = channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                     request_serializer=lambda message: message,
+                                     response_deserializer=pb.ModelStreamInferResponse.FromString)
+        replies = list(call(iter([b"\xff\xff\xff", good.SerializeToString()]), timeout=60))
+    assert len(replies) == 2
+    (bad,) = [r for r in replies if r.error_message]
+    assert "not a valid inference.ModelInferRequest message" in bad.error_message
+    (ok,) = [r for r in replies if not r.error_message]
+    assert ok.infer_response.id == "good" and ok.infer_response.outputs[0].name == "probabilities"
+
+
 def grpc_error(call) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as error:
         call()

@@ -7,8 +7,11 @@ Bindings: `tritonclient.grpc.service_pb2(_grpc)`, generated and maintained by NV
 and field numbers). Using them keeps server and client on one definition; nothing is hand-written.
 
 Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig,
-ModelStatistics, RepositoryIndex, RepositoryModelLoad / Unload (admin token), ModelInfer. The other
-Triton RPCs (streaming, shared memory, trace, logging) answer UNIMPLEMENTED with a message.
+ModelStatistics, RepositoryIndex, RepositoryModelLoad / Unload (admin token), ModelInfer and
+ModelStreamInfer (Triton's bidirectional stream, tritonclient's `start_stream` / `async_stream_infer`:
+each request is answered on the stream as soon as it is done, in completion order, its `id` echoed;
+a request that fails answers `error_message` and the stream goes on). The other Triton RPCs (shared
+memory, trace, logging) answer UNIMPLEMENTED with a message.
 
 Inputs arrive either all in `raw_input_contents` (what tritonclient sends) or each in its typed
 `contents`; outputs always go back in `raw_output_contents`, which is what `InferResult.as_numpy`
@@ -25,6 +28,8 @@ rather than letting circus restart it forever); VISIONZOO_GRPC_REUSE_PORT=on sha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hmac
 import inspect
@@ -53,6 +58,10 @@ ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
 # gRPC's server pushback (gRFC A6, client-side retries): a client whose channel has a retry policy
 # waits this many milliseconds before trying again, as an HTTP client does after Retry-After.
 RETRY_PUSHBACK = "grpc-retry-pushback-ms"
+# Requests of one ModelStreamInfer stream in flight at once (read, not yet answered): the stream stops
+# reading past it, so a client that sends faster than it reads its answers holds the server's memory
+# to this many requests and answers (gRPC's flow control then slows the sender).
+STREAM_WINDOW = 32
 
 
 class PortTaken(RuntimeError):
@@ -230,9 +239,65 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._answer(context, "ModelInfer", call)
 
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Each request of the stream is inferred as ModelInfer does, concurrently (so they batch),
+        at most STREAM_WINDOW at a time; answers come back in completion order."""
+        try:
+            self._authorize(context, "ModelStreamInfer")
+        except ServingError as error:
+            await context.abort(grpc.StatusCode[error.grpc_code], str(error))
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        answers: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+
+        async def answer(request) -> None:
+            await answers.put(await self._stream_answer(request))
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.ensure_future(answer(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.wait(set(tasks))
+            finally:
+                answers.put_nowait(None)  # every request answered, or the stream broke
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (reply := await answers.get()) is not None:
+                yield reply
+                window.release()
+            await reader  # a failed read ends the RPC with its error
+        finally:
+            for task in (reader, *tasks):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, *tasks, return_exceptions=True)
+
+    async def _stream_answer(self, request) -> pb.ModelStreamInferResponse:
+        """One stream request's answer: the inference, or its error as `error_message` (with the id)."""
+        if isinstance(request, _Malformed):
+            return pb.ModelStreamInferResponse(error_message=request.message)
+        try:
+            reply = encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
+            return pb.ModelStreamInferResponse(infer_response=reply)
+        except ServingError as error:
+            if error.grpc_code == "INTERNAL":
+                logger.error("OIP gRPC ModelStreamInfer: %s", error, exc_info=error.__cause__)
+            message = str(error)
+        except Exception as error:  # one request's fault must not end the other requests' stream
+            logger.exception("OIP gRPC ModelStreamInfer failed")
+            message = f"internal error ({type(error).__name__}); see the server log"
+        echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
+        return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+
 
 IMPLEMENTED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
-               "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "ModelInfer")
+               "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "ModelInfer",
+               "ModelStreamInfer")
 
 
 def _unimplemented(method: str):
@@ -271,13 +336,20 @@ def _tolerant(deserialize):
 
 
 class MalformedRequests(grpc.aio.ServerInterceptor):
-    """Bytes that do not parse as the method's request message answer INVALID_ARGUMENT with a message.
+    """Bytes that do not parse as the method's request message answer INVALID_ARGUMENT with a message
+    (on ModelStreamInfer, an answer on the stream whose error_message says so).
 
     grpc.aio itself reports a failed request deserialization as UNKNOWN and logs it at ERROR with a
     traceback: a client's mistake would look like a server fault."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
+        if handler is not None and details.method == f"/{SERVICE_NAME}/ModelStreamInfer":
+            # a message that does not parse is answered on the stream (error_message); other streaming
+            # RPCs (server reflection) keep their own handling
+            return grpc.stream_stream_rpc_method_handler(handler.stream_stream,
+                                                         request_deserializer=_tolerant(handler.request_deserializer),
+                                                         response_serializer=handler.response_serializer)
         if (handler is None or handler.request_streaming or handler.response_streaming
                 or handler.unary_unary is None or handler.request_deserializer is None):
             return handler
