@@ -47,7 +47,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec
 
-from . import runs
+from . import keras_files, runs
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,6 @@ def build_ensemble(models: list, name: str):
 def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Member:
     """A run folder's best checkpoint, or an export version's SavedModel weights (needs `prepared`,
     the data the version was trained on, to build the recipe's model)."""
-    import tf_keras as keras
 
     from .models import objectives  # noqa: F401  (registers custom objects for loading)
 
@@ -138,7 +137,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
         config, checkpoint = runs.load_run(path)
         if data_dir:
             config = config.updated({"data_dir": str(data_dir)})
-        model = keras.models.load_model(checkpoint, compile=False)
+        model = keras_files.load_model(checkpoint, compile=False)
         training = runs.read_json(path / "training.json")
         return Member(path.as_posix(), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
                       training.get("seconds"),

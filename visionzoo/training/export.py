@@ -39,7 +39,7 @@ import numpy as np
 
 from visionzoo.preprocessing import ImageSpec, prepare_image, prepare_tiles
 
-from . import gradcam, graph_fixes, onnx_metadata, runs, train
+from . import gradcam, graph_fixes, keras_files, onnx_metadata, runs, train
 from .registry import get_recipe
 
 logger = logging.getLogger(__name__)
@@ -474,7 +474,6 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     the probabilities before the served arg-max (metadata.json `decision_weights`), e.g. to undo the
     class shares that oversampling gave the training set; chosen on validation.
     """
-    import tf_keras as keras
 
     from .models import objectives  # noqa: F401  (registers custom objects)
 
@@ -487,7 +486,7 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
         logger.warning("exporting anyway (--force): %s", refusal)
     logger.info("export: loading %s", checkpoint)
     recipe = get_recipe(config.model)
-    model = keras.models.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
+    model = keras_files.load_model(checkpoint, compile=False)  # weights only: no optimizer state in the export
     data = runs.read_json(run_dir / "data.json")
     class_names = data.get("class_names", {})
     training_spec = config.image_spec(recipe)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots, runs
+from . import keras_files, plots, runs
 from .data import SplitData, load_data
 from .data.common import Examples, smoke_positions
 from .recipe import Recipe, TrainConfig
@@ -439,7 +439,6 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
 
     `resume`: continue the unfinished run in `run_dir` (its config) from its last completed epoch.
     """
-    import tf_keras as keras
 
     seed_everything(config.seed)
     set_precision(config.precision)
@@ -494,7 +493,7 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     if not chief:
         shutil.rmtree(work_dir, ignore_errors=True)
         return run_dir
-    best = keras.models.load_model(checkpoint)
+    best = keras_files.load_model(checkpoint)
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     metrics = evaluate_splits(best, prepared, run_dir)
     before = _seconds_before_resume(run_dir, status) if resume else 0.0
@@ -542,7 +541,6 @@ def finish_run(run_dir: Path) -> Path:
     (config.json written) to its last completed epoch and `stopped_early` {epochs_completed,
     epochs_planned}, and mark it finished, so it exports without --force. The learning-rate
     schedule was planned for all epochs: the record says how far it got."""
-    import tf_keras as keras
 
     run_dir = Path(run_dir)
     config, checkpoint = runs.load_run(run_dir)
@@ -553,7 +551,7 @@ def finish_run(run_dir: Path) -> Path:
     if completed == 0 or "updated_at" not in status:
         raise ValueError(f"{run_dir} completed no epoch; train it again instead")
     prepared = prepare(config)
-    best = keras.models.load_model(checkpoint)
+    best = keras_files.load_model(checkpoint)
     plots.learning_curves(run_dir / "history.csv", run_dir / "plots" / "learning_curves.png")
     if not runs.read_samples(run_dir):  # runs from before samples were recorded
         split = evaluation_split(prepared.data)
@@ -582,7 +580,6 @@ def _headline(metrics: dict) -> str:
 
 def evaluate_run(run_dir: Path, splits=("val", "test"), data_dir: str | None = None) -> dict:
     """Re-evaluate a run's best checkpoint on its data (optionally found at a new `data_dir`)."""
-    import tf_keras as keras
 
     from .models import objectives  # noqa: F401  (registers custom objects for loading)
 
@@ -590,5 +587,5 @@ def evaluate_run(run_dir: Path, splits=("val", "test"), data_dir: str | None = N
     if data_dir:
         config = config.updated({"data_dir": str(data_dir)})
     prepared = prepare(config)
-    model = keras.models.load_model(checkpoint)
+    model = keras_files.load_model(checkpoint)
     return evaluate_splits(model, prepared, Path(run_dir), splits)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import tf_keras as keras
 
+from .. import keras_files
 from .layers import apply_scaling
 
 
@@ -129,7 +130,7 @@ def load_weights_from(model: keras.Model, path: str) -> None:
     if not source.is_file():
         raise ValueError(f"weights file {source} does not exist")
     if source.suffix == ".keras":
-        saved = keras.models.load_model(source, compile=False)
+        saved = keras_files.load_model(source, compile=False)
         if [w.shape for w in saved.weights] != [w.shape for w in model.weights]:
             raise ValueError(f"{source} holds a different architecture than {model.name}")
         model.set_weights(saved.get_weights())
