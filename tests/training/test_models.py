@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from visionzoo.training import keras_files
 from visionzoo.training.recipe import TrainConfig
 from visionzoo.training.registry import RECIPES, build_model, get_recipe
 
@@ -39,7 +40,7 @@ def test_model_builds_runs_round_trips_and_trains(name, tmp_path):
 
     path = tmp_path / "model.keras"
     model.save(path)
-    reloaded = keras.models.load_model(path)
+    reloaded = keras_files.load_model(path)  # the loader evaluate, export and ensemble use
     for output_name, values in _outputs(reloaded, features).items():
         np.testing.assert_allclose(values, outputs[output_name], atol=1e-5)
 
