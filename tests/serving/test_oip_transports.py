@@ -340,7 +340,8 @@ def test_grpc_stream_answers_every_request_and_goes_on_after_a_bad_one(grpc_addr
         for i in range(40):
             image = grpcclient.InferInput("image", [1, 96, 96, 3], "FP32")
             image.set_data_from_numpy(batch[i : i + 1])
-            client.async_stream_infer("nope" if i == 5 else "bloodcell", [image], request_id=f"r{i}")
+            client.async_stream_infer("nope" if i == 5 else "bloodcell", [image], request_id=f"r{i}",
+                                      enable_empty_final_response=i % 2 == 0)
     finally:
         client.stop_stream()  # half-closes, then waits for the server to answer everything
         client.close()
@@ -352,6 +353,8 @@ def test_grpc_stream_answers_every_request_and_goes_on_after_a_bad_one(grpc_addr
     assert sorted(results) == sorted(f"r{i}" for i in range(40) if i != 5)
     for key, result in results.items():
         np.testing.assert_allclose(result.as_numpy("probabilities")[0], expected[int(key[1:])], atol=1e-5)
+        final = result.get_response().parameters.get("triton_final_response")  # only when asked, as Triton
+        assert (final is not None and final.bool_param) == (int(key[1:]) % 2 == 0), key
 
 
 def test_grpc_stream_answers_a_malformed_message_on_the_stream(grpc_address):

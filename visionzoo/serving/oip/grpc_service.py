@@ -283,7 +283,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             return pb.ModelStreamInferResponse(error_message=request.message)
         try:
             reply = encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
-            return pb.ModelStreamInferResponse(infer_response=reply)
+            return pb.ModelStreamInferResponse(infer_response=_final(request, reply))
         except ServingError as error:
             if error.grpc_code == "INTERNAL":
                 logger.error("OIP gRPC ModelStreamInfer: %s", error, exc_info=error.__cause__)
@@ -292,7 +292,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             logger.exception("OIP gRPC ModelStreamInfer failed")
             message = f"internal error ({type(error).__name__}); see the server log"
         echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
-        return pb.ModelStreamInferResponse(error_message=message, infer_response=echo)
+        return pb.ModelStreamInferResponse(error_message=message, infer_response=_final(request, echo))
+
+
+def _final(request, reply: pb.ModelInferResponse) -> pb.ModelInferResponse:
+    """Triton's final-response flag, for clients that ask for it (tritonclient's
+    `async_stream_infer(..., enable_empty_final_response=True)`): every answer here is its request's
+    last, so it carries `triton_final_response: true` and no empty response follows."""
+    asked = request.parameters.get("triton_enable_empty_final_response")
+    if asked is not None and asked.bool_param:
+        reply.parameters["triton_final_response"].bool_param = True
+    return reply
 
 
 IMPLEMENTED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
