@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -68,11 +67,9 @@ def test_model_help_shows_the_recipes_defaults():
     assert "recipe defaults for mnist_lenet" in other and "bloodcell" not in other.split("recipe defaults", 1)[1]
 
 
-def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(synthetic, tmp_path):
+def test_train_smoke_then_export_on_a_synthetic_an2dl_npz(mars_smoke_run, tmp_path):
     """The foundation's acceptance run: train mars_dual_unet --smoke, then export the run."""
-    result = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]), "--out", str(tmp_path / "runs"),
-                       "--set", "ignore_background=true")
-    run = Path(next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("run folder: ")))
+    _, run = mars_smoke_run  # visionzoo train mars_dual_unet --smoke --set ignore_background=true (conftest.py)
     for name in ("config.json", "data.json", "history.csv", "best_model.keras", "metrics.json", "training.json", "plots/learning_curves.png",
                  "plots/iou_val.png", "plots/overlays_val.png"):
         assert (run / name).is_file(), name

@@ -15,11 +15,9 @@ from visionzoo.serving.pipeline import ServedModel
 from visionzoo.training.export import sha256
 
 
-def test_quantize_writes_a_scored_int8_variant_that_serves(synthetic, tmp_path, monkeypatch):
-    run_output = visionzoo("train", "mars_dual_unet", "--smoke", "--data-dir", str(synthetic["mars_npz"]),
-                           "--out", str(tmp_path / "runs")).stdout
-    run = next(line.split(": ", 1)[1] for line in run_output.splitlines() if line.startswith("run folder: "))
-    visionzoo("export", run, "--out", str(tmp_path / "exported"), "--savedmodel", "never", "--force")  # a smoke run
+def test_quantize_writes_a_scored_int8_variant_that_serves(mars_smoke_run, tmp_path, monkeypatch):
+    _, run = mars_smoke_run  # a Mars smoke run (conftest.py), exported here into a folder of its own
+    visionzoo("export", str(run), "--out", str(tmp_path / "exported"), "--savedmodel", "never", "--force")
     folder = tmp_path / "exported" / "mars_dual_unet" / "1"
 
     output = visionzoo("quantize", str(folder), "--calibration-images", "16").stdout
