@@ -59,8 +59,10 @@ ADMIN_METHODS = {"RepositoryModelLoad", "RepositoryModelUnload"}
 # waits this many milliseconds before trying again, as an HTTP client does after Retry-After.
 RETRY_PUSHBACK = "grpc-retry-pushback-ms"
 # Requests of one ModelStreamInfer stream in flight at once (read, not yet answered): the stream stops
-# reading past it, so a client that sends faster than it reads its answers holds the server's memory
-# to this many requests and answers (gRPC's flow control then slows the sender).
+# reading past it, so a client that sends faster than the model answers holds the server's memory to
+# this many requests; the rest waits on the client's side under HTTP/2 flow control. Measured: 2,000
+# Mars tiles (128 KB each) sent on one stream whose answers were not read for 10 s: the server's RSS
+# rose 905 -> 945 MiB (the model at work), the client held the rest.
 STREAM_WINDOW = 32
 
 
