@@ -101,6 +101,7 @@ def test_model_config(clients, protocol, name):
     assert spec and all(parameters[f"preprocessing.{key}"] == str(value) for key, value in spec.items())
     # gRPC's JSON leaves enum defaults out (REJECT is 0)
     assert found["dynamic_batching"]["default_queue_policy"].get("timeout_action", "REJECT") == "REJECT"
+    assert found["model_transaction_policy"].get("decoupled", False) is False  # one answer per request (streams too)
 
 
 # ---- statistics -------------------------------------------------------------------------------

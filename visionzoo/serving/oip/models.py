@@ -284,6 +284,7 @@ class ModelSignature:
                                          "max_queue_size": batcher.max_queue_size},
             },
             "instance_group": [{"name": f"{self.name}_0", "kind": kind, "count": batcher.instances}],
+            "model_transaction_policy": {"decoupled": False},  # one answer per request, on a stream too
             "parameters": parameters,
         }
 
