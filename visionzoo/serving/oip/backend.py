@@ -153,8 +153,9 @@ class Backend:
         spec, tensor = signature.select_input(request.inputs)
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
-        for name in request.classification:
-            signature.check_classification(name)
+        for output in selected:
+            if output.name in request.classification:
+                signature.check_classification(output)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
         # one model input per image or file, or more (tiles); a shapeless tensor is refused with its reason later
         with model.reserve(tensor.shape[0] if tensor.shape else 0) as room:

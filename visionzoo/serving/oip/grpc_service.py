@@ -143,15 +143,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             self._authorize(context, method)
             return await call(*args)
-        except ServingError as error:
-            code, message = grpc.StatusCode[error.grpc_code], str(error)
-            if code == grpc.StatusCode.INTERNAL:
-                logger.error("OIP gRPC %s: %s", method, error, exc_info=error.__cause__)
-            if error.retry_after is not None:  # HTTP's Retry-After, in the form gRPC's retry policies obey
-                trailers = ((RETRY_PUSHBACK, str(error.retry_after * 1000)),)
-        except Exception as error:
-            logger.exception("OIP gRPC %s failed", method)
-            code, message = grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
+        except Exception as error:  # noqa: BLE001 - every failure answers a status (failure() logs the server's own)
+            code, message = failure(method, error)
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:  # HTTP's Retry-After, in the form gRPC's retry policies obey
+                trailers = ((RETRY_PUSHBACK, str(retry_after * 1000)),)
         await context.abort(code, message, trailers)  # raises: the RPC ends here
 
     @staticmethod
@@ -235,11 +231,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._answer(context, "RepositoryModelUnload", call)
 
-    async def ModelInfer(self, request, context):
-        async def call():
-            return encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        return encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
 
-        return await self._answer(context, "ModelInfer", call)
+    async def ModelInfer(self, request, context):
+        return await self._answer(context, "ModelInfer", self._infer, request)
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Each request of the stream is inferred as ModelInfer does, concurrently (so they batch),
@@ -247,7 +243,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         try:
             self._authorize(context, "ModelStreamInfer")
         except ServingError as error:
-            await context.abort(grpc.StatusCode[error.grpc_code], str(error))
+            await context.abort(*failure("ModelStreamInfer", error))
         window = asyncio.Semaphore(STREAM_WINDOW)
         answers: asyncio.Queue = asyncio.Queue()
         tasks: set[asyncio.Task] = set()
@@ -284,17 +280,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         if isinstance(request, _Malformed):
             return pb.ModelStreamInferResponse(error_message=request.message)
         try:
-            reply = encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
-            return pb.ModelStreamInferResponse(infer_response=_final(request, reply))
-        except ServingError as error:
-            if error.grpc_code == "INTERNAL":
-                logger.error("OIP gRPC ModelStreamInfer: %s", error, exc_info=error.__cause__)
-            message = str(error)
-        except Exception as error:  # one request's fault must not end the other requests' stream
-            logger.exception("OIP gRPC ModelStreamInfer failed")
-            message = f"internal error ({type(error).__name__}); see the server log"
+            return pb.ModelStreamInferResponse(infer_response=_final(request, await self._infer(request)))
+        except Exception as error:  # noqa: BLE001 - one request's fault must not end the other requests' stream
+            _, message = failure("ModelStreamInfer", error)
         echo = pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version, id=request.id)
         return pb.ModelStreamInferResponse(error_message=message, infer_response=_final(request, echo))
+
+
+def failure(method: str, error: Exception) -> tuple[grpc.StatusCode, str]:
+    """The status and message an RPC answers for `error`; the server's own faults are logged."""
+    if isinstance(error, ServingError):
+        code = grpc.StatusCode[error.grpc_code]
+        if code == grpc.StatusCode.INTERNAL:
+            logger.error("OIP gRPC %s: %s", method, error, exc_info=error.__cause__)
+        return code, str(error)
+    logger.error("OIP gRPC %s failed", method, exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see the server log"
 
 
 def _final(request, reply: pb.ModelInferResponse) -> pb.ModelInferResponse:

@@ -212,12 +212,11 @@ class ModelSignature:
         return (spec.datatype != BYTES and len(spec.shape) == 2 and spec.shape[0] == -1 and spec.shape[1] > 0
                 and (labels is None or len(labels) == spec.shape[1]))
 
-    def check_classification(self, name: str) -> None:
+    def check_classification(self, spec: TensorSpec) -> None:
         """Triton's classification extension applies to outputs with one score per class."""
-        spec = next(t for t in self.outputs if t.name == name)  # select_outputs has checked the name
         if self._per_class(spec):
             return
-        labels = self.labels.get(name)
+        name, labels = spec.name, self.labels.get(spec.name)
         if labels is not None and len(spec.shape) == 2 and spec.shape[1] == 1:
             reason = f"it is one probability (of {labels[-1]!r}), not a score per class; request it without classification"
         else:
