@@ -83,6 +83,10 @@ def test_http_routes_refuse_without_the_key(served, input_name, headers):
         "/v2/models/bloodcell": httpx.get(f"{served.url}/v2/models/bloodcell", headers=headers, timeout=30),
         "/v2/models/bloodcell/ready": httpx.get(f"{served.url}/v2/models/bloodcell/ready", headers=headers, timeout=30),
         "/v2": httpx.get(f"{served.url}/v2", headers=headers, timeout=30),
+        "/v2/systemsharedmemory/status": httpx.get(f"{served.url}/v2/systemsharedmemory/status", headers=headers, timeout=30),
+        "/v2/systemsharedmemory/region/r/register": httpx.post(
+            f"{served.url}/v2/systemsharedmemory/region/r/register", json={"key": "/r", "byte_size": 8}, headers=headers,
+            timeout=30),
     }
     statuses = {route: answer.status_code for route, answer in answers.items()}
     assert set(statuses.values()) == {401}, statuses
@@ -113,6 +117,8 @@ def test_grpc_needs_the_key(served, input_name):
         for headers in (None, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
             assert grpc_code(lambda h=headers: grpc_infer(client, input_name, h)) == "StatusCode.UNAUTHENTICATED"
             assert grpc_code(lambda h=headers: client.get_model_metadata("bloodcell", headers=h)) == "StatusCode.UNAUTHENTICATED"
+            assert grpc_code(lambda h=headers: client.register_system_shared_memory("r", "/r", 8, headers=h)) == \
+                "StatusCode.UNAUTHENTICATED"
         for headers in ({"authorization": f"Bearer {KEY}"}, {"x-api-key": KEY}):
             result = grpc_infer(client, input_name, headers)
             assert result.as_numpy(result.get_response().outputs[0].name).shape[0] == 1

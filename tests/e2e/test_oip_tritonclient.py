@@ -11,6 +11,7 @@ limit so that the oversized-message case stays small.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -23,6 +24,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+import tritonclient.utils.shared_memory as shm
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
@@ -52,7 +54,8 @@ UNSUPPORTED = {"grpc": "StatusCode.INVALID_ARGUMENT", "http": "415"}
 
 @pytest.fixture(scope="module")
 def served_env() -> dict[str, str]:
-    return {"VISIONZOO_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT), "VISIONZOO_MAX_REQUEST_BYTES": str(MESSAGE_LIMIT)}
+    return {"VISIONZOO_GRPC_MAX_MESSAGE_BYTES": str(MESSAGE_LIMIT), "VISIONZOO_MAX_REQUEST_BYTES": str(MESSAGE_LIMIT),
+            "VISIONZOO_SYSTEM_SHARED_MEMORY": "on"}
 
 
 @dataclass
@@ -125,7 +128,7 @@ def test_health_and_server_metadata(clients, protocol):
     metadata = client.get_server_metadata(as_json=True) if protocol == "grpc" else client.get_server_metadata()
     assert metadata["name"] == "visionzoo"
     assert {"binary_tensor_data", "classification", "model_configuration", "model_repository",
-            "statistics"} <= set(metadata["extensions"])
+            "statistics", "system_shared_memory"} <= set(metadata["extensions"])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -247,6 +250,41 @@ def test_bad_requests_get_a_status_and_a_message_and_the_server_keeps_serving(cl
         expect_error(call, status[protocol], message)
         result = client.infer("bloodcell", [tensor(protocol, "image", good, "FP32")])
         np.testing.assert_allclose(result.as_numpy("probabilities"), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_tensors_pass_through_system_shared_memory(clients, references, protocol):
+    """tritonclient's shared-memory calls, as its simple_*_shm_client examples make them: the input
+    read from the region, the output written back into it, equal to ONNX Runtime's."""
+    client, bloodcell, module = clients[protocol], references["bloodcell"], PROTOCOLS[protocol]
+    batch = pixels(bloodcell, 4, seed=11)
+    expected = bloodcell.run(batch)["probabilities"]
+    name, key, size = f"e2e-{protocol}", f"/visionzoo-e2e-{protocol}-{os.getpid()}", batch.nbytes + expected.nbytes
+    region = shm.create_shared_memory_region(name, key, size)
+    try:
+        shm.set_shared_memory_region(region, [batch])
+        client.register_system_shared_memory(name, key, size)
+        # one registry per server: what one protocol registered, the other sees
+        assert name in clients["grpc"].get_system_shared_memory_status(as_json=True)["regions"]
+        assert name in [r["name"] for r in clients["http"].get_system_shared_memory_status()]
+        image = module.InferInput("image", list(batch.shape), "FP32")
+        image.set_shared_memory(name, batch.nbytes)
+        wanted = module.InferRequestedOutput("probabilities")
+        wanted.set_shared_memory(name, expected.nbytes, offset=batch.nbytes)
+        result = client.infer("bloodcell", [image], outputs=[wanted])
+        output = result.get_output("probabilities")
+        assert list(output["shape"] if protocol == "http" else output.shape) == list(expected.shape)
+        found = shm.get_contents_as_numpy(region, np.float32, list(expected.shape), offset=batch.nbytes)
+        np.testing.assert_allclose(found, expected, atol=ENGINE_TOLERANCE["probabilities"], rtol=1e-5)
+        small = module.InferRequestedOutput("probabilities")
+        small.set_shared_memory(name, expected.nbytes - 4, offset=batch.nbytes)
+        expect_error(lambda: client.infer("bloodcell", [image], outputs=[small]), INVALID[protocol],
+                     f"is {expected.nbytes} bytes; shared_memory_byte_size gives it {expected.nbytes - 4}")
+        client.unregister_system_shared_memory(name)
+        expect_error(lambda: client.infer("bloodcell", [image]), NOT_FOUND[protocol], f"no system shared-memory region {name!r}")
+    finally:
+        client.unregister_system_shared_memory(name)
+        shm.destroy_shared_memory_region(region)
 
 
 def engine_runs(metrics: str, model: str) -> float:

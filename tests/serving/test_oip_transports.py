@@ -9,11 +9,13 @@ a model cannot be loaded, so UNAVAILABLE is covered too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import io
 import json
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -62,13 +64,19 @@ def reference(name: str, batch: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names, _sessions[name].run(names, {version.inputs[0]["name"]: batch.astype(np.float32)})))
 
 
-@pytest.fixture(scope="module")
-def rest(models_dir):
-    models = model_set()
+@contextlib.contextmanager
+def rest_serving(models: ModelSet) -> Iterator[TestClient]:
+    """`models` behind the OIP REST app, in-process; yields Starlette's test client."""
     with TestClient(create_app(lambda: Backend(models))) as client:
         client.portal.call(models.start)
         yield client
         client.portal.call(models.stop)  # the batchers' tasks end with the loop they run on
+
+
+@pytest.fixture(scope="module")
+def rest(models_dir):
+    with rest_serving(model_set()) as client:
+        yield client
 
 
 def free_port() -> int:
@@ -77,13 +85,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def grpc_address(models_dir):
+@contextlib.contextmanager
+def grpc_serving(models: ModelSet) -> Iterator[str]:
+    """`models` served over OIP gRPC on a free port, on an event loop of its own; yields the address."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     port = free_port()
-    models = model_set()
     asyncio.run_coroutine_threadsafe(models.start(), loop).result(120)
     server = GRPCServer(models, "127.0.0.1", port, GRPC_LIMIT, reuse_port=False)
     asyncio.run_coroutine_threadsafe(server.start(), loop).result(30)
@@ -94,6 +102,12 @@ def grpc_address(models_dir):
         asyncio.run_coroutine_threadsafe(models.stop(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def grpc_address(models_dir):
+    with grpc_serving(model_set()) as address:
+        yield address
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +147,8 @@ def parse(response) -> httpclient.InferResult:
 
 
 def test_rest_server_routes(rest):
-    assert "binary_tensor_data" in rest.get("/v2").json()["extensions"]
+    extensions = rest.get("/v2").json()["extensions"]
+    assert "binary_tensor_data" in extensions and "system_shared_memory" not in extensions  # off by default
     assert rest.get("/v2/health/live").json() == {"live": True}
     # mura is refused: the server is not ready (a load balancer should prefer replicas that serve
     # everything), while each model answers for itself.
@@ -154,6 +169,8 @@ def test_rest_server_routes(rest):
         ("GET", "/v2/models/mura", 503, "model 'mura' is not available: mura: no exported versions of 'no_such_export'"),
         ("GET", "/v2/models/bloodcell/trace/setting", 404, "is not an Open Inference Protocol route served here"),
         ("POST", "/v2/models/nope/infer", 404, "unknown model 'nope'"),
+        ("POST", "/v2/systemsharedmemory/region/r/register", 403, "VISIONZOO_SYSTEM_SHARED_MEMORY=on enables it"),
+        ("GET", "/v2/cudasharedmemory/status", 404, "is not an Open Inference Protocol route served here"),
     ],
 )
 def test_rest_errors_are_json_with_a_status(rest, method, path, status, message):
@@ -266,6 +283,10 @@ def test_grpc_health_and_metadata(grpc_client):
     assert grpc_client.is_server_live() and not grpc_client.is_server_ready()  # mura is refused
     assert grpc_client.is_model_ready("mars") and not grpc_client.is_model_ready("mura")
     assert "binary_tensor_data" in grpc_client.get_server_metadata().extensions
+    assert "system_shared_memory" not in grpc_client.get_server_metadata().extensions  # off by default
+    with pytest.raises(InferenceServerException) as raised:
+        grpc_client.register_system_shared_memory("r", "/r", 8)
+    assert raised.value.status() == "StatusCode.PERMISSION_DENIED" and "VISIONZOO_SYSTEM_SHARED_MEMORY" in raised.value.message()
     found = grpc_client.get_model_metadata("mars", as_json=True)
     assert [(t["name"], t["datatype"]) for t in found["inputs"]] == [("image", "FP32")]  # enough to build a request
     assert [t["name"] for t in found["outputs"]] == ["probabilities", "class_map"]

@@ -99,7 +99,8 @@ def test_oip_routes_are_documented(document, client):
     for route, method in (("/v2", "get"), ("/v2/health/ready", "get"), ("/v2/models/{model}", "get"),
                           ("/v2/models/{model}/config", "get"), ("/v2/models/{model}/stats", "get"),
                           ("/v2/models/{model}/infer", "post"), ("/v2/models/{model}/versions/{version}/infer", "post"),
-                          ("/v2/repository/index", "post"), ("/v2/repository/models/{model}/unload", "post")):
+                          ("/v2/repository/index", "post"), ("/v2/repository/models/{model}/unload", "post"),
+                          ("/v2/systemsharedmemory/status", "get"), ("/v2/systemsharedmemory/region/{region}/register", "post")):
         operation = paths[route][method]
         assert operation["tags"] == ["Open Inference Protocol"] and operation["summary"], route
         for parameter in operation.get("parameters", []):

@@ -16,7 +16,7 @@ models' manifest (`models.yaml`). Read when the service starts; a bad value stop
 | VISIONZOO_MAX_QUEUE_DELAY_US | 0 | how long an under-full batch waits for more requests (per model too) |
 | VISIONZOO_PREFERRED_BATCH_SIZES | none | comma-separated batch sizes to prefer (per model too) |
 | VISIONZOO_MAX_QUEUE_SIZE | the manifest's, else 8 x max batch | items waiting per model before requests are refused with 503 (per model too); a batch size set in the environment without a queue size gets 8 x that batch |
-| VISIONZOO_QUEUE_TIMEOUT_US | 2000000 | a request queued longer is refused with 503 (per model too) |
+| VISIONZOO_QUEUE_TIMEOUT_US | the manifest's, else 2000000 | a request queued longer is refused with 503 (per model too) |
 | VISIONZOO_INSTANCES | 1 | engine runs in flight per model (per model too) |
 | VISIONZOO_WARMUP_BATCH_SIZES | 1,max | batch sizes run once at start-up (capped at the max batch size) |
 | VISIONZOO_MAX_IMAGES | 64 | images per request |
@@ -34,6 +34,7 @@ models' manifest (`models.yaml`). Read when the service starts; a bad value stop
 | VISIONZOO_API_KEY_FILE | unset | read the API key from this file (a mounted secret) |
 | VISIONZOO_ADMIN_TOKEN | unset | bearer token for /admin routes and the OIP repository API; unset disables them |
 | VISIONZOO_ADMIN_TOKEN_FILE | unset | read the admin token from this file |
+| VISIONZOO_SYSTEM_SHARED_MEMORY | off | on: clients on this host may pass tensors through POSIX shared memory (Triton's system shared-memory extension; trusted clients only, see serving/oip/shared_memory.py) |
 | VISIONZOO_ACCESS_LOG | off | on: one log line per HTTP request (BentoML's access log) |
 | VISIONZOO_TRACING | off | on: an OpenTelemetry span per HTTP request (configure the exporter in BentoML's tracing settings) |
 | VISIONZOO_SHUTDOWN_GRACE_SECONDS | 20 | on SIGTERM, how long requests in flight may take to finish |
@@ -107,11 +108,13 @@ class ServerSettings(BaseSettings):
     api_key_file: Path | None = None
     admin_token: SecretStr | None = None
     admin_token_file: Path | None = None
+    system_shared_memory: bool = False
     access_log: bool = False
     tracing: bool = False
     shutdown_grace_seconds: float = Field(20.0, ge=0)
 
-    _flags = field_validator("batching", "grpc_reuse_port", "access_log", "tracing", mode="before")(_flag)
+    _flags = field_validator("batching", "grpc_reuse_port", "system_shared_memory", "access_log", "tracing",
+                             mode="before")(_flag)
     _sizes = field_validator("warmup_batch_sizes", mode="before")(_sizes)
 
     @field_validator("api_key", "admin_token", mode="before")

@@ -11,7 +11,8 @@ is one); they never show the server's file system.
 | Forbidden | 403 | PERMISSION_DENIED | forbidden | a disabled route (admin routes without VISIONZOO_ADMIN_TOKEN) |
 | NotFound | 404 | NOT_FOUND | not_found | unknown model, version or route |
 | Conflict | 409 | FAILED_PRECONDITION | conflict | a reload the live model cannot take (changed signature) |
-| TooLarge | 413 | RESOURCE_EXHAUSTED | too_large | more images, bytes, pixels or tiles than allowed |
+| AlreadyExists | 409 | ALREADY_EXISTS | conflict | a shared-memory region name that is already registered |
+| TooLarge | 413 | RESOURCE_EXHAUSTED | too_large | more images, bytes, pixels or tiles than allowed, or more shared-memory regions |
 | UnsupportedMedia | 415 | INVALID_ARGUMENT | unsupported_media | a file that is not a decodable image |
 | Unavailable | 503 + Retry-After | UNAVAILABLE + grpc-retry-pushback-ms | unavailable | model loading, refused (missing or altered file) or shutting down |
 | Overloaded | 503 + Retry-After | UNAVAILABLE + grpc-retry-pushback-ms | overloaded | the model's queue is full, or a request waited past the queue timeout |
@@ -49,6 +50,10 @@ class NotFound(ServingError):
 
 class Conflict(ServingError):
     http_status, grpc_code, reason = 409, "FAILED_PRECONDITION", "conflict"
+
+
+class AlreadyExists(Conflict):
+    grpc_code = "ALREADY_EXISTS"
 
 
 class TooLarge(ServingError):

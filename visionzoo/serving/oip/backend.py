@@ -8,6 +8,7 @@ protocol joins the same queue and batch as the others. No batcher or engine live
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import weakref
 from collections.abc import Mapping
@@ -17,11 +18,13 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
+from .. import config
 from ..errors import ServingError
 from ..pipeline import ModelSet, ServedModel, Slot
-from .errors import InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import ModelSignature, PreparedBatch, RequestTensor, TensorSpec
-from .tensors import BYTES
+from .shared_memory import SharedMemoryRef, regions_of
+from .tensors import BYTES, from_raw, to_raw
 
 SERVER_NAME = "visionzoo"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics",
@@ -37,6 +40,7 @@ class InferRequest:
     inputs: list[RequestTensor] = field(default_factory=list)
     outputs: list[str] | None = None  # None: every output the input form produces
     classification: dict[str, int] = field(default_factory=dict)  # output -> top classes to return as BYTES
+    shared_memory: dict[str, SharedMemoryRef] = field(default_factory=dict)  # output -> where to write it
 
 
 @dataclass
@@ -44,6 +48,7 @@ class OutputTensor:
     name: str
     datatype: str
     data: np.ndarray
+    shared_memory: dict[str, Any] | None = None  # written to shared memory: the parameters that say where (no data)
 
     @property
     def shape(self) -> list[int]:
@@ -72,9 +77,7 @@ def signature_of(slot: Slot) -> ModelSignature:
 def classification_count(name: str, parameters: Mapping[str, Any]) -> int | None:
     """A requested output's parameters (plain values) -> the count of its `classification` parameter
     (Triton's classification extension: the top classes as "value:index:label" strings), or None.
-    Shared memory is refused; other parameters (binary_data) are the transport's."""
-    if "shared_memory_region" in parameters:
-        raise InvalidArgument(f"output {name!r}: shared memory is not supported; receive outputs in the response")
+    Other parameters are shared memory's (shared_memory.reference) or the transport's (binary_data)."""
     if "classification" not in parameters:
         return None
     count = parameters["classification"]
@@ -89,9 +92,11 @@ class Backend:
 
     def __init__(self, models: ModelSet) -> None:
         self.models = models
+        self.shared_memory = regions_of(models, config.server_settings().system_shared_memory)
 
     def server_metadata(self) -> dict:
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+        extensions = [*EXTENSIONS, "system_shared_memory"] if self.shared_memory.enabled else list(EXTENSIONS)
+        return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
     def ready(self) -> bool:
         return self.models.ready()
@@ -151,11 +156,15 @@ class Backend:
     async def _infer(self, model: ServedModel, slot: Slot, request: InferRequest) -> InferResponse:
         signature = signature_of(slot)
         spec, tensor = signature.select_input(request.inputs)
+        if tensor.shared_memory is not None:
+            tensor = self._in_shared_memory(tensor)
         from_files = spec == signature.files_input
         selected = signature.select_outputs(request.outputs, from_files)
         for output in selected:
             if output.name in request.classification:
                 signature.check_classification(output)
+        for ref in request.shared_memory.values():  # an unknown region is refused before any work
+            self.shared_memory.region(ref.region)
         heavy = from_files or tensor.nbytes > OFFLOAD_BYTES
         # one model input per image or file, or more (tiles); a shapeless tensor is refused with its reason later
         with model.reserve(tensor.shape[0] if tensor.shape else 0) as room:
@@ -166,7 +175,31 @@ class Backend:
         arrays = await self._maybe_offload(from_files and done.tiled, done.output_arrays, prepared, inference.outputs, selected)
         outputs = [OutputTensor(s.name, BYTES, done.classified(s.name, array, request.classification[s.name]))
                    if s.name in request.classification else OutputTensor(s.name, s.datatype, array) for s, array in arrays]
+        for output in outputs:
+            if output.name in request.shared_memory:
+                self._to_shared_memory(output, request.shared_memory[output.name])
         return InferResponse(signature.name, inference.slot.number, request.id, outputs)
+
+    def _in_shared_memory(self, tensor: RequestTensor) -> RequestTensor:
+        """The input with its data read from its registered region when decoded; no more than a
+        request body may carry (what a transport's limit would have refused)."""
+        ref, region = tensor.shared_memory, self.shared_memory.region(tensor.shared_memory.region)
+        what = f"input {tensor.name!r}"
+        limit = config.server_settings().max_request_bytes
+        if ref.byte_size > limit:
+            raise ResourceExhausted(f"{what}: {ref.byte_size} bytes in shared memory, more than the {limit} one request "
+                                    "may carry (VISIONZOO_MAX_REQUEST_BYTES)")
+
+        def decode() -> np.ndarray:
+            return from_raw(tensor.name, tensor.datatype, tensor.shape, region.read(ref, what))
+
+        return dataclasses.replace(tensor, decode=decode, shared_memory=None)
+
+    def _to_shared_memory(self, output: OutputTensor, ref: SharedMemoryRef) -> None:
+        """Write the output's raw bytes into its region; the answer then carries where, not the data."""
+        raw = to_raw(output.data, output.datatype)
+        self.shared_memory.region(ref.region).write(ref, raw, f"output {output.name!r}")
+        output.shared_memory = ref.parameters(len(raw))
 
     @staticmethod
     def _prepare(model: ServedModel, signature: ModelSignature, spec: TensorSpec, tensor: RequestTensor) -> PreparedBatch:

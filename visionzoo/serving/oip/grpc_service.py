@@ -10,12 +10,13 @@ Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata,
 ModelStatistics, RepositoryIndex, RepositoryModelLoad / Unload (admin token), ModelInfer and
 ModelStreamInfer (Triton's bidirectional stream, tritonclient's `start_stream` / `async_stream_infer`:
 each request is answered on the stream as soon as it is done, in completion order, its `id` echoed;
-a request that fails answers `error_message` and the stream goes on). The other Triton RPCs (shared
-memory, trace, logging) answer UNIMPLEMENTED with a message.
+a request that fails answers `error_message` and the stream goes on), and SystemSharedMemoryStatus /
+Register / Unregister (oip/shared_memory.py; off unless VISIONZOO_SYSTEM_SHARED_MEMORY=on). The other
+Triton RPCs (CUDA shared memory, trace, logging) answer UNIMPLEMENTED with a message.
 
 Inputs arrive either all in `raw_input_contents` (what tritonclient sends) or each in its typed
-`contents`; outputs always go back in `raw_output_contents`, which is what `InferResult.as_numpy`
-decodes. A requested output with the `classification` parameter (Triton's classification extension,
+`contents`, or in a registered shared-memory region; outputs go back in `raw_output_contents`, which
+is what `InferResult.as_numpy` decodes (an empty entry for an output written to shared memory). A requested output with the `classification` parameter (Triton's classification extension,
 tritonclient's `InferRequestedOutput(name, class_count=k)`) comes back as BYTES [N, k]: each image's
 top classes as "value:index:label". The server runs on the worker's event loop; inference awaits the same `ServedModel.infer`
 as the HTTP endpoints and joins the same batches.
@@ -48,6 +49,7 @@ from ..pipeline import ModelSet
 from .backend import Backend, InferRequest, InferResponse, classification_count
 from .errors import InvalidArgument, NotFound
 from .models import RequestTensor
+from .shared_memory import reference
 from .tensors import check_shape, element_count, from_contents, from_raw, to_raw
 
 logger = logging.getLogger("visionzoo.oip")
@@ -73,33 +75,46 @@ class PortTaken(RuntimeError):
 def decode_infer_request(request: pb.ModelInferRequest) -> InferRequest:
     raw = list(request.raw_input_contents)
     inputs = list(request.inputs)
-    if raw and len(raw) != len(inputs):
-        raise InvalidArgument(
-            f"{len(raw)} raw_input_contents for {len(inputs)} inputs; send one per input, in the order of 'inputs'")
-    tensors = []
-    for index, tensor in enumerate(inputs):
+    shared = [reference("input", t.name, parameter_values(t.parameters)) if t.parameters else None for t in inputs]
+    carried = sum(ref is None for ref in shared)  # inputs whose data is in the request (raw contents follow them)
+    if raw and len(raw) != carried:
+        besides = f" (not counting {len(inputs) - carried} in shared memory)" if carried != len(inputs) else ""
+        raise InvalidArgument(f"{len(raw)} raw_input_contents for {carried} inputs{besides}; send one per input, "
+                              "in the order of 'inputs'")
+    tensors, contents = [], iter(raw)
+    for tensor, ref in zip(inputs, shared):
         name, datatype = tensor.name, tensor.datatype
         shape = check_shape(name, list(tensor.shape))
-        if tensor.parameters and "shared_memory_region" in tensor.parameters:
-            raise InvalidArgument(f"input {name!r}: shared memory is not supported; send the data in the request")
+        typed = tensor.HasField("contents") and tensor.contents.ListFields()
+        if ref is not None:
+            if typed:
+                raise InvalidArgument(f"input {name!r} is in shared memory and also has contents; use one or the other")
+            tensors.append(RequestTensor(name, datatype, shape, None, ref.byte_size, ref))
+            continue
         if raw:
-            if tensor.HasField("contents") and tensor.contents.ListFields():
+            if typed:
                 raise InvalidArgument(
                     f"input {name!r} has typed contents while the request uses raw_input_contents; use one or the other")
-            decode = functools.partial(from_raw, name, datatype, shape, raw[index])
-            nbytes = len(raw[index])
+            data = next(contents)
+            decode = functools.partial(from_raw, name, datatype, shape, data)
+            nbytes = len(data)
         else:
             decode = functools.partial(from_contents, name, datatype, shape, tensor.contents)
             nbytes = 8 * element_count(shape)
         tensors.append(RequestTensor(name, datatype, shape, decode, nbytes))
-    requested, classification = None, {}
+    requested, classification, in_shared_memory = None, {}, {}
     if request.outputs:
         for output in request.outputs:
-            count = classification_count(output.name, parameter_values(output.parameters))
+            parameters = parameter_values(output.parameters)
+            count = classification_count(output.name, parameters)
             if count is not None:
                 classification[output.name] = count
+            ref = reference("output", output.name, parameters)
+            if ref is not None:
+                in_shared_memory[output.name] = ref
         requested = [output.name for output in request.outputs]
-    return InferRequest(request.model_name, request.model_version, request.id, tensors, requested, classification)
+    return InferRequest(request.model_name, request.model_version, request.id, tensors, requested, classification,
+                        in_shared_memory)
 
 
 def parameter_values(parameters) -> dict[str, Any]:
@@ -111,7 +126,12 @@ def parameter_values(parameters) -> dict[str, Any]:
 def encode_infer_response(response: InferResponse) -> pb.ModelInferResponse:
     reply = pb.ModelInferResponse(model_name=response.model, model_version=response.version, id=response.id)
     for output in response.outputs:
-        reply.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        tensor = reply.outputs.add(name=output.name, datatype=output.datatype, shape=output.shape)
+        if output.shared_memory is not None:  # written to the client's region: where, and no data
+            for key, value in output.shared_memory.items():
+                setattr(tensor.parameters[key], "string_param" if isinstance(value, str) else "int64_param", value)
+            reply.raw_output_contents.append(b"")  # keeps raw_output_contents[i] the data of outputs[i]
+            continue
         reply.raw_output_contents.append(to_raw(output.data, output.datatype))
     return reply
 
@@ -231,6 +251,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._answer(context, "RepositoryModelUnload", call)
 
+    async def SystemSharedMemoryStatus(self, request, context):
+        async def call():
+            reply = pb.SystemSharedMemoryStatusResponse()
+            for region in self.backend.shared_memory.status(request.name):
+                reply.regions[region["name"]].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(**region))
+            return reply
+
+        return await self._answer(context, "SystemSharedMemoryStatus", call)
+
+    async def SystemSharedMemoryRegister(self, request, context):
+        async def call():
+            self.backend.shared_memory.register(request.name, request.key, request.offset, request.byte_size)
+            return pb.SystemSharedMemoryRegisterResponse()
+
+        return await self._answer(context, "SystemSharedMemoryRegister", call)
+
+    async def SystemSharedMemoryUnregister(self, request, context):
+        async def call():
+            self.backend.shared_memory.unregister(request.name)
+            return pb.SystemSharedMemoryUnregisterResponse()
+
+        return await self._answer(context, "SystemSharedMemoryUnregister", call)
+
     async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
         return encode_infer_response(await self.backend.infer(decode_infer_request(request), "oip_grpc"))
 
@@ -310,7 +353,8 @@ def _final(request, reply: pb.ModelInferResponse) -> pb.ModelInferResponse:
 
 IMPLEMENTED = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
                "ModelStatistics", "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload", "ModelInfer",
-               "ModelStreamInfer")
+               "ModelStreamInfer", "SystemSharedMemoryStatus", "SystemSharedMemoryRegister",
+               "SystemSharedMemoryUnregister")
 
 
 def _unimplemented(method: str):

@@ -48,6 +48,7 @@ from ..processing import (
 )
 from ..repository import ModelVersion
 from .errors import InvalidArgument, ResourceExhausted
+from .shared_memory import SharedMemoryRef
 from .tensors import BYTES, format_shape
 
 PLATFORM = "onnxruntime_onnx"  # Triton's name for ONNX Runtime models
@@ -85,8 +86,9 @@ class RequestTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    decode: Callable[[], np.ndarray]
+    decode: Callable[[], np.ndarray] | None  # None while the data waits in shared memory (the backend reads it)
     nbytes: int = 0  # the size on the wire, to decide whether decoding leaves the event loop
+    shared_memory: SharedMemoryRef | None = None  # where the data is, when the request put it in shared memory
 
 
 @dataclass

@@ -10,6 +10,9 @@ extension that `tritonclient.http` uses by default.
     POST /v2/models/{model}[/versions/{version}]/infer
     POST /v2/repository/index                         every model and its state
     POST /v2/repository/models/{model}/load, /unload  (admin token, as /admin/reload)
+    GET  /v2/systemsharedmemory[/region/{name}]/status    system shared memory (oip/shared_memory.py;
+    POST /v2/systemsharedmemory/region/{name}/register    off unless VISIONZOO_SYSTEM_SHARED_MEMORY=on)
+    POST /v2/systemsharedmemory[/region/{name}]/unregister
     GET  /docs                                        the API documentation (Swagger UI over /docs.json,
                                                       which links GET /docs/oip.json: these routes)
 
@@ -49,6 +52,7 @@ from ..http_inputs import read_limited
 from .backend import Backend, InferRequest, InferResponse, classification_count
 from .errors import InvalidArgument, NotFound, ResourceExhausted
 from .models import RequestTensor
+from .shared_memory import reference
 from .tensors import check_shape, element_count, from_json, from_raw, to_json, to_raw
 
 logger = logging.getLogger("visionzoo.oip")
@@ -123,9 +127,13 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
         name, datatype = item["name"], item["datatype"]
         shape = check_shape(name, item.get("shape"))
         parameters = _parameters(item, f"input {name!r}")
-        if "shared_memory_region" in parameters:
-            raise InvalidArgument(f"input {name!r}: shared memory is not supported; send the data in the request")
         size = parameters.get("binary_data_size")
+        ref = reference("input", name, parameters)
+        if ref is not None:
+            if "data" in item or size is not None:
+                raise InvalidArgument(f"input {name!r} is in shared memory and also has data; use one or the other")
+            tensors.append(RequestTensor(name, datatype, shape, None, ref.byte_size, ref))
+            continue
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise InvalidArgument(f"input {name!r}: binary_data_size must be a non-negative integer, got {size!r}")
@@ -146,7 +154,7 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
             f"{len(binary) - offset} bytes of binary data after the JSON header belong to no input's binary_data_size")
     request_parameters = _parameters(document, "request")
     default_binary = bool(request_parameters.get("binary_data_output", False))
-    requested, binary_outputs, classification = None, {}, {}
+    requested, binary_outputs, classification, in_shared_memory = None, {}, {}, {}
     if document.get("outputs") is not None:
         if not isinstance(document["outputs"], list):
             raise InvalidArgument("'outputs' must be a list of {'name': ...} objects")
@@ -158,11 +166,14 @@ def parse_infer_request(model: str, version: str, document: Any, binary: memoryv
             count = classification_count(item["name"], parameters)
             if count is not None:
                 classification[item["name"]] = count
+            ref = reference("output", item["name"], parameters)
+            if ref is not None:
+                in_shared_memory[item["name"]] = ref
             requested.append(item["name"])
             binary_outputs[item["name"]] = bool(parameters.get("binary_data", default_binary))
     request_id = document.get("id", "")
     request = InferRequest(model, version, str(request_id) if request_id is not None else "", tensors, requested,
-                           classification)
+                           classification, in_shared_memory)
     return request, binary_outputs, default_binary
 
 
@@ -173,7 +184,9 @@ def encode_infer_response(response: InferResponse, binary_outputs: dict[str, boo
     header["outputs"], blobs = [], []
     for output in response.outputs:
         entry: dict[str, Any] = {"name": output.name, "datatype": output.datatype, "shape": output.shape}
-        if binary_outputs.get(output.name, default_binary):
+        if output.shared_memory is not None:  # written to the client's region: where, and no data
+            entry["parameters"] = output.shared_memory
+        elif binary_outputs.get(output.name, default_binary):
             raw = to_raw(output.data, output.datatype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
@@ -216,7 +229,8 @@ OIP_SPEC = "https://kserve.github.io/website/latest/modelserving/data_plane/v2_p
 def _oip_operation(summary: str, response: str, parameters: tuple[str, ...] = (), body: str | None = None,
                    admin: bool = False) -> dict:
     """One OIP route as an OpenAPI operation (paths documented here, served by `create_app`)."""
-    described = {"model": ("served model name", "bloodcell"), "version": ("exported version", "1")}
+    described = {"model": ("served model name", "bloodcell"), "version": ("exported version", "1"),
+                 "region": ("a shared-memory region's name (yours)", "input_0")}
     operation: dict[str, Any] = {
         "tags": [OIP_TAG], "summary": summary,
         "externalDocs": {"url": OIP_SPEC, "description": "Open Inference Protocol v2 (KServe)"},
@@ -268,6 +282,13 @@ OIP_INFER_REQUEST = {
     "example": {"id": "request-1", "inputs": [{"name": "image", "shape": [1, 224, 224, 3], "datatype": "FP32",
                                                "data": [0.0]}], "outputs": [{"name": "probabilities"}]},
 }
+OIP_SHARED_MEMORY_REGISTER = {
+    "type": "object", "title": "OipSharedMemoryRegister", "required": ["key", "byte_size"],
+    "description": "a region of a POSIX shared-memory object you created (tritonclient.utils.shared_memory)",
+    "properties": {"key": {"type": "string", "description": "the object's name", "example": "/input_0"},
+                   "offset": {"type": "integer", "description": "where the region starts in the object", "example": 0},
+                   "byte_size": {"type": "integer", "description": "the region's size in bytes", "example": 110592}},
+}
 OIP_REPOSITORY_REQUEST = {"type": "object", "title": "OipRepositoryRequest",
                           "description": "optional `ready`/`parameters` (ignored: every served model is listed)",
                           "properties": {"ready": {"type": "boolean", "description": "only ready models (ignored)",
@@ -289,6 +310,18 @@ def openapi_document() -> tuple[dict[str, dict], dict[str, dict]]:
         "/v2/repository/models/{model}/unload": {"post": _oip_operation(
             "stop serving a model until it is loaded again; admin token", "{}", ("model",), admin=True)},
     }
+    shared = "system shared memory (VISIONZOO_SYSTEM_SHARED_MEMORY=on): "
+    paths.update({
+        "/v2/systemsharedmemory/status": {"get": _oip_operation(shared + "every registered region", "a list of "
+                                                                 "{name, key, offset, byte_size}")},
+        "/v2/systemsharedmemory/region/{region}/status": {"get": _oip_operation(shared + "one region", "[{name, key, "
+                                                                                 "offset, byte_size}]", ("region",))},
+        "/v2/systemsharedmemory/region/{region}/register": {"post": _oip_operation(
+            shared + "register a region of your object under a name", "{}", ("region",), body="OipSharedMemoryRegister")},
+        "/v2/systemsharedmemory/unregister": {"post": _oip_operation(shared + "forget every region", "{}")},
+        "/v2/systemsharedmemory/region/{region}/unregister": {"post": _oip_operation(shared + "forget one region", "{}",
+                                                                                      ("region",))},
+    })
     for base, parameters in ((model, ("model",)), (versioned, ("model", "version"))):
         paths[base] = {"get": _oip_operation("model metadata: inputs, outputs, labels, preprocessing", "model metadata", parameters)}
         paths[base + "/ready"] = {"get": _oip_operation("model ready (200) or not (503)", "{name, ready}", parameters)}
@@ -298,7 +331,8 @@ def openapi_document() -> tuple[dict[str, dict], dict[str, dict]]:
         paths[base + "/infer"] = {"post": _oip_operation(
             "inference on tensors or encoded image files; answers {model_name, model_version, id, outputs}",
             "the output tensors", parameters, body="OipInferRequest")}
-    return paths, {"OipInferRequest": OIP_INFER_REQUEST, "OipRepositoryRequest": OIP_REPOSITORY_REQUEST}
+    return paths, {"OipInferRequest": OIP_INFER_REQUEST, "OipRepositoryRequest": OIP_REPOSITORY_REQUEST,
+                   "OipSharedMemoryRegister": OIP_SHARED_MEMORY_REGISTER}
 
 
 OIP_DOCUMENT = "/docs/oip.json"
@@ -393,6 +427,26 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
         await backend.models[request.path_params["model"]].unload()
         return JSONResponse({})
 
+    async def shared_memory_status(request: Request, backend: Backend) -> Response:
+        return JSONResponse(backend.shared_memory.status(request.path_params.get("region", "")))
+
+    async def shared_memory_register(request: Request, backend: Backend) -> Response:
+        backend.shared_memory.require_enabled()  # before reading the body: the answer that helps
+        shape = 'a JSON object {"key": "/name", "offset": 0, "byte_size": N}'
+        try:
+            document = json.loads(await read_body(request, 64 * 1024))
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidArgument(f"the register request's body is not JSON; send {shape}") from None
+        if not isinstance(document, dict) or set(document) - {"key", "offset", "byte_size"}:
+            raise InvalidArgument(f"the register request is {shape}")
+        backend.shared_memory.register(request.path_params["region"], document.get("key"), document.get("offset", 0),
+                                       document.get("byte_size"))
+        return JSONResponse({})
+
+    async def shared_memory_unregister(request: Request, backend: Backend) -> Response:
+        backend.shared_memory.unregister(request.path_params.get("region", ""))
+        return JSONResponse({})
+
     async def docs(request: Request, backend: Backend) -> Response:
         return FileResponse(docs_page(), media_type="text/html")
 
@@ -426,6 +480,11 @@ def create_app(get_backend: Callable[[], Backend] | None = None) -> Starlette:
         route(versioned + "/config", model_config),
         route(model + "/stats", statistics),
         route(versioned + "/stats", statistics),
+        route("/v2/systemsharedmemory/status", shared_memory_status),
+        route("/v2/systemsharedmemory/region/{region}/status", shared_memory_status),
+        route("/v2/systemsharedmemory/region/{region}/register", shared_memory_register, ("POST",)),
+        route("/v2/systemsharedmemory/unregister", shared_memory_unregister, ("POST",)),
+        route("/v2/systemsharedmemory/region/{region}/unregister", shared_memory_unregister, ("POST",)),
         route(model + "/infer", infer, ("POST",)),
         route(versioned + "/infer", infer, ("POST",)),
         route("/docs", docs),
