@@ -8,6 +8,8 @@ shares with the server (the role Triton's perf_analyzer plays; it is not install
   request message is built once. Works against any OIP server (visionzoo, Seldon MLServer, Triton).
 - `RestTarget`: OIP REST with the binary tensor data extension, over aiohttp; the body is built once.
 - `MultipartTarget`: a multipart upload to a BentoML endpoint, over aiohttp.
+- `GrpcSharedMemoryTarget`: `GrpcTarget` with the input in a system shared-memory region.
+- `one_stream`: requests back to back on one gRPC ModelStreamInfer stream.
 
     target = GrpcTarget("127.0.0.1:8001", "bloodcell", "image", images)   # images: (N, H, W, C) float32
     result = asyncio.run(closed_loop(target, clients=32, warmup=3, duration=15))
@@ -89,6 +91,82 @@ class GrpcTarget:
     def error_kind(error: Exception) -> str:
         code = getattr(error, "code", None)
         return code().name if callable(code) else type(error).__name__
+
+
+class GrpcSharedMemoryTarget(GrpcTarget):
+    """`GrpcTarget` with the input in a system shared-memory region (Triton's extension; the server
+    must run with VISIONZOO_SYSTEM_SHARED_MEMORY=on): the region is made and registered by `open`,
+    written once, and each request names it instead of carrying the tensor."""
+
+    def __init__(self, address: str, model: str, input_name: str, images: np.ndarray, **kwargs) -> None:
+        super().__init__(address, model, input_name, images, **kwargs)
+        self.images = np.ascontiguousarray(images)
+        self.name = f"loadgen-{model}-{id(self)}"
+        self.region = None
+        del self.request.raw_input_contents[:]
+        parameters = self.request.inputs[0].parameters
+        parameters["shared_memory_region"].string_param = self.name
+        parameters["shared_memory_byte_size"].int64_param = self.images.nbytes
+
+    async def open(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.grpc import service_pb2 as pb
+
+        await super().open()
+        self.region = shm.create_shared_memory_region(self.name, "/" + self.name, self.images.nbytes)
+        shm.set_shared_memory_region(self.region, [self.images])
+        await self.stub.SystemSharedMemoryRegister(pb.SystemSharedMemoryRegisterRequest(
+            name=self.name, key="/" + self.name, byte_size=self.images.nbytes), timeout=self.timeout)
+
+    async def close(self) -> None:
+        import tritonclient.utils.shared_memory as shm
+        from tritonclient.grpc import service_pb2 as pb
+
+        try:
+            if self.stub is not None:
+                await self.stub.SystemSharedMemoryUnregister(pb.SystemSharedMemoryUnregisterRequest(name=self.name),
+                                                             timeout=self.timeout)
+        finally:
+            if self.region is not None:
+                shm.destroy_shared_memory_region(self.region)
+                self.region = None
+            await super().close()
+
+
+async def one_stream(target: GrpcTarget, warmup: float, duration: float, in_flight: int = 64,
+                     images_per_request: int = 1) -> LoadResult:
+    """Requests sent back to back on one ModelStreamInfer stream (tritonclient's `start_stream`), at
+    most `in_flight` unanswered; the window's answers count, latency from send to answer."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    await target.open()
+    result = LoadResult(1, images_per_request, duration, 0, 0)
+    start = time.perf_counter()
+    window = (start + warmup, start + warmup + duration)
+    room = asyncio.Semaphore(in_flight)
+    sent: dict[str, float] = {}
+
+    async def requests():
+        index = 0
+        while time.perf_counter() < window[1]:
+            await room.acquire()
+            request = pb.ModelInferRequest()
+            request.CopyFrom(target.request)
+            request.id = str(index)
+            sent[request.id] = time.perf_counter()
+            index += 1
+            yield request
+
+    try:
+        async for answer in target.stub.ModelStreamInfer(requests(), timeout=warmup + duration + 60):
+            ended = time.perf_counter()
+            began = sent.pop(answer.infer_response.id, ended)
+            room.release()
+            if window[0] <= began and ended <= window[1]:
+                _record(result, "stream error" if answer.error_message else None, (ended - began) * 1000)
+    finally:
+        await target.close()
+    return result
 
 
 class _HttpTarget:

@@ -132,6 +132,22 @@ def targets(found: dict, raw: dict) -> list[tuple[str, str, str, bool | None]]:
     return rows
 
 
+def transports_section(found: dict | None) -> str:
+    if not found:
+        return "Not measured in this run."
+    unary, stream = found["stream"]["unary_32_clients"], found["stream"]["one_stream"]
+    shm = found["shared_memory"]
+    message, shared = shm["message"], shm["shared_memory"]
+    return (f"One ModelStreamInfer stream (tritonclient's `start_stream`, at most 64 requests unanswered) carrying "
+            f"1-image blood-cell requests: {stream['images_per_s']:.0f} images/s (p50 {stream['p50_ms']:.1f} ms, "
+            f"{stream['errors']} errors), against {unary['images_per_s']:.0f} images/s for 32 unary clients "
+            f"(p50 {unary['p50_ms']:.1f} ms) on the same server.\n\n"
+            f"System shared memory (`VISIONZOO_SYSTEM_SHARED_MEMORY=on`), 1 client, {shm['model']} requests of "
+            f"{shm['images_per_request']} images ({shm['mib_per_request']:.1f} MiB of FP32): p50 {shared['p50_ms']:.1f} ms with "
+            f"the input in a registered region against {message['p50_ms']:.1f} ms with it in the message "
+            f"({shared['images_per_s']:.0f} vs {message['images_per_s']:.0f} images/s).")
+
+
 def render(found: dict, raw: dict, commit: str, when: datetime) -> str:
     service = found["service"]
     settings = found["settings"]
@@ -210,6 +226,10 @@ request path (protocol parsing, the event loop, answers) and with the load gener
 
 1-client gRPC p50: fresh {hang['fresh_p50_ms']:.2f} ms; right after 8 s of 64 clients ({hang['burst_images_per_s']:.0f} images/s)
 {hang['after_burst_p50_ms']:.2f} ms; after 20 s idle {hang['after_idle_p50_ms']:.2f} ms.
+
+## Other gRPC transports
+
+{transports_section(service.get('transports'))}
 
 ## Overload
 

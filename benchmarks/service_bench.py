@@ -13,6 +13,8 @@ model (the smallest, so the serving path is what shows), with real golden JPEGs:
 - closed-loop images/s and p50/p99 over OIP gRPC, OIP REST (binary tensors) and the multipart
   endpoint at 1/8/32/64 clients, with 1- and 8-image requests;
 - the 1-client p50 right after 8 s of 64 clients, and again after 20 s idle;
+- one gRPC stream (ModelStreamInfer) against 32 unary clients, and an X-ray request's input in system
+  shared memory against the same tensor in the message (the server runs with shared memory on);
 - overload: an open loop at 4x the measured capacity; how fast the excess is refused, the p99 of
   what is accepted against the p99 at capacity, and how long until 1-client latency is back;
 - a second server with VISIONZOO_BATCHING=off at 64 clients (batching on / off);
@@ -36,12 +38,14 @@ import numpy as np
 import psutil
 
 from benchmarks.loadgen import (
+    GrpcSharedMemoryTarget,
     GrpcTarget,
     LoadResult,
     MultipartTarget,
     RestTarget,
     answer_outputs,
     closed_loop,
+    one_stream,
     open_loop,
 )
 
@@ -52,6 +56,8 @@ MODEL, EXPORT = "bloodcell", "bloodcell_mobilenetv3"
 # X-ray model's 600 KiB tensors) the transport and the load generator, on the same two cores, saturate
 # before the server's queue does.
 OVERLOAD_MODEL, OVERLOAD_EXPORT = "mars", "mars_dual_unet"
+# Shared memory pays where tensors are large: the X-ray model's 320x320 inputs (1.2 MiB each as FP32).
+SHARED_MEMORY_MODEL, SHARED_MEMORY_EXPORT = "mura", "mura_multitask_resnet"
 CLIENTS = (1, 8, 32, 64)
 IMAGES = (1, 8)
 PROTOCOLS = ("grpc", "rest", "multipart")
@@ -174,9 +180,30 @@ async def service_runs(endpoints: Endpoints, warmup: float, duration: float, pid
     idle = await probe_p50(endpoints, "grpc", 3.0)
     found["hangover"] = {"fresh_p50_ms": round(fresh, 2), "burst_images_per_s": round(burst.images_per_s, 1),
                          "after_burst_p50_ms": round(after, 2), "after_idle_p50_ms": round(idle, 2)}
+    found["transports"] = await transport_runs(endpoints, warmup, duration)
     xray = endpoints.of(OVERLOAD_MODEL, OVERLOAD_EXPORT)
     found["overload"] = {"model": OVERLOAD_MODEL, **await overload(xray, await probe_p50(xray, "grpc", 3.0), warmup, duration)}
     found["rss_mib_after_load"] = round(tree_rss_mib(pid), 1)
+    return found
+
+
+async def transport_runs(endpoints: Endpoints, warmup: float, duration: float) -> dict:
+    """The gRPC transports beside plain ModelInfer: one ModelStreamInfer stream against 32 unary
+    clients (blood cells, 1-image requests), and the input in system shared memory against the same
+    tensor in the message (1 client, the X-ray model's 8-image requests: 9.4 MiB each)."""
+    found: dict = {}
+    unary = await closed_loop(endpoints.target("grpc", 1), 32, warmup, duration)
+    stream = await one_stream(endpoints.target("grpc", 1), warmup, duration)
+    found["stream"] = {"unary_32_clients": point(unary, protocol="grpc", images_per_request=1),
+                       "one_stream": point(stream, protocol="grpc-stream", images_per_request=1)}
+    xray = endpoints.of(SHARED_MEMORY_MODEL, SHARED_MEMORY_EXPORT)
+    _, batch = sized([None] * len(xray.pixels), xray.pixels, 8)
+    plain = GrpcTarget(xray.grpc_address, xray.model, xray.input_name, batch, outputs=xray.outputs)
+    shared = GrpcSharedMemoryTarget(xray.grpc_address, xray.model, xray.input_name, batch, outputs=xray.outputs)
+    found["shared_memory"] = {"model": xray.model, "images_per_request": 8, "mib_per_request": round(batch.nbytes / 2**20, 1),
+                              "message": point(await closed_loop(plain, 1, warmup, duration, 8), protocol="grpc", images_per_request=8),
+                              "shared_memory": point(await closed_loop(shared, 1, warmup, duration, 8), protocol="grpc-shm",
+                                                     images_per_request=8)}
     return found
 
 
@@ -321,7 +348,7 @@ def main(argv=None) -> dict:
         return batching_off_runs(endpoints, args.warmup, args.duration)
 
     found["starts"] = start_times()
-    found["service"] = serve_and_measure({}, files, pixels, input_name, on)
+    found["service"] = serve_and_measure({"VISIONZOO_SYSTEM_SHARED_MEMORY": "on"}, files, pixels, input_name, on)
     found["batching_off"] = serve_and_measure({"VISIONZOO_BATCHING": "off"}, files, pixels, input_name, off)
     if not args.skip_mlserver:
         try:
