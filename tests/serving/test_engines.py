@@ -271,3 +271,43 @@ def test_a_deferred_compile_that_fails_leaves_the_model_serving(monkeypatch, cap
     finally:
         monkeypatch.undo()
         config.reload()
+
+
+# Three OpenVINO engines of one model, built on three threads and run for the first time at once,
+# in a fresh process (the bindings' statics are set up once per process): what the service's
+# parallel model loading does at start-up.
+_FIRST_RUNS_AT_ONCE = """
+import os, sys, threading
+import numpy as np
+from visionzoo.serving.engines import build
+from visionzoo.serving.engines.base import EngineRequest
+from visionzoo.serving.repository import load_served
+version = load_served("bloodcell")
+(tensor,) = version.inputs
+request = EngineRequest(version.onnx_path, tensor["name"], tuple(o["name"] for o in version.outputs))
+together = threading.Barrier(3)
+def first_run():
+    engine = build("openvino", request, defer=True)
+    together.wait()
+    engine.run(np.zeros((1, *tensor["shape"][1:]), np.float32))
+threads = [threading.Thread(target=first_run, daemon=True) for _ in range(3)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print("ok", flush=True)
+os._exit(0)
+"""
+
+
+def test_openvino_engines_started_on_parallel_threads_do_not_deadlock(models_dir):
+    """Without `prime_bindings`, 3 of 30 such processes hung for good (every thread waiting for the
+    GIL, one holding it inside a C++ static's guard) and `bentoml serve` twice never became ready;
+    with it, none of 60. Eight fresh processes here, each given 60 s."""
+    import subprocess
+    import sys
+
+    for _ in range(8):
+        done = subprocess.run([sys.executable, "-c", _FIRST_RUNS_AT_ONCE], capture_output=True, text=True, timeout=60,
+                              check=False)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -24,6 +24,38 @@ import numpy as np
 
 from .base import Engine, EngineRequest, EngineUnavailable
 
+_primed = False
+_priming = threading.Lock()
+
+
+def prime_bindings() -> None:
+    """Run OpenVINO's Python bindings once, on one thread, before any engine is built or run.
+
+    The bindings initialise C++ function-local statics on their first use (the element type ->
+    numpy dtype table that every `infer` reads among them), holding the GIL. Two threads reaching
+    one for the first time together can deadlock, one waiting for the static's guard with the GIL
+    held, the other inside the guard waiting for the GIL, and then every thread of the process waits
+    for the GIL. The service builds and warms its models on parallel threads, so a start could hang
+    for good before ready: twice in ~20 `bentoml serve` starts here (py-spy: `__cxa_guard_acquire`
+    in one loading thread, `pthread_cond_timedwait` in the others), and 2 of 28 fresh processes that
+    ran three engines' first inference at once. A tiny model compiled and run both ways (copied and
+    shared inputs) under a lock initialises them before anything runs concurrently."""
+    global _primed
+    with _priming:
+        if _primed:
+            return
+        import openvino as ov
+        import openvino.opset13 as ops
+
+        pixels = ops.parameter([-1, 2], ov.Type.f32, name="x")
+        compiled = ov.Core().compile_model(ov.Model([ops.relu(pixels)], [pixels]), "CPU",
+                                           {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+        request = compiled.create_infer_request()
+        batch = np.ones((1, 2), np.float32)
+        request.infer({"x": batch})
+        request.infer({"x": batch}, share_inputs=True, share_outputs=False)
+        _primed = True
+
 
 class _Compiled:
     """One compiled model, its infer request and its outputs by name."""
@@ -43,6 +75,7 @@ class OpenVINOEngine(Engine):
             import openvino as ov
         except ImportError as error:
             raise EngineUnavailable("openvino is not installed (pip install openvino)") from error
+        prime_bindings()  # before this thread touches the bindings alongside another
         self._core = ov.Core()
         self._config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", **request.options.get("openvino", {})}
         if request.threads:
