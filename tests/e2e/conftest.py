@@ -107,7 +107,14 @@ def _wait_until_ready(served: Served, deadline: float) -> None:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (arbiter and workers), SIGKILL what is left after 30 s."""
+    """SIGTERM the server's process group (arbiter and workers), SIGKILL what is left after 30 s,
+    workers that run in process groups of their own included (found before the arbiter goes: once
+    it has, they are orphans nobody waits for)."""
+    import psutil
+
+    workers: list[psutil.Process] = []
+    with contextlib.suppress(psutil.Error):
+        workers = psutil.Process(process.pid).children(recursive=True)
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -118,6 +125,9 @@ def _stop(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # workers that outlived the arbiter
     process.wait()
+    for worker in workers:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
 
 
 @contextlib.contextmanager
