@@ -5,6 +5,7 @@ through `bentoml serve`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 
@@ -253,3 +254,18 @@ def test_grpc_moves_an_answer_larger_than_the_message_limit_through_shared_memor
     with pytest.raises(InferenceServerException) as raised:
         grpc_client.infer("mars", [image])
     assert raised.value.status() == "StatusCode.NOT_FOUND"
+
+
+def test_the_benchmark_clients_get_answers(enabled):
+    """`make bench`'s shared-memory and stream clients (benchmarks/loadgen.py) against this server:
+    every request answered, the region unregistered and its object gone afterwards."""
+    from benchmarks.loadgen import GrpcSharedMemoryTarget, GrpcTarget, closed_loop, one_stream
+
+    with grpc_serving(model_set()) as address:
+        batch = pixels(2)
+        shared = GrpcSharedMemoryTarget(address, "bloodcell", "image", batch, outputs=["probabilities"])
+        found = asyncio.run(closed_loop(shared, 1, 0.2, 1.0, 2))
+        assert found.requests > 0 and found.errors == 0, found.error_kinds
+        assert not os.path.exists(f"/dev/shm/{shared.name}")
+        streamed = asyncio.run(one_stream(GrpcTarget(address, "bloodcell", "image", batch[:1]), 0.2, 1.0, in_flight=8))
+        assert streamed.requests > 0 and streamed.errors == 0, streamed.error_kinds
