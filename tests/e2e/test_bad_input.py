@@ -226,9 +226,13 @@ def good_http(client: httpx.Client) -> None:
 
 
 def bloodcell_json(**fields) -> dict:
+    """One UINT8 image as JSON; a field given as None is left out."""
     tensor = {"name": "image_uint8", "datatype": "UINT8", "shape": [1, *BLOOD], "data": [0] * int(np.prod(BLOOD))}
     tensor.update(fields)
-    return {"inputs": [tensor]}
+    return {"inputs": [{key: value for key, value in tensor.items() if value is not None}]}
+
+
+SHARED = {"shared_memory_region": "r", "shared_memory_byte_size": int(np.prod(BLOOD))}  # this server has it off
 
 
 def oip_json(document, **headers) -> dict:
@@ -580,7 +584,11 @@ REST_CASES = [
     pytest.param("bloodcell", lambda: oip_json(bloodcell_json(parameters={"binary_data_size": -1})), 400,
                  "binary_data_size must be a non-negative integer", id="binary-data-size-negative"),
     pytest.param("bloodcell", lambda: oip_json(bloodcell_json(parameters={"shared_memory_region": "r"})), 400,
-                 "shared memory is not supported", id="shared-memory"),
+                 "needs both shared_memory_region and shared_memory_byte_size", id="shared-memory-half"),
+    pytest.param("bloodcell", lambda: oip_json(bloodcell_json(parameters=SHARED)), 400,
+                 "is in shared memory and also has data", id="shared-memory-and-data"),
+    pytest.param("bloodcell", lambda: oip_json(bloodcell_json(parameters=SHARED, data=None)), 403,
+                 "system shared memory is off on this server", id="shared-memory-off"),
     pytest.param("bloodcell", lambda: oip_json(bloodcell_json(parameters="x")), 400, "'parameters' must be an object",
                  id="parameters-not-object"),
     pytest.param("nope", lambda: oip_json(bloodcell_json()), 404, "unknown model 'nope'", id="unknown-model"),
@@ -633,7 +641,7 @@ def test_oip_rest_bad_requests(client, model, request_of, status, message):
     pytest.param("/v2/models/bloodcell/versions/999", 404, "has no version '999'", id="metadata-unknown-version"),
     pytest.param("/v2/models/nope/config", 404, "unknown model 'nope'", id="config-unknown-model"),
     pytest.param("/v2/models/nope/stats", 404, "unknown model 'nope'", id="stats-unknown-model"),
-    pytest.param("/v2/systemsharedmemory/status", 404, "not an Open Inference Protocol route", id="unserved-extension"),
+    pytest.param("/v2/cudasharedmemory/status", 404, "not an Open Inference Protocol route", id="unserved-extension"),
 ])
 def test_oip_rest_unknown_names_are_404(client, path, status, message):
     check_error(client.get(path), status, message)
