@@ -10,6 +10,7 @@ models' manifest (`models.yaml`). Read when the service starts; a bad value stop
 | VISIONZOO_<MODEL>_PRECISION | the manifest's (fp32) | fp32, int8 (the export's INT8 variant) or fp16 (CUDA) |
 | VISIONZOO_ENGINE | auto | auto (CUDA on a GPU, else the faster of ONNX Runtime and OpenVINO here), onnxruntime or openvino |
 | VISIONZOO_DEVICE | auto | auto, cuda (refuse to start without a GPU) or cpu |
+| VISIONZOO_ENGINE_CACHE | ~/.cache/visionzoo/engine-choice.json | where the engine race's results are kept per model file, CPU and versions (read by serving/engines); off: race at every start |
 | VISIONZOO_INTRA_OP_THREADS | 0 | engine threads per model (0: every core this process may use) |
 | VISIONZOO_BATCHING | on | off: every request runs alone (for benchmarks) |
 | VISIONZOO_MAX_BATCH_SIZE | 32 | most items (images, tiles) per engine run (per model: VISIONZOO_<MODEL>_MAX_BATCH_SIZE) |

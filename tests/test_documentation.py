@@ -1,0 +1,75 @@
+"""The documentation names only what exists: settings, files.
+
+visionzoo/serving/config.py's docstring is the full table of the service's environment variables
+(the README lists the common ones and points there); these tests hold the table, the settings
+classes and the README to one another, and the README's file paths to the tree."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from visionzoo.serving import config
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+# Variables read outside the settings classes, and the test suite's own.
+READ_ELSEWHERE = {"VISIONZOO_ENGINE_CACHE"}  # serving/engines/__init__.py: cache_path
+TEST_SUITE = {"VISIONZOO_DATA", "VISIONZOO_FUZZ_EXAMPLES", "VISIONZOO_IMAGE", "VISIONZOO_CONTAINER_REQUIRED",
+              "VISIONZOO_CONTAINER_NAME"}
+# Folders whose paths the README names and which are all in git (exported_models/ and runs/ are left
+# out: the README names versions and runs from git history, and examples of a user's own).
+TRACKED_FOLDERS = ("visionzoo/", "benchmarks/", "deploy/", "tests/", ".ci/")
+
+
+def documented() -> set[str]:
+    return set(re.findall(r"^\| (VISIONZOO_[A-Z0-9_<>]+) \|", config.__doc__, flags=re.MULTILINE))
+
+
+def per_model_settings() -> set[str]:
+    """VISIONZOO_<MODEL>_<SETTING>: every field of the per-model overrides."""
+    return {f"VISIONZOO_<MODEL>_{name.upper()}" for name in config._ModelOverrides.model_fields}
+
+
+def test_every_setting_has_a_row_in_the_config_table():
+    rows = documented()
+    server = {f"VISIONZOO_{name.upper()}" for name in config.ServerSettings.model_fields}
+    assert server - rows == set(), "server settings without a row in visionzoo/serving/config.py's docstring"
+    for name in per_model_settings():  # the server-wide row (VISIONZOO_<SETTING>, "per model too") is enough
+        assert {name, name.replace("<MODEL>_", "")} & rows, name
+    assert READ_ELSEWHERE <= rows
+    known = server | READ_ELSEWHERE | per_model_settings() | {name.replace("<MODEL>_", "") for name in per_model_settings()}
+    assert rows - known == set(), "rows for settings that do not exist"
+
+
+def unknown_settings(text: str) -> list[str]:
+    """VISIONZOO_* names in `text` that match no row of the config table (nor the test suite's own)."""
+    models = "|".join(name.upper() for name in config.served_models())
+    rows = documented() | per_model_settings()
+    patterns = [re.compile("^" + row.replace("<MODEL>", f"(<MODEL>|{models})") + "$") for row in rows]
+    named = set(re.findall(r"VISIONZOO_[A-Z0-9_<>]*[A-Z0-9>]", text))
+    return sorted(name for name in named - TEST_SUITE if not any(p.match(name) for p in patterns))
+
+
+def missing_paths(text: str) -> tuple[list[str], int]:
+    """Paths under the tracked folders that `text` names and the tree lacks; and how many it names."""
+    roots = "|".join(re.escape(folder) for folder in TRACKED_FOLDERS)
+    named = {match.rstrip(".,:;)") for match in re.findall(rf"(?<![\w/.~-])((?:{roots})[\w./-]+)", text)}
+    paths = {path for path in named if not re.search(r"[<>*$]|\.\.\.", path)}
+    return sorted(path for path in paths if not (REPO / path).exists()), len(paths)
+
+
+def test_the_readme_names_only_settings_that_exist():
+    assert unknown_settings(README) == [], "README names variables visionzoo/serving/config.py does not document"
+
+
+def test_the_readme_names_only_files_that_exist():
+    missing, named = missing_paths(README)
+    assert named > 30, "the README's paths were not found: has the pattern gone stale?"
+    assert missing == [], "README names files that are not in the tree"
+
+
+def test_the_checks_catch_a_stale_name():
+    stale = README + "\nSet `VISIONZOO_NO_SUCH_SETTING`; see `visionzoo/training/multiworker-job.yaml`.\n"
+    assert unknown_settings(stale) == ["VISIONZOO_NO_SUCH_SETTING"]
+    assert missing_paths(stale)[0] == ["visionzoo/training/multiworker-job.yaml"]
