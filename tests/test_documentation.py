@@ -1,4 +1,4 @@
-"""The documentation names only what exists: settings, files.
+"""The documentation names only what exists: settings, files, command-line flags.
 
 visionzoo/serving/config.py's docstring is the full table of the service's environment variables
 (the README lists the common ones and points there); these tests hold the table, the settings
@@ -6,6 +6,7 @@ classes and the README to one another, and the README's file paths to the tree."
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -69,7 +70,34 @@ def test_the_readme_names_only_files_that_exist():
     assert missing == [], "README names files that are not in the tree"
 
 
+def unknown_flags(text: str) -> tuple[list[str], int]:
+    """`visionzoo COMMAND ... --flag` in `text` (commands in prose or code, continued lines joined)
+    whose flag that command does not take; and how many flags were checked."""
+    from visionzoo.training.__main__ import _parser
+
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    common = {flag for action in parser._actions for flag in action.option_strings}
+    unknown, checked = [], 0
+    pattern = rf"(?<![\w/-])visionzoo ({'|'.join(commands)})\b([^\n`#]*)"
+    for command, rest in re.findall(pattern, text.replace("\\\n", " ")):
+        taken = common | {flag for action in commands[command]._actions for flag in action.option_strings}
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
+            checked += 1
+            if flag not in taken:
+                unknown.append(f"visionzoo {command} {flag}")
+    return unknown, checked
+
+
+def test_the_readme_uses_only_flags_the_cli_takes():
+    unknown, checked = unknown_flags(README)
+    assert checked > 30, "the README's commands were not found: has the pattern gone stale?"
+    assert unknown == [], "README commands use flags `visionzoo` does not take"
+
+
 def test_the_checks_catch_a_stale_name():
-    stale = README + "\nSet `VISIONZOO_NO_SUCH_SETTING`; see `visionzoo/training/multiworker-job.yaml`.\n"
+    stale = README + ("\nSet `VISIONZOO_NO_SUCH_SETTING`; see `visionzoo/training/multiworker-job.yaml`; run\n"
+                      "`visionzoo export runs/x \\\n    --no-such-flag`.\n")
     assert unknown_settings(stale) == ["VISIONZOO_NO_SUCH_SETTING"]
     assert missing_paths(stale)[0] == ["visionzoo/training/multiworker-job.yaml"]
+    assert unknown_flags(stale)[0] == ["visionzoo export --no-such-flag"]
