@@ -1,4 +1,4 @@
-"""The documentation names only what exists: settings, files, command-line flags.
+"""The documentation names only what exists: settings, files, command-line flags, make targets.
 
 visionzoo/serving/config.py's docstring is the full table of the service's environment variables
 (the README lists the common ones and points there); these tests hold the table, the settings
@@ -95,9 +95,22 @@ def test_the_readme_uses_only_flags_the_cli_takes():
     assert unknown == [], "README commands use flags `visionzoo` does not take"
 
 
+def unknown_make_targets(text: str) -> list[str]:
+    """`make TARGET` in `text` (in backticks or a code block) that the Makefile does not define."""
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (REPO / "Makefile").read_text(), flags=re.MULTILINE))
+    named = set(re.findall(r"(?:^|`|\$ )make ([a-z][a-z0-9-]*)", text, flags=re.MULTILINE))
+    return sorted(named - targets)
+
+
+def test_the_readme_uses_only_make_targets_that_exist():
+    assert {"serve", "test"} <= set(re.findall(r"`make ([a-z-]+)`", README)), "the README should name its two commands"
+    assert unknown_make_targets(README) == []
+
+
 def test_the_checks_catch_a_stale_name():
     stale = README + ("\nSet `VISIONZOO_NO_SUCH_SETTING`; see `visionzoo/training/multiworker-job.yaml`; run\n"
-                      "`visionzoo export runs/x \\\n    --no-such-flag`.\n")
+                      "`visionzoo export runs/x \\\n    --no-such-flag`, then `make no-such-target`.\n")
     assert unknown_settings(stale) == ["VISIONZOO_NO_SUCH_SETTING"]
     assert missing_paths(stale)[0] == ["visionzoo/training/multiworker-job.yaml"]
     assert unknown_flags(stale)[0] == ["visionzoo export --no-such-flag"]
+    assert unknown_make_targets(stale) == ["no-such-target"]
