@@ -53,11 +53,20 @@ def unknown_settings(text: str) -> list[str]:
 
 
 def missing_paths(text: str) -> tuple[list[str], int]:
-    """Paths under the tracked folders that `text` names and the tree lacks; and how many it names."""
+    """Paths under the tracked folders that `text` names and the tree lacks (outputs in ignored folders
+    aside); and how many it names."""
     roots = "|".join(re.escape(folder) for folder in TRACKED_FOLDERS)
     named = {match.rstrip(".,:;)") for match in re.findall(rf"(?<![\w/.~-])((?:{roots})[\w./-]+)", text)}
     paths = {path for path in named if not re.search(r"[<>*$]|\.\.\.", path)}
-    return sorted(path for path in paths if not (REPO / path).exists()), len(paths)
+    generated = generated_folders()
+    return sorted(path for path in paths if not (REPO / path).exists() and not path.startswith(generated)), len(paths)
+
+
+def generated_folders() -> tuple[str, ...]:
+    """Folders .gitignore names outright (benchmarks/out/ ...): what running things writes, absent
+    from a fresh checkout, which the README may name as where results land."""
+    lines = (line.strip().lstrip("/") for line in (REPO / ".gitignore").read_text().splitlines())
+    return tuple(line for line in lines if line.endswith("/") and not re.search(r"[*?\[!#]", line))
 
 
 def test_the_readme_names_only_settings_that_exist():
