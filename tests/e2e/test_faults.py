@@ -234,6 +234,21 @@ def test_sigterm_over_tls_answers_new_connections_over_tls(served_env, certifica
         drain_under_load(served)
 
 
+def wait_in_progress(served, posts: Posts, timeout: float = 20) -> None:
+    """Until the server is answering every one of `posts` not yet answered (/models
+    `endpoint_requests_in_progress`), so none of them is still a new connection when SIGTERM comes
+    (a fixed 0.3 s was once too short on a loaded machine: its 503 was the drain's, not a failure)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = httpx.post(f"{served.url}/models", json={}, timeout=5, verify=served.verify).json()["mars"]
+        waiting = sum(answer is None for answer in posts.answers)
+        if waiting and status["endpoint_requests_in_progress"] >= waiting:
+            return
+        assert waiting, f"every request was answered before SIGTERM: {posts.answers}; send more work"
+        time.sleep(0.02)
+    pytest.fail(f"the server never had the requests in progress: {status}, answers {posts.answers}")
+
+
 def drain_under_load(served) -> None:
     """SIGTERM while requests are in flight: they finish 200, new connections get 503 at once (then
     connection refused once the worker is gone), and the process tree exits within the grace."""
@@ -241,7 +256,7 @@ def drain_under_load(served) -> None:
     # four requests of two frames: a few seconds of work on two cores (the served Mars version's 128x256 tiles
     # cost four times version 4's 64x128; with eight frames each the work outlasted the grace period)
     in_flight = Posts(served.url, "/mars/segment", mars_files(2), count=4, verify=served.verify)
-    time.sleep(0.3)
+    wait_in_progress(served, in_flight)
     signalled = time.monotonic()
     os.killpg(served.process.pid, signal.SIGTERM)
     time.sleep(0.2)

@@ -345,7 +345,8 @@ class ServedModel:
             return {"name": self.name, "export": self.settings.export, "state": self.state, "refused": self.reason or None}
         return {**self.slot.describe(), "state": self.state, "precision": self.settings.precision,
                 "previous_version": self.previous.number if self.previous else None,
-                "batching": self.settings.batcher.__dict__, "queued_items": self.batcher.queued_items}
+                "batching": self.settings.batcher.__dict__, "queued_items": self.batcher.queued_items,
+                "endpoint_requests_in_progress": self.answering}
 
 
 def release_free_memory() -> None:
