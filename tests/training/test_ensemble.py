@@ -82,19 +82,20 @@ def _lenet_run(tmp_path, data, seed: int, split_seed: int | None):
     return train.run_training(config)
 
 
-def test_ensemble_of_runs_is_a_run_folder_that_exports(tmp_path):
+def test_ensemble_of_runs_is_a_run_folder_that_exports(tmp_path, monkeypatch):
     from visionzoo.training.data.synthetic import write_idx_files
 
     data = write_idx_files(tmp_path / "idx")
     first = _lenet_run(tmp_path, data, seed=1, split_seed=None)
     second = _lenet_run(tmp_path, data, seed=2, split_seed=1)
+    monkeypatch.chdir(tmp_path)  # the project folder: members given by absolute path are recorded relative to it
     run = ensemble.ensemble([first, second], tmp_path / "runs")
     assert run.name.startswith("mnist_lenet-ensemble-") and runs.read_state(run) == runs.FINISHED
     config, _ = runs.load_run(run)
     assert config.model == "mnist_lenet"
     training = runs.read_json(run / "training.json")
     members = training["ensemble"]["members"]
-    assert [m["source"] for m in members] == [first.as_posix(), second.as_posix()] and [m["seed"] for m in members] == [1, 2]
+    assert [m["source"] for m in members] == [f"runs/{first.name}", f"runs/{second.name}"] and [m["seed"] for m in members] == [1, 2]
     assert training["seconds"] == pytest.approx(sum(runs.read_json(r / "training.json")["seconds"] for r in (first, second)), abs=0.2)
     metrics = runs.read_json(run / "metrics.json")
     assert {"val", "test"} <= set(metrics) and 0.0 <= metrics["test"]["accuracy"] <= 1.0
