@@ -34,7 +34,7 @@ def test_every_target_is_a_registered_recipe_and_the_defaults_are_the_issue_list
     shared_folders = {"mnist", "fashion_mnist", "cifar10_jpg", "xray_fracatlas", "dogs_vs_cats", "mars_ai4mars", "blood_pbc"}
     assert all(r.data in shared_folders for r in reproduce.REPRODUCTIONS.values())
     # every registry model can be reproduced here (a row's entry), or is a served model trained by `make ship`
-    served = {name for name, reason in reproduce.NOT_MEASURED.items() if reason == reproduce.SHIPPED}
+    served = {name for name, reason in reproduce.NOT_MEASURED.items() if reason in (reproduce.SHIPPED, reproduce.PRETRAINING)}
     assert {r.model for r in reproduce.REPRODUCTIONS.values()} | served == set(RECIPES)
 
 

@@ -65,7 +65,9 @@ def _parser(train_epilog: str = "") -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, help="global batch size; default: the recipe's")
     train.add_argument("--seed", type=int, help="seed for shuffles, augmentation and initialisation, and for the "
                                                 "train/val/test split unless --set split_seed=N (default 42)")
-    train.add_argument("--weights", help="backbone weights: imagenet, none, or a local .h5 file (models with a backbone)")
+    train.add_argument("--weights", help="starting weights: for models with an ImageNet backbone imagenet, none, or a local "
+                                         ".h5 file; for mura_multitask_resnet a run folder, .keras or .h5 file whose layers "
+                                         "it shares by name (e.g. an xray_trunk_cifar10 run: its body pretrained on CIFAR-10)")
     train.add_argument("--init-from", metavar="RUN_OR_EXPORT",
                        help="start from a trained model's weights instead of the recipe's initialisation: a finished run "
                             "folder, or an export version that ships its SavedModel (e.g. exported_models/mars_dual_unet/6); "

@@ -39,6 +39,7 @@ def families() -> dict[str, list[Entry]]:
 MODELS: tuple[Entry, ...] = tuple(Entry(*row) for row in (
     ('mura_multitask_cnn', 'MURA X-rays (jasproudis/deep-learning-assignment)', '3-block CNN with abnormal (sigmoid) + body-part (softmax) heads (served up to version 2)', False),
     ('mura_multitask_resnet', 'MURA X-rays (jasproudis/deep-learning-assignment)', 'beyond the sources: compact residual CNN (global pooling, 320x320) with the §5.3 heads; the served X-ray model', True),
+    ('xray_trunk_cifar10', 'MURA X-rays (jasproudis/deep-learning-assignment)', "mura_multitask_resnet's body on CIFAR-10 in grey at 96x96: the X-ray network's pretrained start (--weights)", False),
     ('mura_binary_cnn', 'MURA X-rays (jasproudis/deep-learning-assignment)', 'CIFAR CNN2 on 1-channel 224x224 X-rays, sigmoid abnormal head', False),
     ('mura_resnet50_gap', 'MURA X-rays (jasproudis/deep-learning-assignment)', 'frozen ImageNet ResNet50 + GAP + Dropout(0.5), sigmoid', False),
     ('mura_resnet50_gmp', 'MURA X-rays (jasproudis/deep-learning-assignment)', 'frozen ImageNet ResNet50 + GMP + Dropout(0.3), balanced sample weights', False),

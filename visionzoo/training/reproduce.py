@@ -177,6 +177,8 @@ DEFAULT_MODELS = ("fashion_mnist_mlp", "fashion_mnist_cnn", "mnist_lenet", "mnis
 
 
 SHIPPED = "served model, trained by `make ship` with its from-scratch config; no shipped version in exported_models/"
+PRETRAINING = ("no source result: the served X-ray network's pretraining (its body on CIFAR-10 in grey), trained by "
+               "`make ship` before mura_multitask_resnet; the run it started from is in runs/")
 # Why a registry model has no measured row yet. Every registry entry is measured (REPRODUCTIONS, a
 # run folder under runs/), shipped (exported_models/), or listed under "Not measured here" with the
 # reason below and the command that trains it (`train_command`).
@@ -184,6 +186,7 @@ NOT_MEASURED: dict[str, str] = {
     "mura_multitask_resnet": SHIPPED,
     "bloodcell_mobilenetv3": SHIPPED,
     "mars_dual_unet": SHIPPED,
+    "xray_trunk_cifar10": PRETRAINING,
     "cifar10_final": "three stages, 110 epochs: about 1 h on 2 cores (about 30 s per epoch)",
     "alexnet_cifar10": "100 epochs: about 17 h on 2 cores (10 min per epoch); the source's 32x32 architecture is unknown (ours is a reconstruction)",
 }

@@ -196,7 +196,10 @@ def restore_weights(folder: Path, metadata: dict, prepared):
     check_restorable(folder, metadata)
     variables = Path(folder) / "variables" / "variables.index"
     spec = ImageSpec.from_metadata(metadata["preprocessing"])
-    at_own_size = dataclasses.replace(prepared, config=prepared.config.updated({"image_size": [spec.height, spec.width]}))
+    changes = {"image_size": [spec.height, spec.width]}
+    if prepared.config.model_options.get("weights"):  # the SavedModel sets every weight: fetch or read no others
+        changes["model_options.weights"] = None
+    at_own_size = dataclasses.replace(prepared, config=prepared.config.updated(changes))
     model = train.build_for_data(at_own_size)
     model.load_weights(str(variables.with_suffix(""))).expect_partial()
     golden = Path(folder) / "golden"

@@ -449,8 +449,8 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     status = runs.read_status(run_dir) if resume else {}
     backup_exists = resume and (run_dir / BACKUP_DIR).is_dir()
     start = None if backup_exists else load_init_source(prepared)
-    if (backup_exists or start is not None) and prepared.config.model_options.get("weights") == "imagenet":
-        # the backup or init_from sets every weight: no need to download ImageNet weights again
+    if (backup_exists or start is not None) and prepared.config.model_options.get("weights"):
+        # the backup or init_from sets every weight: no need to download ImageNet weights or read a weights file again
         prepared = Prepared(prepared.recipe, prepared.config.updated({"model_options.weights": None}), prepared.data)
     with strategy.scope():  # before any folder exists: a model that cannot be built leaves nothing behind
         model = build_for_data(prepared)

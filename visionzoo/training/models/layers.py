@@ -36,3 +36,45 @@ def input_scaling(mode: str, name: str = "scaling") -> keras.layers.Layer | None
 def apply_scaling(inputs, mode: str):
     layer = input_scaling(mode)
     return inputs if layer is None else layer(inputs)
+
+
+def _texts(values) -> list[str]:
+    return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
+
+
+def load_matching_weights(model: keras.Model, source: str) -> list[str]:
+    """Set every layer of `model` that `source` has under the same name with weights of the same
+    shapes; returns those layers' names. `source`: a run folder (its best_model.keras), a .keras
+    model, or an .h5 weights file. Layers the source lacks or shapes differently (a head for other
+    classes) keep their initialisation. ValueError when nothing matches or the file is unreadable."""
+    from pathlib import Path
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "best_model.keras"
+    if not path.is_file():
+        raise ValueError(f"weights {source}: no such file (give a run folder, a .keras model or an .h5 weights file)")
+    if path.suffix == ".h5":
+        import h5py
+
+        with h5py.File(path, "r") as file:
+            group = file.get("model_weights", file)  # a whole model file or its weights only
+            shapes = {name: [tuple(group[name][weight].shape) for weight in _texts(group[name].attrs["weight_names"])]
+                      for name in _texts(group.attrs["layer_names"])}
+        model.load_weights(str(path), by_name=True, skip_mismatch=True)
+        loaded = [layer.name for layer in model.layers
+                  if layer.weights and shapes.get(layer.name) == [tuple(w.shape) for w in layer.weights]]
+    else:
+        from .. import keras_files
+        from . import objectives  # noqa: F401  (registers custom objects for loading)
+
+        donor = {layer.name: layer for layer in keras_files.load_model(path, compile=False).layers}
+        loaded = []
+        for layer in model.layers:
+            other = donor.get(layer.name)
+            if layer.weights and other is not None and [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
+                layer.set_weights(other.get_weights())
+                loaded.append(layer.name)
+    if not loaded:
+        raise ValueError(f"weights {source}: no layer of {model.name} matches one there by name and shape")
+    return loaded

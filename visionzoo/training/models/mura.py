@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tf_keras as keras
 
-from .layers import apply_scaling
+from .layers import apply_scaling, load_matching_weights
 
 BACKBONES = {
     # name -> (constructor, ImageNet scaling the weights expect)
@@ -84,26 +84,11 @@ def _residual_block(x, filters: int, strides: int, bn_momentum: float, name: str
     return keras.layers.ReLU(name=f"{name}_out")(keras.layers.Add(name=f"{name}_add")([shortcut, y]))
 
 
-def build_mura_multitask_resnet(
-    input_shape=(320, 320, 3),
-    num_body_parts: int = 7,
-    width: int = 32,
-    blocks_per_stage: int = 1,
-    dropout_rate: float = 0.3,
-    bn_momentum: float = 0.9,
-) -> keras.Model:
-    """Beyond the sources: the multitask CNN's two heads on a compact residual network that pools
-    globally, for small X-ray sets trained from scratch.
-
-    Stem Conv(width, 5x5, stride 2) -> BN -> ReLU -> MaxPool(3, stride 2), four stages of
+def _residual_body(inputs, width: int, blocks_per_stage: int, bn_momentum: float):
+    """Stem Conv(width, 5x5, stride 2) -> BN -> ReLU -> MaxPool(3, stride 2), four stages of
     `blocks_per_stage` residual blocks at width, 2x, 4x and 8x (stride 2 from the second stage on),
-    GlobalAveragePooling2D ("pool", the Grad-CAM layer), Dropout, then the abnormal (sigmoid) and
-    body-part (softmax) heads of §5.3. The source's Flatten + Dense(128) head ties every feature
-    to a position in the 224x224 frame (12.8M of its 12.9M weights); pooling globally makes the
-    answers follow the anatomy wherever and at whatever size it appears, with 1.2M weights at
-    width 32.
-    """
-    inputs = keras.Input(input_shape, name="image")
+    then GlobalAveragePooling2D ("pool"). Layer names are fixed, so weights move between the X-ray
+    network and its CIFAR-10 pretraining (`load_matching_weights`)."""
     x = apply_scaling(inputs, "unit")
     x = keras.layers.Conv2D(width, 5, 2, padding="same", use_bias=False, name="stem_conv")(x)
     x = keras.layers.ReLU(name="stem_relu")(keras.layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x))
@@ -112,9 +97,54 @@ def build_mura_multitask_resnet(
         for block in range(blocks_per_stage):
             strides = 2 if stage > 1 and block == 0 else 1
             x = _residual_block(x, width * multiple, strides, bn_momentum, f"stage{stage}_{block}")
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)  # the Grad-CAM layer (Recipe.explain)
+    return keras.layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def build_mura_multitask_resnet(
+    input_shape=(320, 320, 3),
+    num_body_parts: int = 7,
+    width: int = 32,
+    blocks_per_stage: int = 1,
+    dropout_rate: float = 0.3,
+    bn_momentum: float = 0.9,
+    weights: str | None = None,
+) -> keras.Model:
+    """Beyond the sources: the multitask CNN's two heads on a compact residual network that pools
+    globally, for small X-ray sets.
+
+    `_residual_body` ("pool" is the Grad-CAM layer), Dropout, then the abnormal (sigmoid) and
+    body-part (softmax) heads of §5.3. The source's Flatten + Dense(128) head ties every feature
+    to a position in the 224x224 frame (12.8M of its 12.9M weights); pooling globally makes the
+    answers follow the anatomy wherever and at whatever size it appears, with 1.2M weights at
+    width 32.
+
+    `weights`: None starts from random weights; a path (a run folder, a .keras or .h5 file) starts
+    every layer that model shares by name and shape from its weights, e.g. the body pretrained on
+    CIFAR-10 (`xray_trunk_cifar10`), the stand-in where ImageNet weights cannot be fetched.
+    """
+    inputs = keras.Input(input_shape, name="image")
+    x = _residual_body(inputs, width, blocks_per_stage, bn_momentum)
     x = keras.layers.Dropout(dropout_rate)(x)
-    return keras.Model(inputs, [_abnormal_head(x), _body_part_head(x, num_body_parts)], name="mura_multitask_resnet")
+    model = keras.Model(inputs, [_abnormal_head(x), _body_part_head(x, num_body_parts)], name="mura_multitask_resnet")
+    if weights:
+        load_matching_weights(model, weights)
+    return model
+
+
+def build_xray_trunk_cifar10(
+    input_shape=(96, 96, 3),
+    num_classes: int = 10,
+    width: int = 32,
+    blocks_per_stage: int = 1,
+    dropout_rate: float = 0.3,
+    bn_momentum: float = 0.9,
+) -> keras.Model:
+    """`build_mura_multitask_resnet`'s body with one softmax head, to pretrain on CIFAR-10 in grey:
+    the starting weights of the X-ray network on machines that cannot fetch ImageNet weights."""
+    inputs = keras.Input(input_shape, name="image")
+    x = keras.layers.Dropout(dropout_rate)(_residual_body(inputs, width, blocks_per_stage, bn_momentum))
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="xray_trunk_cifar10")
 
 
 def build_mura_binary_cnn(input_shape=(224, 224, 1)) -> keras.Model:

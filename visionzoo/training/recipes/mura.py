@@ -2,10 +2,11 @@
 
 from visionzoo.preprocessing import ImageSpec
 
+from ..data.cifar import CIFAR10_CLASSES
 from ..gradcam import Explanation
 from ..models import mura
 from ..recipe import Recipe
-from ..tasks import Binary, HybridMURA, MultitaskMURA
+from ..tasks import Binary, Classification, HybridMURA, MultitaskMURA
 
 FAMILY = "MURA X-rays (jasproudis/deep-learning-assignment)"
 FORMATS = ("mura", "fracatlas")
@@ -56,6 +57,20 @@ RECIPES = {
         callbacks=({"type": "checkpoint", "monitor": "val_auc", "mode": "max"},),
         epochs=60, batch_size=32, augmentation="mura", class_weight="balanced", served=True,
         test_input_shape=(64, 64, 3), explain=Explanation("pool", "abnormal", 0),
+    ),
+    # Starting weights for mura_multitask_resnet where ImageNet weights cannot be fetched: its body
+    # trained on the 45,000 CIFAR-10 training images (the last 5,000 validate) in grey, scaled 32 -> 96
+    # pixels (its stem's four-fold reduction leaves 3x3 at the last stage). Then
+    # `visionzoo train mura_multitask_resnet --weights RUN` starts every body layer from them.
+    "xray_trunk_cifar10": Recipe(
+        name="xray_trunk_cifar10", family=FAMILY,
+        summary="mura_multitask_resnet's body on CIFAR-10 in grey at 96x96: the X-ray network's pretrained start (--weights)",
+        source="visionzoo (beyond the sources)", reported="no source result",
+        builder=mura.build_xray_trunk_cifar10, task=Classification(), image_spec=ImageSpec(96, 96, "grayscale_rgb"),
+        data_formats=("cifar_pickle", "image_folders"), num_classes_option=("num_classes", "label"),
+        data_options={"validation": "last:5000", "class_names": CIFAR10_CLASSES},
+        optimizer={"name": "adam", "learning_rate": 2e-3, "schedule": "cosine"}, epochs=12, batch_size=128,
+        augmentation="cifar_crop_flip", test_input_shape=(32, 32, 3),
     ),
     "mura_binary_cnn": Recipe(
         name="mura_binary_cnn", family=FAMILY, summary="CIFAR CNN2 on 1-channel 224x224 X-rays, sigmoid abnormal head",

@@ -1,0 +1,80 @@
+"""The X-ray network's pretrained start: `xray_trunk_cifar10` trains mura_multitask_resnet's body on
+CIFAR-10, and `visionzoo train mura_multitask_resnet --weights RUN` starts every layer the two share
+by name and shape from it; the heads keep their own initialisation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.training.test_cli import visionzoo
+from visionzoo.training import runs
+from visionzoo.training.models.layers import load_matching_weights
+from visionzoo.training.models.mura import build_mura_multitask_resnet, build_xray_trunk_cifar10
+
+HEADS = {"abnormal", "body_part"}
+
+
+def _trained_looking_donor():
+    """The CIFAR-10 body with weights no fresh build has (so a match cannot be a coincidence)."""
+    donor = build_xray_trunk_cifar10(input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    donor.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in donor.get_weights()])
+    return donor
+
+
+def _body_layers(model) -> list[str]:
+    return [layer.name for layer in model.layers if layer.weights and layer.name not in HEADS | {"probabilities"}]
+
+
+@pytest.mark.parametrize("form", ["run folder", ".keras", ".h5"])
+def test_the_x_ray_network_starts_its_body_from_the_donors_weights(tmp_path, form):
+    donor = _trained_looking_donor()
+    if form == ".h5":
+        source = tmp_path / "trunk.h5"
+        donor.save_weights(str(source))
+    else:
+        donor.save(str(tmp_path / "best_model.keras"))
+        source = tmp_path if form == "run folder" else tmp_path / "best_model.keras"
+
+    fresh = build_mura_multitask_resnet(input_shape=(64, 64, 3), num_body_parts=5)
+    model = build_mura_multitask_resnet(input_shape=(64, 64, 3), num_body_parts=5, weights=str(source))
+    body = _body_layers(model)
+    assert len(body) == 24 and body == _body_layers(donor)  # stem conv + BN, 4 blocks of 2 conv + BN, 3 projections
+    for name in body:
+        for ours, theirs in zip(model.get_layer(name).get_weights(), donor.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    for name in HEADS:  # not in the donor: the recipe's initialisation, as a fresh build's shapes
+        assert [w.shape for w in model.get_layer(name).get_weights()] == [w.shape for w in fresh.get_layer(name).get_weights()]
+    assert load_matching_weights(fresh, str(source)) == body
+
+
+def test_weights_that_share_nothing_or_are_missing_are_refused_by_name(tmp_path):
+    from visionzoo.training.registry import build_model
+
+    build_model("mnist_lenet").save(str(tmp_path / "lenet.keras"))
+    with pytest.raises(ValueError, match="no layer of mura_multitask_resnet matches"):
+        build_mura_multitask_resnet(input_shape=(64, 64, 3), num_body_parts=5, weights=str(tmp_path / "lenet.keras"))
+    with pytest.raises(ValueError, match="absent.keras: no such file"):
+        build_mura_multitask_resnet(input_shape=(64, 64, 3), num_body_parts=5, weights=str(tmp_path / "absent.keras"))
+
+
+def test_a_run_started_from_the_trunk_records_it_trains_and_exports(synthetic, tmp_path):
+    donor_run = tmp_path / "trunk_run"
+    donor_run.mkdir()
+    _trained_looking_donor().save(str(donor_run / "best_model.keras"))
+    common = ("--data-dir", str(synthetic["fracatlas"]), "--epochs", "1", "--batch-size", "8",
+              "--set", "image_size=[64,64]", "--out", str(tmp_path / "runs"))
+    visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(donor_run))
+    (run,) = (tmp_path / "runs").iterdir()
+    assert runs.read_state(run) == runs.FINISHED
+    assert json.loads((run / "config.json").read_text())["model_options"]["weights"] == str(donor_run)
+    visionzoo("export", str(run), "--out", str(tmp_path / "exports"))
+    assert (tmp_path / "exports" / "mura_multitask_resnet" / "1" / "model.onnx").is_file()
+
+    missing = visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(tmp_path / "nowhere"), check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
+    assert "nowhere: no such file" in missing.stderr
+    assert len(list((tmp_path / "runs").iterdir())) == 1  # the refused run left no folder
