@@ -65,16 +65,35 @@ def test_a_run_started_from_the_trunk_records_it_trains_and_exports(synthetic, t
     donor_run = tmp_path / "trunk_run"
     donor_run.mkdir()
     _trained_looking_donor().save(str(donor_run / "best_model.keras"))
+    runs.write_json(donor_run / "training.json", {"seconds": 100.0})
     common = ("--data-dir", str(synthetic["fracatlas"]), "--epochs", "1", "--batch-size", "8",
-              "--set", "image_size=[64,64]", "--out", str(tmp_path / "runs"))
+              "--set", "image_size=[64,64]", "--set", "split_seed=42", "--out", str(tmp_path / "runs"))
     visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(donor_run))
     (run,) = (tmp_path / "runs").iterdir()
     assert runs.read_state(run) == runs.FINISHED
     assert json.loads((run / "config.json").read_text())["model_options"]["weights"] == str(donor_run)
+    # the time behind the starting weights counts: the pretraining once, however many members share it
+    training = runs.read_json(run / "training.json")
+    assert training["pretraining"] == {"run": str(donor_run), "seconds": 100.0}
+    assert runs.training_seconds(training) == pytest.approx(training["seconds"] + 100.0, abs=0.11)
+    visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(donor_run / "best_model.keras"), "--seed", "7")
+    second = next(folder for folder in (tmp_path / "runs").iterdir() if folder != run)
+    visionzoo("ensemble", str(run), str(second), "--out", str(tmp_path / "ensembles"))
+    (joined,) = (tmp_path / "ensembles").iterdir()
+    together = runs.read_json(joined / "training.json")
+    own = sum(runs.read_json(folder / "training.json")["seconds"] for folder in (run, second))
+    assert together["pretraining"] == [{"run": str(donor_run), "seconds": 100.0}]  # named two ways, one run
+    assert runs.training_seconds(together) == pytest.approx(own + 100.0, abs=0.2)
     visionzoo("export", str(run), "--out", str(tmp_path / "exports"))
     assert (tmp_path / "exports" / "mura_multitask_resnet" / "1" / "model.onnx").is_file()
 
     missing = visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]
     assert "nowhere: no such file" in missing.stderr
-    assert len(list((tmp_path / "runs").iterdir())) == 1  # the refused run left no folder
+    assert len(list((tmp_path / "runs").iterdir())) == 2  # the refused run left no folder
+
+
+def test_the_x_ray_recipes_help_says_it_can_start_from_pretrained_layers():
+    shown = visionzoo("train", "mura_multitask_resnet", "--help").stdout
+    assert "none (random); --weights RUN or FILE starts the layers it shares" in " ".join(shown.split())
+    assert "- (no pretrained backbone)" in visionzoo("train", "mnist_lenet", "--help").stdout

@@ -17,6 +17,7 @@ Also available as `python -m visionzoo.training`.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -233,7 +234,9 @@ def recipe_defaults(name: str) -> str:
         ("batch size", recipe.batch_size),
         ("optimizer", f"{optimizer.pop('name', 'adam')} ({listing(optimizer)})"),
         ("learning rate", recipe.optimizer.get("learning_rate", "the optimizer's default")),
-        ("weights", recipe.model_options.get("weights", "- (no pretrained backbone)")),
+        ("weights", recipe.model_options.get("weights", "none (random); --weights RUN or FILE starts the layers it shares from "
+                                             "a trained model" if "weights" in inspect.signature(recipe.builder).parameters
+                                             else "- (no pretrained backbone)")),
         ("data formats", ", ".join(recipe.data_formats) + "  (detected in this order; --data-format forces one)"),
         ("input", f"{spec.height}x{spec.width} {spec.color_mode}"),
         ("model options", listing(model_options)),

@@ -91,6 +91,7 @@ class Member:
     data: dict
     seconds: float | None
     metrics: dict
+    pretraining: dict | None = None  # training.json "pretraining": the run its starting weights came from
 
 
 def ensemble_members(model) -> list | None:
@@ -151,7 +152,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
         training = runs.read_json(path / "training.json")
         return Member(_recorded(path), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
                       training.get("seconds"),
-                      runs.read_json(path / "metrics.json"))
+                      runs.read_json(path / "metrics.json"), training.get("pretraining"))
     if (path / "metadata.json").is_file():
         from . import revise
 
@@ -228,8 +229,13 @@ def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None =
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     member_seconds = [member.seconds for member in members]
+    summed = round(sum(s or 0.0 for s in member_seconds), 1) if all(s is not None for s in member_seconds) else None
+    # weights the members started from, counted once each (every member of a shipped X-ray ensemble shares one)
+    pretraining = list({p["run"]: p for member in members if (p := member.pretraining)}.values())
     runs.write_json(run_dir / "training.json", {
-        "seconds": round(sum(s or 0.0 for s in member_seconds), 1) if all(s is not None for s in member_seconds) else None,
+        "seconds": summed,
+        **({"pretraining": pretraining, "seconds_with_init": round(summed + sum(p["seconds"] for p in pretraining), 1)}
+           if pretraining and summed is not None else {}),
         "strategy": config.strategy, "best_checkpoint": "best_model.keras",
         "ensemble": {
             "combine": "mean of the members' outputs",

@@ -149,5 +149,6 @@ def load_run(run_dir: Path):
 
 def training_seconds(training: dict) -> float | None:
     """The wall time behind a model, from its training.json (or its export's metadata "training"):
-    `seconds_with_init` when the run started from another model's weights (init_from), else `seconds`."""
+    `seconds_with_init` when the run started from another model's weights (init_from, or a pretraining
+    run given as model_options.weights), else `seconds`."""
     return training.get("seconds_with_init", training.get("seconds"))

@@ -296,6 +296,20 @@ def init_source_seconds(source: Path) -> float | None:
     return runs.training_seconds(training)
 
 
+def pretraining_run(weights) -> dict | None:
+    """{"run": folder, "seconds": its training time} when `weights` (model_options.weights) names a
+    finished run folder or a checkpoint inside one, so the time behind the starting weights is counted;
+    None for "imagenet", None or a file from elsewhere."""
+    if not isinstance(weights, str) or weights == "imagenet":
+        return None
+    folder = Path(os.path.expandvars(weights)).expanduser()
+    folder = folder if folder.is_dir() else folder.parent  # a run's checkpoint names its run
+    if not (folder / "training.json").is_file():
+        return None
+    seconds = runs.training_seconds(runs.read_json(folder / "training.json"))
+    return {"run": folder.as_posix(), "seconds": seconds} if seconds is not None else None
+
+
 def load_init_source(prepared: Prepared):
     """The trained Keras model `config.init_from` names, for training to start from its weights:
     a finished run folder (its best_model.keras) or an export version that ships its SavedModel
@@ -499,8 +513,11 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     before = _seconds_before_resume(run_dir, status) if resume else 0.0
     seconds += before
     earlier = init_source_seconds(Path(os.path.expandvars(config.init_from))) if config.init_from else None
+    pretraining = pretraining_run(config.model_options.get("weights"))
+    earlier = earlier or (pretraining or {}).get("seconds")
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
+                                           **({"pretraining": pretraining} if pretraining else {}),
                                            **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0),
                                                "seconds_before_resume": round(before, 1)} if resume else {})})
