@@ -304,9 +304,7 @@ def pretraining_run(weights) -> dict | None:
         return None
     folder = Path(os.path.expandvars(weights)).expanduser()
     folder = folder if folder.is_dir() else folder.parent  # a run's checkpoint names its run
-    if not (folder / "training.json").is_file():
-        return None
-    seconds = runs.training_seconds(runs.read_json(folder / "training.json"))
+    seconds = init_source_seconds(folder)
     return {"run": folder.as_posix(), "seconds": seconds} if seconds is not None else None
 
 

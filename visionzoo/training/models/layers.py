@@ -42,6 +42,25 @@ def _texts(values) -> list[str]:
     return [value.decode() if isinstance(value, bytes) else str(value) for value in values]
 
 
+def _h5_arrays(path) -> dict[str, list]:
+    """Layer name -> its weight arrays, in the layer's order, from a Keras .h5 file (a whole model or
+    `save_weights` output)."""
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        group = file.get("model_weights", file)
+        return {name: [group[name][weight][()] for weight in _texts(group[name].attrs["weight_names"])]
+                for name in _texts(group.attrs["layer_names"])}
+
+
+def _model_arrays(path) -> dict[str, list]:
+    """Layer name -> its weight arrays, from a saved Keras model (.keras)."""
+    from .. import keras_files
+    from . import objectives  # noqa: F401  (registers custom objects for loading)
+
+    return {layer.name: layer.get_weights() for layer in keras_files.load_model(path, compile=False).layers}
+
+
 def load_matching_weights(model: keras.Model, source: str) -> list[str]:
     """Set every layer of `model` that `source` has under the same name with weights of the same
     shapes; returns those layers' names. `source`: a run folder (its best_model.keras), a .keras
@@ -54,27 +73,13 @@ def load_matching_weights(model: keras.Model, source: str) -> list[str]:
         path = path / "best_model.keras"
     if not path.is_file():
         raise ValueError(f"weights {source}: no such file (give a run folder, a .keras model or an .h5 weights file)")
-    if path.suffix == ".h5":
-        import h5py
-
-        with h5py.File(path, "r") as file:
-            group = file.get("model_weights", file)  # a whole model file or its weights only
-            shapes = {name: [tuple(group[name][weight].shape) for weight in _texts(group[name].attrs["weight_names"])]
-                      for name in _texts(group.attrs["layer_names"])}
-        model.load_weights(str(path), by_name=True, skip_mismatch=True)
-        loaded = [layer.name for layer in model.layers
-                  if layer.weights and shapes.get(layer.name) == [tuple(w.shape) for w in layer.weights]]
-    else:
-        from .. import keras_files
-        from . import objectives  # noqa: F401  (registers custom objects for loading)
-
-        donor = {layer.name: layer for layer in keras_files.load_model(path, compile=False).layers}
-        loaded = []
-        for layer in model.layers:
-            other = donor.get(layer.name)
-            if layer.weights and other is not None and [w.shape for w in layer.weights] == [w.shape for w in other.weights]:
-                layer.set_weights(other.get_weights())
-                loaded.append(layer.name)
+    donor = _h5_arrays(path) if path.suffix == ".h5" else _model_arrays(path)
+    loaded = []
+    for layer in model.layers:
+        arrays = donor.get(layer.name)
+        if layer.weights and arrays is not None and [a.shape for a in arrays] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(arrays)
+            loaded.append(layer.name)
     if not loaded:
         raise ValueError(f"weights {source}: no layer of {model.name} matches one there by name and shape")
     return loaded
