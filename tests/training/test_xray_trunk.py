@@ -74,7 +74,7 @@ def test_a_run_started_from_the_trunk_records_it_trains_and_exports(synthetic, t
     assert json.loads((run / "config.json").read_text())["model_options"]["weights"] == str(donor_run)
     # the time behind the starting weights counts: the pretraining once, however many members share it
     training = runs.read_json(run / "training.json")
-    assert training["pretraining"] == {"run": str(donor_run), "seconds": 100.0}
+    assert training["pretraining"] == [{"run": str(donor_run), "seconds": 100.0}]
     assert runs.training_seconds(training) == pytest.approx(training["seconds"] + 100.0, abs=0.11)
     visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(donor_run / "best_model.keras"), "--seed", "7")
     second = next(folder for folder in (tmp_path / "runs").iterdir() if folder != run)
@@ -84,8 +84,15 @@ def test_a_run_started_from_the_trunk_records_it_trains_and_exports(synthetic, t
     own = sum(runs.read_json(folder / "training.json")["seconds"] for folder in (run, second))
     assert together["pretraining"] == [{"run": str(donor_run), "seconds": 100.0}]  # named two ways, one run
     assert runs.training_seconds(together) == pytest.approx(own + 100.0, abs=0.2)
-    visionzoo("export", str(run), "--out", str(tmp_path / "exports"))
-    assert (tmp_path / "exports" / "mura_multitask_resnet" / "1" / "model.onnx").is_file()
+    # shipped X-ray versions are ONNX only: merging two of them still counts the shared pretraining once
+    for folder in (run, second):
+        visionzoo("export", str(folder), "--out", str(tmp_path / "exports"), "--savedmodel", "never")
+    versions = tmp_path / "exports" / "mura_multitask_resnet"
+    assert (versions / "1" / "model.onnx").is_file() and (versions / "2" / "model.onnx").is_file()
+    visionzoo("ensemble", str(versions / "1"), str(versions / "2"))
+    merged = json.loads((versions / "3" / "metadata.json").read_text())["training"]
+    assert merged["pretraining"] == [{"run": str(donor_run), "seconds": 100.0}]
+    assert runs.training_seconds(merged) == pytest.approx(own + 100.0, abs=0.2)
 
     missing = visionzoo("train", "mura_multitask_resnet", *common, "--weights", str(tmp_path / "nowhere"), check=False)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr[-2000:]

@@ -40,7 +40,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,7 @@ class Member:
     data: dict
     seconds: float | None
     metrics: dict
-    pretraining: dict | None = None  # training.json "pretraining": the run its starting weights came from
+    pretraining: list[dict] = field(default_factory=list)  # runs.pretraining_runs: where its starting weights came from
 
 
 def ensemble_members(model) -> list | None:
@@ -152,7 +152,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
         training = runs.read_json(path / "training.json")
         return Member(_recorded(path), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
                       training.get("seconds"),
-                      runs.read_json(path / "metrics.json"), training.get("pretraining"))
+                      runs.read_json(path / "metrics.json"), runs.pretraining_runs(training))
     if (path / "metadata.json").is_file():
         from . import revise
 
@@ -164,7 +164,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
             prepared = train.prepare(config)
         model = revise.restore_weights(path, metadata, prepared)
         return Member(_recorded(path), False, model, config, metadata.get("data", {}), metadata.get("training", {}).get("seconds"),
-                      metadata.get("metrics", {}))
+                      metadata.get("metrics", {}), runs.pretraining_runs(metadata.get("training", {})))
     raise EnsembleError(f"{path} is neither a run folder (config.json) nor an export version (metadata.json)")
 
 
@@ -231,11 +231,8 @@ def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None =
     member_seconds = [member.seconds for member in members]
     summed = round(sum(s or 0.0 for s in member_seconds), 1) if all(s is not None for s in member_seconds) else None
     # weights the members started from, counted once each (every member of a shipped X-ray ensemble shares one)
-    pretraining = list({p["run"]: p for member in members if (p := member.pretraining)}.values())
-    runs.write_json(run_dir / "training.json", {
+    runs.write_json(run_dir / "training.json", runs.with_pretraining({
         "seconds": summed,
-        **({"pretraining": pretraining, "seconds_with_init": round(summed + sum(p["seconds"] for p in pretraining), 1)}
-           if pretraining and summed is not None else {}),
         "strategy": config.strategy, "best_checkpoint": "best_model.keras",
         "ensemble": {
             "combine": "mean of the members' outputs",
@@ -243,7 +240,7 @@ def ensemble(paths: list[Path], out: Path = Path("runs"), data_dir: str | None =
             "members": [{"source": member.source, "seed": member.config.seed, "seconds": member.seconds,
                          "scores": _scores(member.metrics)} for member in members],
         },
-    })
+    }, [entry for member in members for entry in member.pretraining]))
     runs.write_status(run_dir, runs.SMOKE if any(member.smoke for member in members) else runs.FINISHED)
     logger.info("ensemble %s: %s (members: %s)", run_dir, json.dumps(_scores(metrics)), ", ".join(m.source for m in members))
     return run_dir
@@ -318,7 +315,7 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
                                            document.get("golden", {}))
         document["metrics"].update(revise.rescored(staging / "model.onnx", prepared, recipe, f"{sum(weights)} networks"))
         seconds = [network.get("seconds") for found in networks for network in found]
-        document["training"] = {
+        document["training"] = runs.with_pretraining({
             "seconds": round(sum(seconds), 1) if all(s is not None for s in seconds) else None,
             "strategy": document.get("training", {}).get("strategy"),
             "ensemble": {
@@ -330,7 +327,7 @@ def ensemble_exports(paths: list[Path], data_dir: str | None = None) -> Path:
                                   "of the members' maps, scaled to a peak of 1 again"},
                 "members": [network for found in networks for network in found],
             },
-        }
+        }, [entry for doc in documents for entry in runs.pretraining_runs(doc.get("training", {}))])
         document["run"] = None
         document["saved_model"] = ("not shipped: merged from ONNX graphs (training.ensemble.merged); each network's "
                                    "weights are its run's best_model.keras (training.ensemble.members[].source)")

@@ -152,3 +152,21 @@ def training_seconds(training: dict) -> float | None:
     `seconds_with_init` when the run started from another model's weights (init_from, or a pretraining
     run given as model_options.weights), else `seconds`."""
     return training.get("seconds_with_init", training.get("seconds"))
+
+
+def pretraining_runs(training: dict) -> list[dict]:
+    """The runs a model's starting weights came from, from its training.json (or its export's metadata
+    "training"): a list of {"run", "seconds"}, one per pretraining run. (Older runs recorded their one
+    pretraining run as a bare dict; it reads as a list of one.)"""
+    recorded = training.get("pretraining") or []
+    return [recorded] if isinstance(recorded, dict) else list(recorded)
+
+
+def with_pretraining(training: dict, pretraining: list[dict]) -> dict:
+    """`training` plus its pretraining runs, each counted once (by run folder), and `seconds_with_init`,
+    its own seconds plus theirs; unchanged when there is none or its own time is unknown."""
+    unique = list({entry["run"]: entry for entry in pretraining}.values())
+    if not unique or training.get("seconds") is None:
+        return training
+    return {**training, "pretraining": unique,
+            "seconds_with_init": round(training["seconds"] + sum(entry["seconds"] for entry in unique), 1)}

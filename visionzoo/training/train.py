@@ -515,7 +515,7 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     earlier = earlier or (pretraining or {}).get("seconds")
     runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
                                            "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
-                                           **({"pretraining": pretraining} if pretraining else {}),
+                                           **({"pretraining": [pretraining]} if pretraining else {}),
                                            **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
                                            **({"resumed_after_epochs": status.get("epochs_completed", 0),
                                                "seconds_before_resume": round(before, 1)} if resume else {})})
