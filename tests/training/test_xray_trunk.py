@@ -104,3 +104,21 @@ def test_the_x_ray_recipes_help_says_it_can_start_from_pretrained_layers():
     shown = visionzoo("train", "mura_multitask_resnet", "--help").stdout
     assert "none (random); --weights RUN or FILE starts the layers it shares" in " ".join(shown.split())
     assert "- (no pretrained backbone)" in visionzoo("train", "mnist_lenet", "--help").stdout
+
+
+def test_the_pretraining_run_is_recorded_relative_to_the_project(tmp_path, monkeypatch):
+    """An absolute --weights path inside the working folder is recorded relative to it, as ensemble members
+    are: a committed training.json must name the run on another machine too."""
+    from visionzoo.training import train
+
+    donor_run = tmp_path / "runs" / "xray_trunk_cifar10-1"
+    donor_run.mkdir(parents=True)
+    runs.write_json(donor_run / "training.json", {"seconds": 100.0})
+    monkeypatch.chdir(tmp_path)
+    assert train.pretraining_run(str(donor_run / "best_model.keras")) == {"run": "runs/xray_trunk_cifar10-1", "seconds": 100.0}
+    assert train.pretraining_run("runs/xray_trunk_cifar10-1") == {"run": "runs/xray_trunk_cifar10-1", "seconds": 100.0}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert train.pretraining_run(str(donor_run))["run"] == str(donor_run)  # not inside the working folder: as given
+    assert train.pretraining_run("imagenet") is None and train.pretraining_run(None) is None

@@ -124,16 +124,6 @@ def build_ensemble(models: list, name: str):
     return keras.Model(image, averaged if len(averaged) > 1 else averaged[0], name=name)
 
 
-def _recorded(path: Path) -> str:
-    """A member's folder as the ensemble's training.json records it: relative to the working directory
-    when it lies inside it (an absolute path typed on the command line would not name it on another
-    machine), else as given."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
 def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Member:
     """A run folder's best checkpoint, or an export version's SavedModel weights (needs `prepared`,
     the data the version was trained on, to build the recipe's model)."""
@@ -150,7 +140,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
             config = config.updated({"data_dir": str(data_dir)})
         model = keras_files.load_model(checkpoint, compile=False)
         training = runs.read_json(path / "training.json")
-        return Member(_recorded(path), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
+        return Member(runs.recorded_path(path), runs.read_state(path) == runs.SMOKE, model, config, runs.read_json(path / "data.json"),
                       training.get("seconds"),
                       runs.read_json(path / "metrics.json"), runs.pretraining_runs(training))
     if (path / "metadata.json").is_file():
@@ -163,7 +153,7 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
 
             prepared = train.prepare(config)
         model = revise.restore_weights(path, metadata, prepared)
-        return Member(_recorded(path), False, model, config, metadata.get("data", {}), metadata.get("training", {}).get("seconds"),
+        return Member(runs.recorded_path(path), False, model, config, metadata.get("data", {}), metadata.get("training", {}).get("seconds"),
                       metadata.get("metrics", {}), runs.pretraining_runs(metadata.get("training", {})))
     raise EnsembleError(f"{path} is neither a run folder (config.json) nor an export version (metadata.json)")
 

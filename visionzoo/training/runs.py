@@ -147,6 +147,16 @@ def load_run(run_dir: Path):
     return TrainConfig.from_json(config_path.read_text()), checkpoint
 
 
+def recorded_path(path: Path) -> str:
+    """A folder as training.json records it (an ensemble's member, a run's pretraining run): relative to
+    the working directory when it lies inside it (an absolute path typed on the command line would not
+    name it on another machine), else as given."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
 def training_seconds(training: dict) -> float | None:
     """The wall time behind a model, from its training.json (or its export's metadata "training"):
     `seconds_with_init` when the run started from another model's weights (init_from, or a pretraining

@@ -305,7 +305,7 @@ def pretraining_run(weights) -> dict | None:
     folder = Path(os.path.expandvars(weights)).expanduser()
     folder = folder if folder.is_dir() else folder.parent  # a run's checkpoint names its run
     seconds = init_source_seconds(folder)
-    return {"run": folder.as_posix(), "seconds": seconds} if seconds is not None else None
+    return {"run": runs.recorded_path(folder), "seconds": seconds} if seconds is not None else None
 
 
 def load_init_source(prepared: Prepared):
