@@ -87,10 +87,13 @@ gpu_flag=()
 base_id=$("$ENGINE" image inspect --format '{{.Id}}' "${BASE_IMAGE:-$("$PYTHON" "$REPO/deploy/containerfile.py" "$bento_dir" --print-base-image)}" 2>/dev/null || true)
 inputs=$( (cd "$bento_dir" && find src env -type f -print0 | sort -z | xargs -0 sha256sum; cat "$work/Containerfile"; echo "${BASE_IMAGE:-} $base_id") | sha256sum | cut -c1-32)
 current=$("$ENGINE" image inspect --format '{{index .Labels "ai.visionzoo.inputs"}}' "$IMAGE:$TAG" 2>/dev/null || true)
+prune_bentos() {  # the Bento store keeps the newest KEEP_BENTOS of this name
+    "$PYTHON" "$REPO/deploy/prune_bentos.py" "$bento" --keep "${KEEP_BENTOS:-3}" --bentoml "$BENTOML" >&2 || true
+}
 if [[ "$current" == "$inputs" && "${FORCE:-0}" != 1 ]]; then
     echo "image $IMAGE:$TAG is up to date (inputs $inputs); FORCE=1 rebuilds it" >&2
     "$BENTOML" delete -y "$bento" >/dev/null 2>&1 || true  # the same Bento is inside the image already
-    "$PYTHON" "$REPO/deploy/prune_bentos.py" "$bento" --keep "${KEEP_BENTOS:-3}" --bentoml "$BENTOML" >&2 || true
+    prune_bentos
     echo "$IMAGE:$TAG"
     exit 0
 fi
@@ -115,5 +118,5 @@ echo "image $IMAGE:$TAG: $((size / 1000000)) MB, built in $(( $(date +%s) - star
 # what each rebuild leaves behind: the image IMAGE:TAG named before (now untagged, with its build-cache
 # layers; measured: 11 of them held 132 image entries and 0.9 GB) and the older Bentos in the store
 "$ENGINE" image prune -f --filter "label=org.opencontainers.image.title=visionzoo" >/dev/null 2>&1 || true
-"$PYTHON" "$REPO/deploy/prune_bentos.py" "$bento" --keep "${KEEP_BENTOS:-3}" --bentoml "$BENTOML" >&2 || true
+prune_bentos
 echo "$IMAGE:$TAG"

@@ -511,14 +511,15 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     before = _seconds_before_resume(run_dir, status) if resume else 0.0
     seconds += before
     earlier = init_source_seconds(Path(os.path.expandvars(config.init_from))) if config.init_from else None
-    pretraining = pretraining_run(config.model_options.get("weights"))
-    earlier = earlier or (pretraining or {}).get("seconds")
-    runs.write_json(run_dir / "training.json", {"seconds": round(seconds, 1), "strategy": config.strategy,
-                                           "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
-                                           **({"pretraining": [pretraining]} if pretraining else {}),
-                                           **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
-                                           **({"resumed_after_epochs": status.get("epochs_completed", 0),
-                                               "seconds_before_resume": round(before, 1)} if resume else {})})
+    # init_from sets every weight, so model_options.weights counts only as a start without it
+    pretraining = None if config.init_from else pretraining_run(config.model_options.get("weights"))
+    runs.write_json(run_dir / "training.json", runs.with_pretraining(
+        {"seconds": round(seconds, 1), "strategy": config.strategy,
+         "replicas": strategy.num_replicas_in_sync, "best_checkpoint": checkpoint.name,
+         **({"seconds_with_init": round(seconds + earlier, 1)} if earlier else {}),
+         **({"resumed_after_epochs": status.get("epochs_completed", 0),
+             "seconds_before_resume": round(before, 1)} if resume else {})},
+        [pretraining] if pretraining else []))
     runs.write_status(run_dir, runs.SMOKE if config.smoke else runs.FINISHED)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     logger.info("run %s finished in %.0f s; metrics: %s", run_dir, seconds, _headline(metrics))
