@@ -175,6 +175,49 @@ def _run_callbacks(run_dir: Path, backup_dir: Path | None, chief: bool) -> list:
     return [EpochHistory(), *backup] + ([EpochStatus()] if chief else [])
 
 
+def moving_average_callbacks() -> tuple:
+    """Two callbacks for an optimizer with `use_ema`: the first puts its exponential moving average
+    of the weights into the model for each validation pass and at each epoch's end, the second takes
+    it out again. Placed around ModelCheckpoint, validation scores and the best checkpoint are the
+    averaged network's while training steps, history and the --resume backup keep the raw one.
+    (tf-keras only averages; `fit` copies the average in once, after the last epoch. Keras 3's
+    SwapEMAWeights does the same swap.)"""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    state = {"inside": False}
+
+    def swap(model, inside: bool) -> None:
+        if state["inside"] == inside:
+            return
+        optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss scale
+        averages = getattr(optimizer, "_model_variables_moving_average", None)
+        if averages is None:  # not built yet: no step taken, nothing averaged
+            return
+        for variable in model.trainable_variables:
+            average = averages[optimizer._index_dict[optimizer._var_key(variable)]]
+            raw = tf.identity(variable)
+            variable.assign(average)
+            average.assign(raw)
+        state["inside"] = inside
+
+    class PutAverageIn(keras.callbacks.Callback):
+        def on_test_begin(self, logs=None):
+            swap(self.model, True)
+
+        def on_test_end(self, logs=None):
+            swap(self.model, False)
+
+        def on_epoch_end(self, epoch, logs=None):
+            swap(self.model, True)
+
+    class TakeAverageOut(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            swap(self.model, False)
+
+    return PutAverageIn(), TakeAverageOut()
+
+
 def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoint: Path, chief: bool = True,
                    backup_dir: Path | None = None) -> list:
     """The recipe's callbacks, then best checkpoint, history, status, backup (when `backup_dir`)
@@ -200,9 +243,13 @@ def make_callbacks(recipe: Recipe, config: TrainConfig, run_dir: Path, checkpoin
         else:
             raise ValueError(f"unknown callback type {kind!r}; expected early_stopping, reduce_lr or checkpoint")
     best = _best_so_far(runs.read_history(run_dir / "history.csv"), monitor, mode)  # None unless resuming
+    checkpointing = [keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode,
+                                                     save_best_only=True, initial_value_threshold=best)]
+    if config.optimizer.get("use_ema"):  # validated and kept: the averaged weights
+        put_average_in, take_average_out = moving_average_callbacks()
+        checkpointing = [put_average_in, *checkpointing, take_average_out]
     callbacks += [
-        keras.callbacks.ModelCheckpoint(str(checkpoint), monitor=monitor, mode=mode, save_best_only=True,
-                                        initial_value_threshold=best),
+        *checkpointing,
         *_run_callbacks(run_dir, backup_dir, chief),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), histogram_freq=0),
     ]
