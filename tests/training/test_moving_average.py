@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from visionzoo.training import runs
+from visionzoo.training.callbacks import make_callbacks
 from visionzoo.training.recipe import TrainConfig
 from visionzoo.training.registry import get_recipe
-from visionzoo.training.train import make_callbacks, make_optimizer
+from visionzoo.training.train import make_optimizer
 
 
 def test_validation_and_the_kept_checkpoint_are_the_moving_average(tmp_path):
