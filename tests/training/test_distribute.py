@@ -3,7 +3,8 @@
 - `--strategy mirrored`: the CPU split into two logical devices (in a subprocess, since the split
   must happen before TensorFlow initialises and would leak into other tests), two replicas.
 - `--strategy multiworker`: two worker processes on loopback with TF_CONFIG train a few steps
-  and must end with identical weights; the non-chief leaves no files behind.
+  and must end with identical weights in one run folder (the chief's name, though the workers
+  start seconds apart); the non-chief leaves no files behind.
 - `--precision mixed_float16 | mixed_bfloat16`: the model computes in half precision with a
   float32 output, float16 gets a LossScaleOptimizer, and a training step gives a finite loss.
 """
@@ -28,12 +29,13 @@ MODEL = "cifar10_ablation_base"
 # Runs one training in a fresh interpreter; the model run_training builds is captured so its final
 # weights can be written out (run_training itself returns only the run folder).
 WORKER = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     import numpy as np
     import visionzoo.training
     import tensorflow as tf
 
     data_dir, out, weights_path, strategy, devices = sys.argv[1:6]
+    delay = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     if int(devices) > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * int(devices))
@@ -47,6 +49,13 @@ WORKER = textwrap.dedent("""
         compile_model(model, prepared)
 
     train.compile_model = capture
+    prepare = train.prepare
+
+    def late_prepare(config):
+        time.sleep(delay)
+        return prepare(config)
+
+    train.prepare = late_prepare
     config = train.resolve_config("__MODEL__", data_dir, {"smoke": True, "strategy": strategy, "out": out, "steps_per_epoch": 3,
                                                     "batch_size": 8, "data_options.validation": "fraction:0.2"})
     run_dir = train.run_training(config)
@@ -109,13 +118,15 @@ def test_multiworker_strategy_keeps_two_workers_in_lockstep(cifar, script, tmp_p
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     runs = tmp_path / "runs"
-    processes = [
-        _worker(script, [str(cifar), str(runs), str(tmp_path / f"worker{index}.npz"), "multiworker", "1"],
+    processes = [  # the second worker reads its data (and then its clock) 1.2 s later than the first
+        _worker(script, [str(cifar), str(runs), str(tmp_path / f"worker{index}.npz"), "multiworker", "1", str(1.2 * index)],
                 env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})})
         for index in range(2)
     ]
     results = [_finish(process) for process in processes]
     assert [r["replicas"] for r in results] == [2, 2]
+    # one run folder for the cluster: the chief's name, which the --resume backup of every worker lives under
+    assert results[0]["run_dir"] == results[1]["run_dir"]
     chief, other = (np.load(tmp_path / f"worker{i}.npz") for i in range(2))
     assert len(chief.files) == len(other.files) > 0
     for key in chief.files:

@@ -355,14 +355,35 @@ def evaluate_splits(model, prepared: Prepared, run_dir: Path, splits=("val", "te
     return results
 
 
-def new_run_dir(config: TrainConfig) -> Path:
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(config.out) / f"{config.model}-{stamp}"
+def new_run_dir(config: TrainConfig, strategy=None) -> Path:
+    """A new folder under `config.out`: `<model>-<UTC time>`, `-2`, `-3` ... when taken.
+
+    Under MultiWorkerMirroredStrategy (`strategy` given) every worker takes the chief's name, sent
+    over the cluster's own all-reduce: the workers' clocks and start times differ by seconds, and
+    the folder names the `--resume` backup every worker writes and reads."""
+    seconds = int(datetime.now(UTC).timestamp())
     suffix = 1
-    while run_dir.exists():
+    while _run_dir(config, seconds, suffix).exists():
         suffix += 1
-        run_dir = Path(config.out) / f"{config.model}-{stamp}-{suffix}"
-    return run_dir
+    if strategy is not None and config.strategy == "multiworker":
+        seconds, suffix = chief_values(strategy, [seconds, suffix])
+    return _run_dir(config, seconds, suffix)
+
+
+def _run_dir(config: TrainConfig, seconds: int, suffix: int) -> Path:
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y%m%d-%H%M%S")
+    return Path(config.out) / (f"{config.model}-{stamp}" + (f"-{suffix}" if suffix > 1 else ""))
+
+
+def chief_values(strategy, values: list[int]) -> list[int]:
+    """The chief's `values`, on every worker of a multi-worker strategy: each worker's replicas share
+    the chief's numbers (others add zero) and the cluster sums them."""
+    import tensorflow as tf
+
+    local_replicas = len(strategy.extended.worker_devices)
+    mine = tf.constant([value / local_replicas if is_chief() else 0.0 for value in values], tf.float64)
+    summed = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.identity(mine)), axis=None)
+    return [round(float(value)) for value in summed.numpy()]
 
 
 def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool = False) -> Path:
@@ -376,7 +397,7 @@ def run_training(config: TrainConfig, run_dir: Path | None = None, resume: bool 
     strategy = make_strategy(config.strategy)
     chief = is_chief()
     prepared = prepare(config)
-    run_dir = Path(run_dir) if run_dir else new_run_dir(config)
+    run_dir = Path(run_dir) if run_dir else new_run_dir(config, strategy)
     status = runs.read_status(run_dir) if resume else {}
     backup_exists = resume and (run_dir / BACKUP_DIR).is_dir()
     start = None if backup_exists else load_init_source(prepared)
