@@ -64,12 +64,12 @@ def test_decision_weights_revision_changes_serving_only(mars_copy):
     assert document["decision_weights"] == [1.0, 1.0, 1.0, 0.5, 0.7]
     assert document["revision"]["changes"] == ["decision_weights = 1, 1, 1, 0.5, 0.7"]
     assert json.loads(onnx_metadata.read_properties(revised / "model.onnx")["decision_weights"]) == [1.0, 1.0, 1.0, 0.5, 0.7]
-    # the graph and its outputs are unchanged, so the golden outputs are too
+    # the graph and its inputs are unchanged, so the golden outputs are kept bit for bit (not re-run on
+    # this machine's CPU, whose kernels may round differently from the exporting machine's)
     if (mars_copy / "variables").is_dir():
         assert sha256(revised / "variables/variables.data-00000-of-00001") == sha256(mars_copy / "variables/variables.data-00000-of-00001")
-    before, after = (np.load(folder / "golden" / "expected.npz") for folder in (mars_copy, revised))
-    for key in before.files:
-        np.testing.assert_allclose(after[key], before[key], atol=1e-6)
+    for name in ("golden/expected.npz", "golden/inputs.json"):
+        assert sha256(revised / name) == sha256(mars_copy / name)
 
 
 def test_revisions_that_cannot_be_made_say_why(mars_copy):

@@ -124,8 +124,8 @@ def revise_serving(folder: Path, tile_overlap: float | None = None, learnable_cl
     except ValueError as error:
         raise ReviseError(str(error)) from error
     document.pop("variants", None)  # a variant's golden agreement was measured with the old settings
-    with staged(folder) as staging:
-        return publish(folder, staging, document, spec, changes)
+    with staged(folder) as staging:  # the golden outputs change only with the tiling: else they are kept as they are
+        return publish(folder, staging, document, spec if tile_overlap is not None else None, changes)
 
 
 @contextmanager
@@ -141,13 +141,14 @@ def staged(folder: Path, ignored: tuple[str, ...] = ()):
         raise
 
 
-def publish(folder: Path, staging: Path, document: dict, spec: ImageSpec, changes: list[str]) -> Path:
+def publish(folder: Path, staging: Path, document: dict, spec: ImageSpec | None, changes: list[str]) -> Path:
     """Finish a staged revision: number it, annotate its ONNX file, re-derive its golden outputs
-    through `spec`, hash its files, write metadata.json and rename it into place."""
+    through `spec` (None: the graph and its inputs are unchanged, so the source's golden outputs
+    stay, bit for bit), hash its files, write metadata.json and rename it into place."""
     version = export.next_version(folder.parent)
     document.update(version=version, revision=_revision(folder, changes))
     onnx_metadata.annotate(staging / "model.onnx", document)
-    if (staging / "golden" / "inputs.json").is_file():
+    if spec is not None and (staging / "golden" / "inputs.json").is_file():
         rewrite_golden(staging, spec)
     document["files"] = export.file_hashes(staging)
     runs.write_json(staging / "metadata.json", document)
