@@ -17,6 +17,7 @@ from visionzoo.training.data import synthetic as writers
 from visionzoo.training.data.augment import AUGMENTATIONS
 from visionzoo.training.data.holdout import parse_validation
 from visionzoo.training.models import alexnet, cifar_ablation, four_conv, resnet, vgg
+from visionzoo.training.models.source_facts import CIFAR_ABLATION_PARAMETERS
 from visionzoo.training.recipes import cifar_ablation as ablation_recipes
 from visionzoo.training.recipes import cnn_architectures, fashion_cifar
 from visionzoo.training.registry import RECIPES, build_model, families
@@ -35,7 +36,7 @@ PARAMETERS = {
     "cifar10_mlp": (1_707_274, None),
     "cifar10_cnn": (122_570, None),
     "cifar10_cnn2": (667_434, 667_434 - 448),
-    **{f"cifar10_ablation_{v}": (count, None) for v, count in cifar_ablation.PARAMETERS.items()},
+    **{f"cifar10_ablation_{v}": (count, None) for v, count in CIFAR_ABLATION_PARAMETERS.items()},
     "cifar10_final": (612_554, None),
     "mnist_4conv": (20_360, None),
     "fashion_mnist_4conv": (20_360, None),

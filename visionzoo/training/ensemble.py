@@ -128,8 +128,6 @@ def load_member(path: Path, prepared=None, data_dir: str | None = None) -> Membe
     """A run folder's best checkpoint, or an export version's SavedModel weights (needs `prepared`,
     the data the version was trained on, to build the recipe's model)."""
 
-    from .models import objectives  # noqa: F401  (registers custom objects for loading)
-
     path = Path(path)
     if (path / "config.json").is_file():
         if runs.read_state(path) == runs.UNFINISHED:

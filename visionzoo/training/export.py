@@ -475,8 +475,6 @@ def export_run(run_dir: Path, out_root: Path = Path("exported_models"), name: st
     class shares that oversampling gave the training set; chosen on validation.
     """
 
-    from .models import objectives  # noqa: F401  (registers custom objects)
-
     run_dir = Path(run_dir)
     config, checkpoint = runs.load_run(run_dir)
     refusal = runs.export_refusal(run_dir)

@@ -52,8 +52,11 @@ def _weights_read_into_memory():
 
 
 def load_model(path: str | Path, compile: bool = True):
-    """`tf_keras.models.load_model(path, compile=compile)`, reading the weights from memory."""
+    """`tf_keras.models.load_model(path, compile=compile)`, reading the weights from memory, with
+    the project's custom layers, losses and metrics registered (their modules imported) first."""
     import tf_keras as keras
+
+    from .models import layers, objectives  # noqa: F401  (registers the custom objects the files name)
 
     with _weights_read_into_memory():
         return keras.models.load_model(str(path), compile=compile)

@@ -8,15 +8,24 @@ test split against 0.17 s for a bincount: not worth a second implementation.)
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+
 import numpy as np
-from sklearn import metrics as sk
+
+
+@cache
+def _sk():
+    """sklearn.metrics, imported on first use (1.3 s): the registry imports this module, and listing
+    recipes or refusing a bad argument scores nothing."""
+    return importlib.import_module("sklearn.metrics")
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """Rows: true class, columns: predicted class."""
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    return sk.confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
+    return _sk().confusion_matrix(y_true, y_pred, labels=np.arange(num_classes))
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -46,10 +55,10 @@ def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, class_names: l
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     labels = np.arange(len(class_names))
     matrix = confusion_matrix(y_true, y_pred, len(class_names))
-    precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    precision, recall, f1, support = _sk().precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     weights = support / max(support.sum(), 1)
     return {
-        "accuracy": float(sk.accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
+        "accuracy": float(_sk().accuracy_score(y_true, y_pred)) if len(y_true) else 0.0,
         "balanced_accuracy": balanced_accuracy(matrix),
         "macro_f1": float(f1.mean()),
         "weighted_f1": float((f1 * weights).sum()),
@@ -66,7 +75,7 @@ def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     """False-positive rates, true-positive rates and thresholds, in increasing FPR order from (0, 0)."""
     y_true = np.asarray(y_true).reshape(-1).astype(bool)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    fpr, tpr, thresholds = sk.roc_curve(y_true, scores, drop_intermediate=False)
+    fpr, tpr, thresholds = _sk().roc_curve(y_true, scores, drop_intermediate=False)
     return fpr, tpr, thresholds
 
 
@@ -74,7 +83,7 @@ def auroc(y_true: np.ndarray, scores: np.ndarray) -> float:
     y_true = np.asarray(y_true).reshape(-1)
     if y_true.min() == y_true.max():
         return float("nan")  # undefined with one class present
-    return float(sk.roc_auc_score(y_true, np.asarray(scores, dtype=np.float64).reshape(-1)))
+    return float(_sk().roc_auc_score(y_true, np.asarray(scores, dtype=np.float64).reshape(-1)))
 
 
 def binary_scores(y_true: np.ndarray, probabilities: np.ndarray, threshold: float = 0.5) -> dict:

@@ -3,6 +3,8 @@ config that the CLI builds from it (defaults -> config file -> --set flags -> ex
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import tomllib
 from collections.abc import Callable
@@ -17,6 +19,26 @@ from .tasks import Task
 
 
 @dataclass(frozen=True)
+class Builder:
+    """A model builder, `build_*` in `visionzoo.training.models.<module>`, imported when a model is
+    built or the builder's signature is read: the models import TensorFlow, which listing recipes,
+    `--help` and refusing bad arguments do not need."""
+
+    module: str
+    function: str
+
+    def resolve(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(f"visionzoo.training.models.{self.module}"), self.function)
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self.resolve())
+
+
+@dataclass(frozen=True)
 class Recipe:
     """Everything the source project fixed for one model.
 
@@ -26,7 +48,8 @@ class Recipe:
         summary: one line for `visionzoo list`.
         source: where the facts come from (seed-models.md section).
         reported: the source's printed result, for model cards and reproduction tables.
-        builder: `build_*(input_shape, ..., **model_options) -> tf_keras.Model`.
+        builder: `build_*(input_shape, ..., **model_options) -> tf_keras.Model`, named (Builder)
+            so that TensorFlow loads only when a model is built.
         task: how data feeds the model and how predictions are scored.
         image_spec: how raw images become input pixels (also serving's preprocessing).
         data_formats: loader names this model reads, in auto-detection order.
@@ -49,7 +72,7 @@ class Recipe:
     family: str
     summary: str
     source: str
-    builder: Callable[..., Any]
+    builder: Builder
     task: Task
     image_spec: ImageSpec
     data_formats: tuple[str, ...]

@@ -537,8 +537,6 @@ def _headline(metrics: dict) -> str:
 def evaluate_run(run_dir: Path, splits=("val", "test"), data_dir: str | None = None) -> dict:
     """Re-evaluate a run's best checkpoint on its data (optionally found at a new `data_dir`)."""
 
-    from .models import objectives  # noqa: F401  (registers custom objects for loading)
-
     config, checkpoint = runs.load_run(run_dir)
     if data_dir:
         config = config.updated({"data_dir": str(data_dir)})

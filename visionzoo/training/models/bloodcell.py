@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import tf_keras as keras
 
+from .source_facts import BLOODCELL_FINE_TUNE_FROM
+
 SE_RATIO = 8
 
 
@@ -40,7 +42,7 @@ def _squeeze_excite(x, l2: float, name: str):
     return keras.layers.Multiply(name=f"{name}_scale")([x, squeezed])
 
 
-SOURCE_CUT = "expanded_conv_12/depthwise"
+SOURCE_CUT = BLOODCELL_FINE_TUNE_FROM
 
 
 def _apply_fine_tuning_rule(backbone: keras.Model, fine_tune_from: int | str | None) -> None:

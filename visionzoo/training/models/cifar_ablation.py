@@ -69,10 +69,6 @@ VARIANTS: dict[str, Ablation] = {
     "k": Ablation((Conv(32), Conv(64), Conv(128, padding="same"))),
     "l": Ablation((Conv(32), Conv(64), Conv(64, padding="same"))),
 }
-PARAMETERS = {
-    "base": 116_010, "a": 231_658, "b": 89_258, "c": 25_898, "d": 131_882, "e": 93_482, "f": 47_370,
-    "g": 103_658, "h": 231_786, "i": 462_410, "j": 231_658, "k": 130_474, "l": 75_114,
-}
 
 
 def build_cifar_ablation(input_shape=(32, 32, 3), num_classes: int = 10, variant: str = "base") -> keras.Model:

@@ -56,7 +56,6 @@ def _h5_arrays(path) -> dict[str, list]:
 def _model_arrays(path) -> dict[str, list]:
     """Layer name -> its weight arrays, from a saved Keras model (.keras)."""
     from .. import keras_files
-    from . import objectives  # noqa: F401  (registers custom objects for loading)
 
     return {layer.name: layer.get_weights() for layer in keras_files.load_model(path, compile=False).layers}
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 import tf_keras as keras
 
 from .layers import apply_scaling
+from .source_facts import LENET_OUTPUT_UNITS
 
-SOURCE_OUTPUT_UNITS = 84
+SOURCE_OUTPUT_UNITS = LENET_OUTPUT_UNITS
 
 
 def build_lenet(input_shape=(28, 28, 1), num_classes: int = 10, source_head: bool = False) -> keras.Model:

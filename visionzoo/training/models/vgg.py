@@ -29,9 +29,10 @@ from __future__ import annotations
 import tf_keras as keras
 
 from .layers import apply_scaling
+from .source_facts import VGG16_FINE_TUNE_FROM
 
 BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-FINE_TUNE_FROM = "block5_conv1"
+FINE_TUNE_FROM = VGG16_FINE_TUNE_FROM
 
 
 def build_vgg16(input_shape=(224, 224, 3), num_classes: int = 1000, dense_units: int = 4096) -> keras.Model:

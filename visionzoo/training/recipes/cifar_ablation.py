@@ -18,8 +18,8 @@ them in order; by hand, pass the previous run's checkpoint:
 from visionzoo.preprocessing import ImageSpec
 
 from ..data.cifar import CIFAR10_CLASSES
-from ..models import cifar_ablation
-from ..recipe import Recipe
+from ..models.source_facts import CIFAR_ABLATION_PARAMETERS
+from ..recipe import Builder, Recipe
 from ..tasks import Classification
 
 FAMILY = "CIFAR-10 ablation series (ntoylker/Neural-Networks-and-Deep-Learning-Course)"
@@ -58,9 +58,9 @@ def _ablation(variant: str) -> Recipe:
     summary, test_accuracy, val_accuracy, epochs = ABLATIONS[variant]
     name = f"cifar10_ablation_{variant}"
     return Recipe(
-        name=name, summary=f"ablation {variant}: {summary} ({cifar_ablation.PARAMETERS[variant]:,} parameters)",
+        name=name, summary=f"ablation {variant}: {summary} ({CIFAR_ABLATION_PARAMETERS[variant]:,} parameters)",
         source="seed-models.md §3.4", reported=f"test accuracy {test_accuracy:.4f} (val {val_accuracy:.4f}) after {epochs} epochs",
-        builder=cifar_ablation.build_cifar_ablation, model_options={"variant": variant}, epochs=epochs, batch_size=32,
+        builder=Builder("cifar_ablation", "build_cifar_ablation"), model_options={"variant": variant}, epochs=epochs, batch_size=32,
         **COMMON,
     )
 
@@ -71,6 +71,6 @@ RECIPES["cifar10_final"] = Recipe(
     summary="final model: 3 conv-BN blocks (16, 64, 128) + Dense 256; stages 40 + 20 + 50 (augmented) epochs",
     source="seed-models.md §3.5",
     reported="report only (notebook has no outputs): test accuracy 0.7951, val 0.8014, test loss 0.5947",
-    builder=cifar_ablation.build_cifar10_final, model_options={"weights": None}, callbacks=(EARLY_STOP_4,),
+    builder=Builder("cifar_ablation", "build_cifar10_final"), model_options={"weights": None}, callbacks=(EARLY_STOP_4,),
     epochs=STAGES[0]["epochs"], batch_size=64, **COMMON,
 )

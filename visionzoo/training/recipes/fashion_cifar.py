@@ -10,8 +10,7 @@ from visionzoo.preprocessing import ImageSpec
 
 from ..data.cifar import CIFAR10_CLASSES
 from ..data.idx import FASHION_MNIST_CLASSES
-from ..models import fashion_cifar
-from ..recipe import Recipe
+from ..recipe import Builder, Recipe
 from ..tasks import Classification
 
 FAMILY = "Fashion-MNIST and CIFAR-10 baselines (jasproudis/deep-learning-assignment)"
@@ -33,31 +32,31 @@ RECIPES = {
     "fashion_mnist_mlp": Recipe(
         name="fashion_mnist_mlp", summary="MLP 784-256-128-10, Dropout 0.3, 15 epochs, no callbacks",
         source="seed-models.md §2.1", reported="test accuracy 0.8871 (val 0.8903); a later run 0.8840",
-        builder=fashion_cifar.build_mlp, model_options={"hidden_units": [256, 128], "dropout_rate": 0.3},
+        builder=Builder("fashion_cifar", "build_mlp"), model_options={"hidden_units": [256, 128], "dropout_rate": 0.3},
         data_options=_data("fraction:0.1", FASHION_MNIST_CLASSES), epochs=15, **FASHION, **COMMON,
     ),
     "fashion_mnist_cnn": Recipe(
         name="fashion_mnist_cnn", summary="2 conv blocks (32, 64) + BN + Dropout, Dense 128; early stopping",
         source="seed-models.md §2.2", reported="test accuracy 0.9184, loss 0.2355 (stopped after 14 epochs)",
-        builder=fashion_cifar.build_fashion_mnist_cnn, callbacks=EARLY_STOP_3,
+        builder=Builder("fashion_cifar", "build_fashion_mnist_cnn"), callbacks=EARLY_STOP_3,
         data_options=_data("last:5000", FASHION_MNIST_CLASSES), epochs=15, **FASHION, **COMMON,
     ),
     "cifar10_mlp": Recipe(
         name="cifar10_mlp", summary="MLP 3072-512-256-10, Dropout 0.5; early stopping",
         source="seed-models.md §3.1", reported="test accuracy 0.3566, loss 1.8690 (stopped after 11 epochs)",
-        builder=fashion_cifar.build_mlp, model_options={"hidden_units": [512, 256], "dropout_rate": 0.5},
+        builder=Builder("fashion_cifar", "build_mlp"), model_options={"hidden_units": [512, 256], "dropout_rate": 0.5},
         callbacks=EARLY_STOP_3, data_options=_data("last:5000", CIFAR10_CLASSES), epochs=15, **CIFAR, **COMMON,
     ),
     "cifar10_cnn": Recipe(
         name="cifar10_cnn", summary="simple CNN Conv32-MP-Conv64-MP-Conv64, Dense 64; 15 epochs, no callbacks",
         source="seed-models.md §3.2", reported="test accuracy 0.6987 (val 0.7138)",
-        builder=fashion_cifar.build_cifar10_cnn, data_options=_data("fraction:0.1", CIFAR10_CLASSES), epochs=15,
+        builder=Builder("fashion_cifar", "build_cifar10_cnn"), data_options=_data("fraction:0.1", CIFAR10_CLASSES), epochs=15,
         **CIFAR, **COMMON,
     ),
     "cifar10_cnn2": Recipe(
         name="cifar10_cnn2", summary="CNN2: 3 conv blocks (32, 64, 128) + BN + Dropout, Dense 256; early stopping",
         source="seed-models.md §3.3", reported="test accuracy 0.8149 (23 epochs); a Colab rerun 0.7855 (17 epochs)",
-        builder=fashion_cifar.build_cifar10_cnn2, callbacks=EARLY_STOP_3,
+        builder=Builder("fashion_cifar", "build_cifar10_cnn2"), callbacks=EARLY_STOP_3,
         data_options=_data("fraction:0.1", CIFAR10_CLASSES), epochs=50, **CIFAR, **COMMON,
     ),
 }

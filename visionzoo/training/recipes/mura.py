@@ -4,8 +4,7 @@ from visionzoo.preprocessing import ImageSpec
 
 from ..data.cifar import CIFAR10_CLASSES
 from ..gradcam import Explanation
-from ..models import mura
-from ..recipe import Recipe
+from ..recipe import Builder, Recipe
 from ..tasks import Binary, Classification, HybridMURA, MultitaskMURA
 
 FAMILY = "MURA X-rays (jasproudis/deep-learning-assignment)"
@@ -22,7 +21,7 @@ BODY_PARTS = ("num_body_parts", "body_part")
 def _transfer(name, summary, section, reported, backbone, pooling, dropout_rate, spec, optimizer, callbacks, epochs, class_weight=None):
     return Recipe(
         name=name, family=FAMILY, summary=summary, source=f"seed-models.md {section}", reported=reported,
-        builder=mura.build_mura_transfer_binary, task=Binary(), image_spec=spec, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_transfer_binary"), task=Binary(), image_spec=spec, data_formats=FORMATS,
         model_options={"backbone": backbone, "pooling": pooling, "dropout_rate": dropout_rate, "weights": "imagenet"},
         optimizer=optimizer, callbacks=callbacks, epochs=epochs, batch_size=32, augmentation="mura", class_weight=class_weight,
         test_input_shape=(32, 32, 3),
@@ -34,7 +33,7 @@ RECIPES = {
         name="mura_multitask_cnn", family=FAMILY,
         summary="3-block CNN with abnormal (sigmoid) + body-part (softmax) heads (served up to version 2)",
         source="seed-models.md §5.3", reported="64.9% val accuracy, abnormal F1 0.60 (P 0.66 R 0.56); body part trivially 100% (bug)",
-        builder=mura.build_mura_multitask_cnn, task=MultitaskMURA(), image_spec=XRAY_224, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_multitask_cnn"), task=MultitaskMURA(), image_spec=XRAY_224, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, optimizer={"name": "adam", "learning_rate": 1e-3},
         callbacks=(EARLY_STOP | {"patience": 5}, REDUCE_LR | {"factor": 0.5, "patience": 3, "min_lr": 1e-6}),
         epochs=50, batch_size=32, augmentation="mura", class_weight="balanced",
@@ -52,7 +51,7 @@ RECIPES = {
         summary="beyond the sources: compact residual CNN (global pooling, 320x320) with the §5.3 heads; the served X-ray model",
         source="visionzoo (beyond the sources; heads and losses of seed-models.md §5.3)",
         reported="no source result (the §5.3 network it replaces: 64.9% val accuracy, abnormal F1 0.60 on MURA)",
-        builder=mura.build_mura_multitask_resnet, task=MultitaskMURA(), image_spec=XRAY_320, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_multitask_resnet"), task=MultitaskMURA(), image_spec=XRAY_320, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, optimizer={"name": "adam", "learning_rate": 1e-3, "schedule": "cosine"},
         callbacks=({"type": "checkpoint", "monitor": "val_auc", "mode": "max"},),
         epochs=60, batch_size=32, augmentation="mura", class_weight="balanced", served=True,
@@ -66,7 +65,7 @@ RECIPES = {
         name="xray_trunk_cifar10", family=FAMILY,
         summary="mura_multitask_resnet's body on CIFAR-10 in grey at 96x96: the X-ray network's pretrained start (--weights)",
         source="visionzoo (beyond the sources)", reported="no source result",
-        builder=mura.build_xray_trunk_cifar10, task=Classification(), image_spec=ImageSpec(96, 96, "grayscale_rgb"),
+        builder=Builder("mura", "build_xray_trunk_cifar10"), task=Classification(), image_spec=ImageSpec(96, 96, "grayscale_rgb"),
         data_formats=("cifar_pickle", "image_folders"), num_classes_option=("num_classes", "label"),
         data_options={"validation": "last:5000", "class_names": CIFAR10_CLASSES},
         optimizer={"name": "adam", "learning_rate": 2e-3, "schedule": "cosine"}, epochs=12, batch_size=128,
@@ -75,7 +74,7 @@ RECIPES = {
     "mura_binary_cnn": Recipe(
         name="mura_binary_cnn", family=FAMILY, summary="CIFAR CNN2 on 1-channel 224x224 X-rays, sigmoid abnormal head",
         source="seed-models.md §5.1", reported="52.18% val accuracy",
-        builder=mura.build_mura_binary_cnn, task=Binary(), image_spec=ImageSpec(224, 224, "grayscale"), data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_binary_cnn"), task=Binary(), image_spec=ImageSpec(224, 224, "grayscale"), data_formats=FORMATS,
         optimizer={"name": "adam", "learning_rate": 1e-4}, callbacks=(EARLY_STOP | {"patience": 3},), epochs=20, batch_size=32,
         test_input_shape=(64, 64, 1),
     ),
@@ -102,7 +101,7 @@ RECIPES = {
         name="mura_efficientnetb0_multitask", family=FAMILY,
         summary="frozen ImageNet EfficientNetB0 (GAP) + Dropout(0.3), abnormal + body-part heads",
         source="seed-models.md §5.4", reported="fit never executed in the source",
-        builder=mura.build_mura_efficientnet_multitask, task=MultitaskMURA(), image_spec=XRAY_244, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_efficientnet_multitask"), task=MultitaskMURA(), image_spec=XRAY_244, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
         callbacks=(EARLY_STOP | {"patience": 5}, REDUCE_LR | {"factor": 0.5, "patience": 3, "min_lr": 1e-6}), epochs=50, batch_size=32,
         test_input_shape=(32, 32, 3),
@@ -111,7 +110,7 @@ RECIPES = {
         name="mura_inceptionv3_hybrid_v1", family=FAMILY,
         summary="frozen InceptionV3 + GMP joined with an Embedding(16) of the body part, sigmoid",
         source="seed-models.md §5.7", reported="epoch 1 partial only",
-        builder=mura.build_mura_inception_hybrid, task=HybridMURA(one_hot_body_part=False), image_spec=XRAY_299, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_inception_hybrid"), task=HybridMURA(one_hot_body_part=False), image_spec=XRAY_299, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"version": 1, "weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
         callbacks=(EARLY_STOP | {"patience": 3}, REDUCE_LR | {"factor": 0.5, "patience": 2}), epochs=10, batch_size=32,
         augmentation="mura", class_weight="balanced", test_input_shape=(75, 75, 3),
@@ -120,7 +119,7 @@ RECIPES = {
         name="mura_inceptionv3_hybrid_v2", family=FAMILY,
         summary="frozen InceptionV3 + GAP joined with a one-hot body part, sigmoid",
         source="seed-models.md §5.7", reported="val accuracy 4.31% every epoch (broken run)",
-        builder=mura.build_mura_inception_hybrid, task=HybridMURA(one_hot_body_part=True), image_spec=XRAY_299, data_formats=FORMATS,
+        builder=Builder("mura", "build_mura_inception_hybrid"), task=HybridMURA(one_hot_body_part=True), image_spec=XRAY_299, data_formats=FORMATS,
         num_classes_option=BODY_PARTS, model_options={"version": 2, "weights": "imagenet"}, optimizer={"name": "adam", "learning_rate": 1e-4},
         callbacks=(EARLY_STOP | {"patience": 3}, REDUCE_LR | {"factor": 0.5, "patience": 2}), epochs=5, batch_size=32, augmentation="mura", test_input_shape=(75, 75, 3),
     ),
