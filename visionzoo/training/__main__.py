@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -269,7 +270,7 @@ def command_list(args) -> None:
         for name, data_format in sorted(FORMATS.items()):
             print(f"  {name:<22} {data_format.description}")
         return
-    from .catalog import families  # plain data: listing models must not import TensorFlow
+    from .registry import families
 
     for family, recipes in families().items():
         if args.served and not any(r.served for r in recipes):
@@ -453,6 +454,10 @@ def main(argv=None) -> int:
                 "reproduce": command_reproduce, "predict": command_predict}
     try:
         handlers[args.command](args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+    except BrokenPipeError:  # the reader went away (`visionzoo list | head`): stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"visionzoo {args.command}: error: {message}", file=sys.stderr)
