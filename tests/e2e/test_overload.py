@@ -1,7 +1,7 @@
 """A real, bounded overload of one model with small queue limits (VISIONZOO_MARS_MAX_QUEUE_SIZE=64
 items, VISIONZOO_MARS_QUEUE_TIMEOUT_US=200000) and batches of four tiles (the manifest's one tile per
 run would leave a 4-tile request's last tile waiting past that timeout on an idle server). Mars
-(~120 ms of engine time per 128x256 tile on two cores, 128 KiB of input) makes the engine the
+(~120-330 ms of engine time per 128x256 tile on two cores, by version; 128 KiB of input) makes the engine the
 bottleneck; an overload of bloodcell at several times its capacity
 (~900 images/s here) moves ~400 MB/s of tensors and saturates the transport and the client first,
 so it measures the event loop, not shedding.
@@ -99,8 +99,13 @@ def test_overload_is_shed_quickly_and_recovers(served, input_name):
     address = served.grpc_address
     baseline = one_client_p50(address, input_name, 2.0)
     batch = images(IMAGES_PER_REQUEST)
-    capacity = asyncio.run(closed_loop(GrpcTarget(address, MODEL, input_name, batch, timeout=30),
-                                       clients=8, warmup=0.5, duration=3.0, images_per_request=IMAGES_PER_REQUEST))
+    # At capacity nearly every queued request outlives the 200 ms queue timeout behind a running
+    # batch, so only about one request per engine run is answered: measure over several runs
+    # (a 4-tile run took 1.3-1.7 s of the shipped ensemble here; 3 s once caught none)
+    engine_run_s = IMAGES_PER_REQUEST * baseline / 1000
+    capacity = asyncio.run(closed_loop(GrpcTarget(address, MODEL, input_name, batch, timeout=30), clients=8,
+                                       warmup=max(0.5, engine_run_s), duration=max(3.0, 8 * engine_run_s),
+                                       images_per_request=IMAGES_PER_REQUEST))
     assert capacity.requests > 0, capacity.error_kinds
     rate = min(MAX_OFFERED_RPS, OVERLOAD_FACTOR * capacity.requests_per_s)
 
