@@ -42,9 +42,6 @@ def _squeeze_excite(x, l2: float, name: str):
     return keras.layers.Multiply(name=f"{name}_scale")([x, squeezed])
 
 
-SOURCE_CUT = BLOODCELL_FINE_TUNE_FROM
-
-
 def _apply_fine_tuning_rule(backbone: keras.Model, fine_tune_from: int | str | None) -> None:
     backbone.trainable = True
     if fine_tune_from is None:
@@ -64,7 +61,7 @@ def build_bloodcell_mobilenetv3(
     input_shape=(96, 96, 3),
     num_classes: int = 8,
     weights: str | None = "imagenet",
-    fine_tune_from: int | str | None = SOURCE_CUT,
+    fine_tune_from: int | str | None = BLOODCELL_FINE_TUNE_FROM,
     backbone_bn_momentum: float | None = None,
     dense_units=(128, 64, 32),
     dropout_rate: float = 0.3,

@@ -24,8 +24,6 @@ import tf_keras as keras
 from .layers import apply_scaling
 from .source_facts import LENET_OUTPUT_UNITS
 
-SOURCE_OUTPUT_UNITS = LENET_OUTPUT_UNITS
-
 
 def build_lenet(input_shape=(28, 28, 1), num_classes: int = 10, source_head: bool = False) -> keras.Model:
     """§1.2b LeNet; `source_head=True` ends in the source's Dense(84, softmax) instead of 10 classes."""
@@ -39,7 +37,7 @@ def build_lenet(input_shape=(28, 28, 1), num_classes: int = 10, source_head: boo
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(120, activation="relu", name="dense_120")(x)
     if source_head:
-        outputs = keras.layers.Dense(SOURCE_OUTPUT_UNITS, activation="softmax", name="probabilities", dtype="float32")(x)
+        outputs = keras.layers.Dense(LENET_OUTPUT_UNITS, activation="softmax", name="probabilities", dtype="float32")(x)
         return keras.Model(inputs, outputs, name="lenet_source_head")
     x = keras.layers.Dense(84, activation="relu", name="dense_84")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32")(x)

@@ -32,7 +32,6 @@ from .layers import apply_scaling
 from .source_facts import VGG16_FINE_TUNE_FROM
 
 BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-FINE_TUNE_FROM = VGG16_FINE_TUNE_FROM
 
 
 def build_vgg16(input_shape=(224, 224, 3), num_classes: int = 1000, dense_units: int = 4096) -> keras.Model:
@@ -68,7 +67,7 @@ def build_vgg16_transfer(
     else:
         names = [layer.name for layer in base.layers]
         if fine_tune_from not in names:
-            raise ValueError(f"fine_tune_from={fine_tune_from!r} is not a VGG16 layer; e.g. {FINE_TUNE_FROM}")
+            raise ValueError(f"fine_tune_from={fine_tune_from!r} is not a VGG16 layer; e.g. {VGG16_FINE_TUNE_FROM}")
         base.trainable = True
         start = names.index(fine_tune_from)
         for index, layer in enumerate(base.layers):
