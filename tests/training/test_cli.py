@@ -28,13 +28,23 @@ def test_list_shows_every_model_grouped_by_family():
     assert len(RECIPES) == sum(1 for line in output.splitlines() if line.startswith((" * ", "   ")))
 
 
-def test_list_does_not_import_tensorflow():
-    code = ("import sys; from visionzoo.training.__main__ import main; assert main(['list']) == 0; "
-            "loaded = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]; "
+@pytest.mark.parametrize("args", [["list"], ["train", "bloodcell_mobilenetv3", "--help"]], ids=["list", "model-help"])
+def test_listing_and_help_do_not_import_tensorflow(args):
+    code = ("import sys; from visionzoo.training.__main__ import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit as stop:\n    assert stop.code in (0, None), stop.code\n"
+            "loaded = [m for m in ('tensorflow', 'tf_keras', 'keras') if m in sys.modules]\n"
             "assert not loaded, loaded; print('tf-free')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "tf-free" in result.stdout and "bloodcell_mobilenetv3" in result.stdout
+
+
+def test_model_help_knows_which_builders_take_weights_without_importing_them():
+    """The "weights" row reads each builder's parameters from its source; they match the imported function's."""
+    import inspect
+
+    for recipe in RECIPES.values():
+        assert recipe.builder.parameter_names() == set(inspect.signature(recipe.builder.resolve()).parameters), recipe.name
 
 
 def test_list_into_a_closed_pipe_stops_without_a_traceback():

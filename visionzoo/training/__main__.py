@@ -17,7 +17,6 @@ Also available as `python -m visionzoo.training`.
 from __future__ import annotations
 
 import argparse
-import inspect
 import logging
 import os
 import sys
@@ -236,7 +235,7 @@ def recipe_defaults(name: str) -> str:
         ("optimizer", f"{optimizer.pop('name', 'adam')} ({listing(optimizer)})"),
         ("learning rate", recipe.optimizer.get("learning_rate", "the optimizer's default")),
         ("weights", recipe.model_options.get("weights", "none (random); --weights RUN or FILE starts the layers it shares from "
-                                             "a trained model" if "weights" in inspect.signature(recipe.builder).parameters
+                                             "a trained model" if "weights" in recipe.builder.parameter_names()
                                              else "- (no pretrained backbone)")),
         ("data formats", ", ".join(recipe.data_formats) + "  (detected in this order; --data-format forces one)"),
         ("input", f"{spec.height}x{spec.width} {spec.color_mode}"),

@@ -3,8 +3,8 @@ config that the CLI builds from it (defaults -> config file -> --set flags -> ex
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import ast
+import importlib.util
 import json
 import tomllib
 from collections.abc import Callable
@@ -33,9 +33,13 @@ class Builder:
     def __call__(self, *args, **kwargs):
         return self.resolve()(*args, **kwargs)
 
-    @property
-    def __signature__(self) -> inspect.Signature:
-        return inspect.signature(self.resolve())
+    def parameter_names(self) -> frozenset[str]:
+        """The builder's parameter names, read from its module's source without importing it."""
+        spec = importlib.util.find_spec(f"visionzoo.training.models.{self.module}")
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == self.function)
+        arguments = function.args
+        return frozenset(a.arg for a in (*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs))
 
 
 @dataclass(frozen=True)
