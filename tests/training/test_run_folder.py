@@ -43,3 +43,25 @@ def test_spread_and_atomic_json(tmp_path):
     assert runs.read_json(tmp_path / "a.json") == {"n": 3, "v": [0, 1]}
     assert runs.read_json(tmp_path / "missing.json") == {}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary left behind
+
+
+def test_new_run_folders_take_the_next_free_suffix(tmp_path, monkeypatch):
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from visionzoo.training import train
+
+    class FrozenClock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 12, 7, 18, 0, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(train, "datetime", FrozenClock)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    config = SimpleNamespace(out=str(tmp_path), model="mnist_lenet", strategy="auto")
+    first = train.new_run_dir(config)
+    assert first == tmp_path / "mnist_lenet-20261207-180000" and not first.exists()
+    first.mkdir()
+    second = train.new_run_dir(config)
+    second.mkdir()
+    assert second.name == f"{first.name}-2" and train.new_run_dir(config).name == f"{first.name}-3"

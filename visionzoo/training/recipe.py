@@ -21,8 +21,8 @@ from .tasks import Task
 @dataclass(frozen=True)
 class Builder:
     """A model builder, `build_*` in `visionzoo.training.models.<module>`, imported when a model is
-    built or the builder's signature is read: the models import TensorFlow, which listing recipes,
-    `--help` and refusing bad arguments do not need."""
+    built: the models import TensorFlow, which listing recipes, `--help` and refusing bad arguments
+    do not need."""
 
     module: str
     function: str

@@ -363,7 +363,7 @@ def new_run_dir(config: TrainConfig, strategy=None) -> Path:
     the folder names the `--resume` backup every worker writes and reads."""
     seconds = int(datetime.now(UTC).timestamp())
     suffix = 1
-    while _run_dir(config, seconds, suffix).exists():
+    while is_chief() and _run_dir(config, seconds, suffix).exists():  # other workers' choice is replaced below
         suffix += 1
     if strategy is not None and config.strategy == "multiworker":
         seconds, suffix = chief_values(strategy, [seconds, suffix])
