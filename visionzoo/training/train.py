@@ -131,6 +131,10 @@ def make_optimizer(spec: dict, total_steps: int | None = None):
 def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
     recipe = get_recipe(model)
     config = TrainConfig.from_recipe(recipe, data_dir, **overrides)
+    weights = config.model_options.get("weights")
+    if isinstance(weights, str) and weights != "imagenet" and not Path(weights).expanduser().exists():
+        # refused before the data loads (minutes on a large dataset), not when the model is built
+        raise ValueError(f"weights {weights}: no such file (give imagenet, none, a run folder, a .keras model or an .h5 weights file)")
     if config.smoke:
         config = config.updated(
             {"epochs": min(config.epochs, overrides.get("epochs", 1)), "batch_size": min(config.batch_size, SMOKE_BATCH),
