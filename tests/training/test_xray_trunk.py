@@ -61,13 +61,18 @@ def test_weights_that_share_nothing_or_are_missing_are_refused_by_name(tmp_path)
         build_mura_multitask_resnet(input_shape=(64, 64, 3), num_body_parts=5, weights=str(tmp_path / "absent.keras"))
 
 
-def test_a_missing_weights_file_is_refused_before_the_data_loads(tmp_path):
+def test_missing_weights_or_data_are_refused_before_the_data_loads(synthetic, tmp_path):
     from visionzoo.training.train import resolve_config
 
+    fracatlas, blood = str(synthetic["fracatlas"]), str(synthetic["blood_pbc"])
     with pytest.raises(ValueError, match="nowhere.h5: no such file"):
-        resolve_config("mura_multitask_resnet", str(tmp_path / "no-data"), {"model_options.weights": str(tmp_path / "nowhere.h5")})
+        resolve_config("mura_multitask_resnet", fracatlas, {"model_options.weights": str(tmp_path / "nowhere.h5")})
     for accepted in ("imagenet", None, str(tmp_path)):
-        resolve_config("bloodcell_mobilenetv3", str(tmp_path / "no-data"), {"model_options.weights": accepted})
+        resolve_config("bloodcell_mobilenetv3", blood, {"model_options.weights": accepted})
+    with pytest.raises(ValueError, match="no-data does not exist"):
+        resolve_config("bloodcell_mobilenetv3", str(tmp_path / "no-data"), {})
+    with pytest.raises(ValueError, match="does not look like any format this model reads"):
+        resolve_config("bloodcell_mobilenetv3", fracatlas, {})
 
 
 def test_a_run_started_from_the_trunk_records_it_trains_and_exports(synthetic, tmp_path):

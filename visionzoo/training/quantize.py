@@ -17,7 +17,6 @@ one outlier stretch a whole range). A Grad-CAM graph's explanation-only nodes st
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -128,9 +127,11 @@ def quantize_file(source: Path, target: Path, calibration: np.ndarray) -> None:
 
 def quantize_export(folder: Path, data_dir: str | None = None, calibration_images: int = 256) -> dict:
     """Write the INT8 variant of one export and record it in its metadata.json; returns the entry."""
+    from .revise import read_metadata
+
     folder = Path(folder)
     metadata_path = folder / "metadata.json"
-    document = json.loads(metadata_path.read_text())
+    document = read_metadata(folder)
     config = recorded_config(document, data_dir)
     recipe = get_recipe(config.model)
     prepared = train.prepare(config)

@@ -62,7 +62,8 @@ class ReviseError(ValueError):
 def read_metadata(folder: Path) -> dict:
     path = Path(folder) / "metadata.json"
     if not path.is_file():
-        raise ReviseError(f"{folder} is not an export version folder (no metadata.json)")
+        raise ReviseError(f"{folder} is not an export version folder (no metadata.json); pass one such as "
+                          "exported_models/bloodcell_mobilenetv3/4")
     return json.loads(path.read_text())
 
 

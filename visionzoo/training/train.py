@@ -28,7 +28,7 @@ import numpy as np
 
 from . import keras_files, plots, runs
 from .callbacks import make_callbacks
-from .data import SplitData, load_data
+from .data import SplitData, load_data, resolve_format
 from .data.common import Examples, smoke_positions
 from .recipe import Recipe, TrainConfig
 from .registry import get_recipe
@@ -135,6 +135,7 @@ def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
     if isinstance(weights, str) and weights != "imagenet" and not Path(weights).expanduser().exists():
         # refused before the data loads (minutes on a large dataset), not when the model is built
         raise ValueError(f"weights {weights}: no such file (give imagenet, none, a run folder, a .keras model or an .h5 weights file)")
+    resolve_format(Path(config.data_dir), recipe.data_formats, config.data_format)  # a wrong --data-dir, before TensorFlow starts
     if config.smoke:
         config = config.updated(
             {"epochs": min(config.epochs, overrides.get("epochs", 1)), "batch_size": min(config.batch_size, SMOKE_BATCH),
