@@ -131,3 +131,27 @@ def test_errors_are_one_clear_line_not_a_traceback(tmp_path):
 def test_bad_set_values_are_rejected_with_the_reason(bad, message, tmp_path):
     result = visionzoo("train", "mars_dual_unet", "--data-dir", str(tmp_path), "--set", bad, check=False)
     assert result.returncode == 2 and message in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "epochs must be a whole number of at least 1, got 0"),
+    (["--batch-size", "-3"], "batch_size must be a whole number of at least 1, got -3"),
+    (["--set", "epochs=ten"], "epochs must be a whole number of at least 1, got 'ten'"),
+    (["--set", "optimizer.learning_rate=-1e-3"], "optimizer.learning_rate must be a positive number"),
+    (["--set", "label_smoothing=1"], "label_smoothing must be a number from 0 up to (not including) 1"),
+], ids=["epochs", "batch", "text", "rate", "smoothing"])
+def test_impossible_numbers_are_refused_before_the_data_loads(flags, message, synthetic):
+    """Refused when the settings resolve: before, `--epochs 0` read the whole dataset and built the model first."""
+    result = visionzoo("train", "bloodcell_mobilenetv3", "--data-dir", str(synthetic["blood_pbc"]), *flags, check=False)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr[-2000:]
+    code = ("import sys; from visionzoo.training.__main__ import main; "
+            f"assert main(['train', 'bloodcell_mobilenetv3', '--data-dir', {str(synthetic['blood_pbc'])!r}, *{flags!r}]) == 2; "
+            "assert 'tensorflow' not in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False).returncode == 0
+
+
+def test_every_recipes_own_settings_pass_the_check():
+    from visionzoo.training.recipe import TrainConfig
+
+    for recipe in RECIPES.values():
+        TrainConfig.from_recipe(recipe, "data").check()

@@ -171,6 +171,21 @@ class TrainConfig:
                 setattr(config, head, value)
         return config
 
+    def check(self) -> None:
+        """ValueError naming the first number a run cannot start with, before any data loads."""
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch,
+                  "max_examples": self.max_examples}
+        for name, value in counts.items():
+            optional = name in ("steps_per_epoch", "max_examples")
+            if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        rate = self.optimizer.get("learning_rate")
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0):
+            raise ValueError(f"optimizer.learning_rate must be a positive number, got {rate!r}")
+        smoothing = self.label_smoothing
+        if isinstance(smoothing, bool) or not isinstance(smoothing, int | float) or not 0 <= smoothing < 1:
+            raise ValueError(f"label_smoothing must be a number from 0 up to (not including) 1, got {smoothing!r}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 

@@ -131,6 +131,7 @@ def make_optimizer(spec: dict, total_steps: int | None = None):
 def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
     recipe = get_recipe(model)
     config = TrainConfig.from_recipe(recipe, data_dir, **overrides)
+    config.check()
     weights = config.model_options.get("weights")
     if isinstance(weights, str) and weights != "imagenet" and not Path(weights).expanduser().exists():
         # refused before the data loads (minutes on a large dataset), not when the model is built
