@@ -113,6 +113,17 @@ def test_mars_predict_is_segment_with_overlay(models, client):
     assert_same_answer(mars.segment([path], mask_format="npy"), theirs)
 
 
+def test_a_call_waits_for_its_own_images_where_a_server_would_refuse_them(monkeypatch):
+    """The queue timeout sheds a server's load; in this process the caller's own images all run. With a
+    1 µs timeout a server refuses every Mars tile queued behind another (batch size 1); here none is."""
+    monkeypatch.setenv("VISIONZOO_MARS_QUEUE_TIMEOUT_US", "1")
+    monkeypatch.setenv("VISIONZOO_MARS_MAX_QUEUE_SIZE", "1")
+    frames = golden_files("mars")[:3]
+    with visionzoo.load("mars", models_dir=MODELS_DIR, engine="onnxruntime") as mars:
+        body = mars.predict(frames)
+    assert [item["file"] for item in body["segmentations"]] == [path.name for path in frames]
+
+
 def test_every_input_kind_gives_the_same_answer(models):
     path = golden_files("bloodcell")[0]
     model = models["bloodcell"]

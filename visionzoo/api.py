@@ -26,14 +26,18 @@ answer (e.g. `UnsupportedMedia` for a file that is not an image), `UnknownModel`
 manifest does not serve, `ModelNotLoaded` when the model cannot be loaded (with the reason).
 
 Settings not given as arguments come from the same VISIONZOO_* environment variables as the service
-(serving/config.py); gRPC and metrics are not involved. Importing this module imports neither
+(serving/config.py), except the batcher's queue limits: in this process a call waits for its own
+images as any function call does (the queue's size and timeout shed a server's load from clients it
+does not control). gRPC and metrics are not involved. Importing this module imports neither
 TensorFlow nor BentoML.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -280,8 +284,10 @@ def load(name: str, models_dir: str | Path | None = None, version: str | int | N
         if precision not in config.PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(config.PRECISIONS)}, got {precision!r}")
         update["precision"] = precision
-    if update:
-        settings = settings.model_copy(update=update)
+    # No queue size or timeout in-process: they refused the tail of one large call (a 4-frame Mars call is
+    # 12 tiles, run one by one) whenever the machine was busy enough to keep it queued past the timeout.
+    update["batcher"] = dataclasses.replace(settings.batcher, max_queue_size=sys.maxsize, queue_timeout_us=0)
+    settings = settings.model_copy(update=update)
     pool = ThreadPoolExecutor(server.decode_workers, thread_name_prefix=f"decode-{name}")
     model = Model(ServedModel(settings, server, pool), pool)
     model._start()
