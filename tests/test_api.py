@@ -234,10 +234,11 @@ def test_cli_predict_errors_are_one_line(tmp_path):
     assert result.returncode == 2 and "missing.jpg: no such file" in result.stderr.splitlines()[0]
     unreadable = tmp_path / "notes.txt"
     unreadable.write_text("hello")
-    result = _run(CLI, "predict", "bloodcell", str(unreadable))
+    result = _run(CLI, "--verbose", "predict", "bloodcell", str(unreadable))
     assert result.returncode == 2
     first = result.stderr.strip().splitlines()[0]
-    assert first.startswith("visionzoo predict: error: notes.txt")
+    assert first == "visionzoo predict: error: notes.txt: not an image format Pillow can read"
+    assert "loaded and warmed" not in result.stderr  # refused before the model loads
 
 
 def test_readme_examples_without_a_server_run_as_written(tmp_path):

@@ -386,9 +386,19 @@ def command_predict(args) -> None:
     """`visionzoo predict`: in-process inference (visionzoo.api); never imports TensorFlow."""
     import json
 
+    from visionzoo.preprocessing import ImageDecodeError, open_image, peek_size
+    from visionzoo.serving.processing import NPY_MAGIC
+
     for path in args.images:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        with path.open("rb") as file:
+            is_npy = file.read(len(NPY_MAGIC)) == NPY_MAGIC
+        if not is_npy and peek_size(path) is None:  # not an image: say why before the model loads (seconds)
+            try:
+                open_image(path, name=path.name)
+            except ImageDecodeError as error:
+                raise ValueError(str(error)) from None
     from visionzoo import api
     from visionzoo.serving.errors import ServingError
 
