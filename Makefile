@@ -37,8 +37,18 @@ install-serving: $(VENV)/.installed-serving
 serve: install-serving
 	$(BIN)/bentoml serve .
 
+# make test: the tests that start no server on TEST_WORKERS pytest-xdist processes (grouping: tests/conftest.py),
+# then the end-to-end tests, which time real servers, one at a time. Either half may collect nothing
+# (pytest's exit 5, e.g. when PYTEST_ARGS names one file), not both; any other failure fails the target.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest -m "not slow and not container" $(PYTEST_ARGS)
+	@failed=0; empty=0; \
+	$(BIN)/python -m pytest -m "not slow and not container and not e2e" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS); \
+	rc=$$?; [ $$rc = 5 ] && empty=$$((empty + 1)) || [ $$rc = 0 ] || failed=1; \
+	$(BIN)/python -m pytest -m "e2e and not slow and not container" $(PYTEST_ARGS); \
+	rc=$$?; [ $$rc = 5 ] && empty=$$((empty + 1)) || [ $$rc = 0 ] || failed=1; \
+	[ $$empty -lt 2 ] || { echo "make test: no test matched PYTEST_ARGS=$(PYTEST_ARGS)"; failed=1; }; \
+	exit $$failed
 
 lint: install
 	$(BIN)/ruff check visionzoo tests benchmarks

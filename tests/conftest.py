@@ -6,6 +6,7 @@ to ../shared/data when that folder exists) and skips with the reason when it is 
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -16,8 +17,11 @@ from pathlib import Path
 # Before any test module is imported: prometheus_client picks single- or multi-process mode when
 # it is first imported (tritonclient, BentoML and TensorBoard all import it), and BentoML's /metrics
 # reads only the multi-process directory, so the directory must exist by then (what `bentoml serve`
-# does for its workers).
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="visionzoo-prometheus-"))
+# does for its workers). One per test process (each pytest-xdist worker imports this file itself,
+# so no worker counts another's requests), removed when the process ends.
+_PROMETHEUS_DIR = tempfile.mkdtemp(prefix="visionzoo-prometheus-")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = _PROMETHEUS_DIR
+atexit.register(shutil.rmtree, _PROMETHEUS_DIR, ignore_errors=True)
 
 import pytest
 
@@ -84,3 +88,22 @@ def synthetic(tmp_path_factory):
         "ai4mars_corrupt": writers.write_ai4mars(root / "ai4mars_corrupt", corrupt=1),
     }
     return paths
+
+
+# `make test` runs the tests that start no server on pytest-xdist workers with `--dist loadgroup`.
+# Files whose tests are independent model cases with no module-scoped fixture are spread case by case;
+# every other file stays on one worker, so its module-scoped fixtures are built once, and so do the
+# tests of each session fixture that takes tens of seconds.
+SPREAD_FILES = frozenset({"test_models.py", "test_export.py", "test_export_registry.py"})
+SHARED_SESSION_FIXTURES = ("mars_smoke_run",)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = next((name for name in SHARED_SESSION_FIXTURES if name in item.fixturenames), None)
+        if group is None and item.path.name not in SPREAD_FILES:
+            group = item.path.relative_to(REPO).as_posix()
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))

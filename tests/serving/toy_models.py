@@ -3,11 +3,12 @@
 The shipped `exported_models/` is used when it holds all three served models. Otherwise (a fresh
 fork without them) small models are exported once from synthetic data into
 `~/.cache/visionzoo-test-models` (override with VISIONZOO_TEST_MODELS), in a subprocess so the
-test process never imports TensorFlow for this.
+test process never imports TensorFlow for this, by the first test process to get there.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -30,8 +31,11 @@ def models_root() -> Path:
     if _complete(SHIPPED):
         return SHIPPED
     cache = Path(os.environ.get("VISIONZOO_TEST_MODELS", Path.home() / ".cache" / "visionzoo-test-models"))
-    if not _complete(cache):
-        subprocess.run([sys.executable, "-m", "tests.serving.toy_models", str(cache)], check=True, cwd=REPO)
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / ".lock", "w") as lock:  # pytest-xdist workers: one exports, the others wait for it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(cache):
+            subprocess.run([sys.executable, "-m", "tests.serving.toy_models", str(cache)], check=True, cwd=REPO)
     return cache
 
 
