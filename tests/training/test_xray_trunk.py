@@ -67,7 +67,12 @@ def test_missing_weights_or_data_are_refused_before_the_data_loads(synthetic, tm
     fracatlas, blood = str(synthetic["fracatlas"]), str(synthetic["blood_pbc"])
     with pytest.raises(ValueError, match="nowhere.h5: no such file"):
         resolve_config("mura_multitask_resnet", fracatlas, {"model_options.weights": str(tmp_path / "nowhere.h5")})
-    for accepted in ("imagenet", None, str(tmp_path)):
+    (tmp_path / "empty_run").mkdir()
+    with pytest.raises(ValueError, match="empty_run: no such file .*a run folder with best_model.keras"):
+        resolve_config("mura_multitask_resnet", fracatlas, {"model_options.weights": str(tmp_path / "empty_run")})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "best_model.keras").touch()  # read when the model is built, not here
+    for accepted in ("imagenet", None, str(tmp_path / "run"), str(tmp_path / "run" / "best_model.keras")):
         resolve_config("bloodcell_mobilenetv3", blood, {"model_options.weights": accepted})
     with pytest.raises(ValueError, match="no-data does not exist"):
         resolve_config("bloodcell_mobilenetv3", str(tmp_path / "no-data"), {})

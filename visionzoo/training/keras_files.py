@@ -18,6 +18,20 @@ import io
 import threading
 from pathlib import Path
 
+
+def weights_file(source: str | Path) -> Path:
+    """The file a `weights` setting names (other than "imagenet"): a run folder's best_model.keras, a
+    .keras model or an .h5 weights file. ValueError, one line, when there is none: `visionzoo train`
+    asks before the data loads, the model builders again when they load it."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        path = path / "best_model.keras"
+    if not path.is_file():
+        raise ValueError(f"weights {source}: no such file (give imagenet, none, a run folder with best_model.keras, "
+                         "a .keras model or an .h5 weights file)")
+    return path
+
+
 _lock = threading.Lock()  # the switch below is process-wide: one load at a time
 
 

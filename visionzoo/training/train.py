@@ -133,9 +133,8 @@ def resolve_config(model: str, data_dir: str, overrides: dict) -> TrainConfig:
     config = TrainConfig.from_recipe(recipe, data_dir, **overrides)
     config.check()
     weights = config.model_options.get("weights")
-    if isinstance(weights, str) and weights != "imagenet" and not Path(weights).expanduser().exists():
-        # refused before the data loads (minutes on a large dataset), not when the model is built
-        raise ValueError(f"weights {weights}: no such file (give imagenet, none, a run folder, a .keras model or an .h5 weights file)")
+    if isinstance(weights, str) and weights != "imagenet":
+        keras_files.weights_file(weights)  # refused before the data loads (minutes on a large dataset)
     resolve_format(Path(config.data_dir), recipe.data_formats, config.data_format)  # a wrong --data-dir, before TensorFlow starts
     if config.smoke:
         config = config.updated(

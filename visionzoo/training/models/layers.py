@@ -65,13 +65,9 @@ def load_matching_weights(model: keras.Model, source: str) -> list[str]:
     shapes; returns those layers' names. `source`: a run folder (its best_model.keras), a .keras
     model, or an .h5 weights file. Layers the source lacks or shapes differently (a head for other
     classes) keep their initialisation. ValueError when nothing matches or the file is unreadable."""
-    from pathlib import Path
+    from .. import keras_files
 
-    path = Path(source).expanduser()
-    if path.is_dir():
-        path = path / "best_model.keras"
-    if not path.is_file():
-        raise ValueError(f"weights {source}: no such file (give a run folder, a .keras model or an .h5 weights file)")
+    path = keras_files.weights_file(source)
     donor = _h5_arrays(path) if path.suffix == ".h5" else _model_arrays(path)
     loaded = []
     for layer in model.layers:
