@@ -173,11 +173,10 @@ class TrainConfig:
 
     def check(self) -> None:
         """ValueError naming the first number a run cannot start with, before any data loads."""
-        counts = {"epochs": self.epochs, "batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch,
-                  "max_examples": self.max_examples}
-        for name, value in counts.items():
-            optional = name in ("steps_per_epoch", "max_examples")
-            if not (optional and value is None) and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        required = {"epochs": self.epochs, "batch_size": self.batch_size}
+        optional = {"steps_per_epoch": self.steps_per_epoch, "max_examples": self.max_examples}  # None: all of them
+        for name, value in [*required.items(), *((name, value) for name, value in optional.items() if value is not None)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         rate = self.optimizer.get("learning_rate")
         if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not rate > 0):
