@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -122,6 +123,17 @@ def test_a_call_waits_for_its_own_images_where_a_server_would_refuse_them(monkey
     with visionzoo.load("mars", models_dir=MODELS_DIR, engine="onnxruntime") as mars:
         body = mars.predict(frames)
     assert [item["file"] for item in body["segmentations"]] == [path.name for path in frames]
+
+
+def test_load_takes_the_warm_up_sizes_set_when_it_is_called(monkeypatch, caplog):
+    """Like every other VISIONZOO_* setting, not the service's settings cached at their first use."""
+    from visionzoo.serving import config
+
+    config.server_settings()  # cached with the serving tests' sizes, 1 and 4
+    monkeypatch.setenv("VISIONZOO_WARMUP_BATCH_SIZES", "2")
+    with caplog.at_level(logging.INFO, logger="visionzoo"):
+        visionzoo.load("bloodcell", models_dir=MODELS_DIR, engine="onnxruntime").close()
+    assert "warmed in" in caplog.text and "for batch sizes [2]" in caplog.text
 
 
 def test_every_input_kind_gives_the_same_answer(models):

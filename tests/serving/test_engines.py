@@ -229,10 +229,10 @@ def test_the_service_is_ready_before_openvino_compiles_its_static_shapes_and_use
             await models.start()
             model = models["bloodcell"]
             # ready at once; the static copies compile afterwards (no await since start: none has begun)
-            assert models.ready() and model.status()["pending_batch_sizes"] == config.warmup_batch_sizes(largest)
+            assert models.ready() and model.status()["pending_batch_sizes"] == config.server_settings().warmup_sizes(largest)
             first = await model.infer(_golden_batch(version, 4))  # answered whatever is compiled by now
             await _until(lambda: model.status()["pending_batch_sizes"] == [])
-            assert model.status()["static_batch_sizes"] == config.warmup_batch_sizes(largest)
+            assert model.status()["static_batch_sizes"] == config.server_settings().warmup_sizes(largest)
             again = await model.infer(_golden_batch(version, 4))
             await models.stop()
             return first.outputs, again.outputs

@@ -118,6 +118,12 @@ class ServerSettings(BaseSettings):
                              mode="before")(_flag)
     _sizes = field_validator("warmup_batch_sizes", mode="before")(_sizes)
 
+    def warmup_sizes(self, max_batch_size: int) -> list[int]:
+        """The batch sizes a model of this largest batch compiles and runs before it is ready:
+        warmup_batch_sizes up to max_batch_size, else 1 and max_batch_size."""
+        sizes = self.warmup_batch_sizes or (1, max_batch_size)
+        return sorted({size for size in sizes if 0 < size <= max_batch_size}) or [1]
+
     @field_validator("api_key", "admin_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -284,7 +290,3 @@ def _explain(error: ValidationError, prefix: str) -> str:
         parts.append(f"{prefix}{field.upper()}: {problem['msg']}")
     return "; ".join(parts)
 
-
-def warmup_batch_sizes(max_batch_size: int) -> list[int]:
-    sizes = server_settings().warmup_batch_sizes or (1, max_batch_size)
-    return sorted({size for size in sizes if 0 < size <= max_batch_size}) or [1]

@@ -116,7 +116,7 @@ class ServedModel:
         model_file = found.model_file(self.settings.precision)
         request = engines.EngineRequest(model_file, tensor["name"], tuple(o["name"] for o in found.outputs),
                                         self.server.intra_op_threads, sha256=found.file_sha256(model_file))
-        sizes = tuple(config.warmup_batch_sizes(self.settings.batcher.max_batch_size))
+        sizes = tuple(self.server.warmup_sizes(self.settings.batcher.max_batch_size))
         return LoadPlan(found, task, request, sizes, _sampler(tuple(tensor["shape"][1:])))
 
     def needs_race(self, plan: LoadPlan) -> bool:
