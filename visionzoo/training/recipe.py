@@ -173,9 +173,12 @@ class TrainConfig:
 
     def check(self) -> None:
         """ValueError naming the first number a run cannot start with, before any data loads."""
-        required = {"epochs": self.epochs, "batch_size": self.batch_size}
-        optional = {"steps_per_epoch": self.steps_per_epoch, "max_examples": self.max_examples}  # None: all of them
-        for name, value in [*required.items(), *((name, value) for name, value in optional.items() if value is not None)]:
+        counts = {"epochs": self.epochs, "batch_size": self.batch_size}
+        if self.steps_per_epoch is not None:  # None: the whole training split per epoch
+            counts["steps_per_epoch"] = self.steps_per_epoch
+        if self.max_examples is not None:  # None: every example
+            counts["max_examples"] = self.max_examples
+        for name, value in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
         rate = self.optimizer.get("learning_rate")
