@@ -54,7 +54,7 @@ lint: install
 	$(BIN)/ruff check visionzoo tests benchmarks
 
 test-slow: install
-	$(BIN)/python -m pytest -m "slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "slow" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 FUZZ_EXAMPLES ?= 2000
 fuzz: install

@@ -72,6 +72,10 @@ def test_tiers_name_registered_models_and_most_models_export_by_default():
 @pytest.mark.parametrize("name", NAMES)
 def test_every_registered_model_exports_with_parity(name, tmp_path):
     recipe = RECIPES[name]
+    # The same random weights whichever tests ran before in this process (or on this xdist worker): an
+    # untrained VGG16 from scratch answers nearly alike for every input (output spread 0.9-2.5e-6 by seed,
+    # against export.MIN_SPREAD 1e-6), so unseeded it passed or failed by the order the tests ran in.
+    keras.utils.set_random_seed(0)
     model = build_at_test_size(recipe)
     examples, class_names = fake_examples(recipe, model, count=32)  # BN statistics from 32 images, not a handful
     if len(model.inputs) == 1:
