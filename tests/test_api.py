@@ -136,6 +136,27 @@ def test_load_takes_the_warm_up_sizes_set_when_it_is_called(monkeypatch, caplog)
     assert "warmed in" in caplog.text and "for batch sizes [2]" in caplog.text
 
 
+def test_load_warms_the_sizes_it_is_given_and_races_the_engines_at_the_servers(monkeypatch, caplog, tmp_path):
+    """`visionzoo predict` on one file warms batch 1 alone; the engine race, run once per machine, still
+    times the server's sizes (1 and 4 in these tests) and files its choice where a server looks for it."""
+    cache = tmp_path / "engine-choice.json"
+    monkeypatch.setenv("VISIONZOO_ENGINE_CACHE", str(cache))
+    with (caplog.at_level(logging.INFO, logger="visionzoo"),
+          visionzoo.load("bloodcell", models_dir=MODELS_DIR, engine="auto", device="cpu", warmup_batch_sizes=(1,)) as model):
+        raced = model.status()
+    assert "for batch sizes [1]" in caplog.text and raced["chosen_by"] == "the faster on this CPU (race at start-up)"
+    (key,) = json.loads(cache.read_text())
+    assert "|sizes=1,4|" in key
+    caplog.clear()
+    with (caplog.at_level(logging.INFO, logger="visionzoo"),
+          visionzoo.load("bloodcell", models_dir=MODELS_DIR, engine="auto", device="cpu", warmup_batch_sizes=(1, 500)) as model):
+        cached = model.status()
+    assert cached["chosen_by"] == "the faster on this CPU (cached race)" and cached["engine"] == raced["engine"]
+    assert "for batch sizes [1, 32]" in caplog.text  # a size over the largest batch (32) means the largest
+    with pytest.raises(ValueError, match="warmup_batch_sizes must be positive integers, got \\(0,\\)"):
+        visionzoo.load("bloodcell", models_dir=MODELS_DIR, warmup_batch_sizes=(0,))
+
+
 def test_every_input_kind_gives_the_same_answer(models):
     path = golden_files("bloodcell")[0]
     model = models["bloodcell"]
@@ -227,10 +248,11 @@ def test_cli_predict_prints_the_label_per_image_without_tensorflow(models):
 
 def test_cli_predict_json_mura_and_mars():
     mura = golden_files("mura")[:2]
-    result = _run(CLI, "predict", "mura", *map(str, mura), "--json")
+    result = _run(CLI, "--verbose", "predict", "mura", *map(str, mura), "--json")
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["model"]["name"] == "mura" and len(body["predictions"]) == 2
+    assert "for batch sizes [1, 2]" in result.stderr  # the batches this call makes, not the server's sizes
     result = _run(CLI, "predict", "mars", str(golden_files("mars")[0]))
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.strip().splitlines()

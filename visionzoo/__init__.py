@@ -25,17 +25,18 @@ except _metadata.PackageNotFoundError:  # a Bento copies the sources without ins
     __version__ = "0.0.0+unknown"
 
 
-def load(name, models_dir=None, version=None, engine=None, precision=None, device=None, manifest=None):
+def load(name, models_dir=None, version=None, engine=None, precision=None, device=None, manifest=None,
+         warmup_batch_sizes=None):
     """Load served model `name` ("bloodcell", "mura", "mars") in this process -> `visionzoo.api.Model`
     with `predict(images, **options)` (and `predict_study` / `segment`), `close()`, and `with` support.
 
     Arguments as `visionzoo.api.load`: models_dir (default VISIONZOO_MODELS_DIR or exported_models/),
     version (default the newest), engine (auto | onnxruntime | openvino), precision (fp32 | int8 | fp16),
-    device (auto | cpu | cuda)."""
+    device (auto | cpu | cuda), warmup_batch_sizes (default the server's: 1 and the largest batch)."""
     from .api import load as _load
 
     return _load(name, models_dir=models_dir, version=version, engine=engine, precision=precision, device=device,
-                 manifest=manifest)
+                 manifest=manifest, warmup_batch_sizes=warmup_batch_sizes)
 
 
 __all__ = ["__version__", "load"]

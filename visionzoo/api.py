@@ -39,6 +39,7 @@ import dataclasses
 import io
 import sys
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -255,14 +256,21 @@ class Model:
 
 def load(name: str, models_dir: str | Path | None = None, version: str | int | None = None,
          engine: str | None = None, precision: str | None = None, device: str | None = None,
-         manifest: str | Path | None = None) -> Model:
+         manifest: str | Path | None = None, warmup_batch_sizes: Sequence[int] | None = None) -> Model:
     """Load served model `name` (from the manifest: `bloodcell`, `mura`, `mars`) in this process.
 
     models_dir: folder of exported models (default VISIONZOO_MODELS_DIR, else the repository's
     exported_models/); version: an exported version (default the newest, or VISIONZOO_<NAME>_VERSION);
     engine: auto | onnxruntime | openvino (default VISIONZOO_ENGINE, else auto); precision: fp32 | int8
-    | fp16; device: auto | cpu | cuda. Loads, verifies and warms the model; close() releases it.
+    | fp16; device: auto | cpu | cuda; warmup_batch_sizes: the batch sizes to run before the first call
+    (default the server's: VISIONZOO_WARMUP_BATCH_SIZES, else 1 and the model's largest batch; a size over
+    the largest means the largest). A script that sends one image at a time is ready sooner with (1,); choosing
+    the engine (a race on a new machine, then cached) still times the server's sizes. Loads, verifies and
+    warms the model; close() releases it.
     """
+    if warmup_batch_sizes is not None and not (
+            len(warmup_batch_sizes) and all(isinstance(size, int) and size > 0 for size in warmup_batch_sizes)):
+        raise ValueError(f"warmup_batch_sizes must be positive integers, got {warmup_batch_sizes!r}")
     overrides: dict[str, Any] = {"grpc_port": 0}
     for key, value in (("models_dir", models_dir), ("engine", engine), ("device", device), ("manifest", manifest)):
         if value is not None:
@@ -289,7 +297,7 @@ def load(name: str, models_dir: str | Path | None = None, version: str | int | N
     update["batcher"] = dataclasses.replace(settings.batcher, max_queue_size=sys.maxsize, queue_timeout_us=0)
     settings = settings.model_copy(update=update)
     pool = ThreadPoolExecutor(server.decode_workers, thread_name_prefix=f"decode-{name}")
-    model = Model(ServedModel(settings, server, pool), pool)
+    model = Model(ServedModel(settings, server, pool, warmup_sizes=warmup_batch_sizes), pool)
     model._start()
     return model
 

@@ -62,13 +62,15 @@ class Slot:
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """A verified version and what loading it needs (engine request, warm-up sizes, sample inputs)."""
+    """A verified version and what loading it needs (engine request, warm-up sizes, sample inputs).
+    `race_sizes`: the sizes an engine race times, the server's warm-up sizes (`sizes` may be fewer)."""
 
     version: ModelVersion
     task: Task
     request: engines.EngineRequest
     sizes: tuple[int, ...]
     sample: Any
+    race_sizes: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,14 @@ class ServedModel:
     """One served model: its live slot, the previous one (for rollback), its batcher."""
 
     def __init__(self, settings: ModelSettings, server: ServerSettings, decode_pool: ThreadPoolExecutor,
-                 metrics=None) -> None:
+                 metrics=None, warmup_sizes: Sequence[int] | None = None) -> None:
+        """`warmup_sizes`: warm these batch sizes instead of the server's (an in-process caller that
+        knows its batches; a size over the largest batch means the largest); an engine race still times
+        the server's, so both share its cached choice."""
         self.name = settings.name
         self.settings = settings
         self.server = server
+        self.warmup_sizes = tuple(warmup_sizes or ())
         self.decode_pool = decode_pool
         self.metrics = metrics
         self.slot: Slot | None = None
@@ -116,11 +122,13 @@ class ServedModel:
         model_file = found.model_file(self.settings.precision)
         request = engines.EngineRequest(model_file, tensor["name"], tuple(o["name"] for o in found.outputs),
                                         self.server.intra_op_threads, sha256=found.file_sha256(model_file))
-        sizes = tuple(self.server.warmup_sizes(self.settings.batcher.max_batch_size))
-        return LoadPlan(found, task, request, sizes, _sampler(tuple(tensor["shape"][1:])))
+        largest = self.settings.batcher.max_batch_size
+        race_sizes = tuple(self.server.warmup_sizes(largest))
+        sizes = tuple(sorted({min(size, largest) for size in self.warmup_sizes})) or race_sizes
+        return LoadPlan(found, task, request, sizes, _sampler(tuple(tensor["shape"][1:])), race_sizes)
 
     def needs_race(self, plan: LoadPlan) -> bool:
-        return engines.needs_race(plan.request, self.server.engine, self.server.device, plan.sizes)
+        return engines.needs_race(plan.request, self.server.engine, self.server.device, plan.race_sizes)
 
     def load(self, plan: LoadPlan, defer: bool = False) -> Slot:
         """Compile, warm up and check one planned version. Raises ModelUnavailable with the reason.
@@ -128,7 +136,7 @@ class ServedModel:
         started = time.perf_counter()
         try:
             engine, info = engines.choose(plan.request, self.server.engine, self.server.device, self.settings.precision,
-                                          plan.sample, plan.sizes, defer=defer)
+                                          plan.sample, plan.sizes, defer=defer, race_sizes=plan.race_sizes)
         except engines.EngineUnavailable as error:
             raise ModelUnavailable(f"{self.name}: {error}") from None
         try:

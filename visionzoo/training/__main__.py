@@ -405,8 +405,9 @@ def command_predict(args) -> None:
     if not args.verbose:
         logging.getLogger("visionzoo").setLevel(logging.WARNING)
     try:
+        # warm only the batches this call makes (one file: batch 1, ~2.5 s sooner than warming batch 32 too)
         model = api.load(args.model, models_dir=args.models_dir, version=args.model_version, engine=args.engine,
-                         precision=args.precision)
+                         precision=args.precision, warmup_batch_sizes=(1, len(args.images)))
     except api.UnknownModel as error:
         raise ValueError(str(error)) from None
     with model:

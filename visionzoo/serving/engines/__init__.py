@@ -13,7 +13,8 @@ least OPENVINO_MARGIN faster to win: it holds a compiled copy per static batch s
 more than ONNX Runtime for the X-ray model, which a near tie does not pay for. The result is kept in
 a small cache file (VISIONZOO_ENGINE_CACHE, default ~/.cache/visionzoo/engine-choice.json) keyed by
 the model file's sha256, the CPU model and its vector extensions, the thread count and both
-engines' versions, so later starts on the same kind of machine skip the race. `/models` shows the
+engines' versions, so later starts on the same kind of machine skip the race (also `visionzoo
+predict`, which warms only the sizes its own call needs: races time the server's). `/models` shows the
 choice, the times and whether they came from the cache. Measured here (AMD EPYC, AVX2, 2 cores):
 OpenVINO wins the blood-cell model, ONNX Runtime the X-ray model, and the two are within a few per
 cent on the Mars segmenter.
@@ -166,22 +167,26 @@ def _write_cache(path: Path | None, key: str, entry: dict) -> None:
 
 # ---- choosing ------------------------------------------------------------------------------------
 
-def needs_race(request: EngineRequest, kind: str, device: str, sizes: Sequence[int]) -> bool:
+def needs_race(request: EngineRequest, kind: str, device: str, race_sizes: Sequence[int]) -> bool:
     """Whether `choose` will time both engines (so the caller can keep other work off the CPU)."""
     if kind != "auto" or device == "cuda" or (device == "auto" and cuda_usable()):
         return False
-    entry = _read_cache(cache_path()).get(cache_key(request, sizes))
+    entry = _read_cache(cache_path()).get(cache_key(request, race_sizes))
     return not (entry and entry.get("engine") in CPU_ENGINES)
 
 
 def choose(request: EngineRequest, kind: str, device: str, precision: str,
-           sample: Callable[[int], np.ndarray], sizes: Sequence[int], defer: bool = False) -> tuple[Engine, dict]:
+           sample: Callable[[int], np.ndarray], sizes: Sequence[int], defer: bool = False,
+           race_sizes: Sequence[int] | None = None) -> tuple[Engine, dict]:
     """The engine to serve with, warmed up at `sizes`, and how it was chosen (for /models and the log).
 
     `kind`: auto | onnxruntime | openvino; `device`: auto | cuda | cpu; `sample(n)` gives an input
     batch of n items. `defer`: leave what can wait to `Engine.finish_loading` (a race never defers:
-    it times each engine as it will serve).
+    it times each engine as it will serve). `race_sizes` (default `sizes`): the batch sizes a race
+    times and files its result under; a caller that warms fewer sizes than the server would (one
+    image on the command line) passes the server's, so it reads and writes the server's record.
     """
+    race_sizes = tuple(race_sizes or sizes)
     if device not in ("auto", "cuda", "cpu"):
         raise EngineUnavailable(f"device must be auto, cuda or cpu, got {device!r}")
     if device == "cuda" or (device == "auto" and kind in ("auto", "onnxruntime") and cuda_usable()):
@@ -193,7 +198,7 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
         warm_up(engine, sample, sizes)
         return engine, {"chosen_by": f"VISIONZOO_ENGINE={kind}"}
     path = cache_path()
-    key = cache_key(request, sizes)
+    key = cache_key(request, race_sizes)
     cached = _read_cache(path).get(key)
     if cached and cached.get("engine") in CPU_ENGINES:
         try:
@@ -205,8 +210,8 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
     candidates, failures = [], {}
     for name in CPU_ENGINES:
         try:
-            engine = build(name, request, "cpu", sizes=sizes)
-            warm_up(engine, sample, sizes)
+            engine = build(name, request, "cpu", sizes=race_sizes)
+            warm_up(engine, sample, race_sizes)
             candidates.append(engine)
         except EngineUnavailable as error:
             failures[name] = str(error)
@@ -216,13 +221,15 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
     if not candidates:
         raise EngineUnavailable("; ".join(failures.values()))
     if len(candidates) == 1:
+        warm_up(candidates[0], sample, [size for size in sizes if size not in race_sizes])
         return candidates[0], {"chosen_by": "the only engine that loads here", "unavailable": failures}
-    scores = {engine.kind: seconds_per_image(engine, sample, sizes) for engine in candidates}
+    scores = {engine.kind: seconds_per_image(engine, sample, race_sizes) for engine in candidates}
     handicap = {"openvino": 1 / (1 - OPENVINO_MARGIN)}
     winner = min(candidates, key=lambda engine: scores[engine.kind] * handicap.get(engine.kind, 1.0))
     for engine in candidates:
         if engine is not winner:
             engine.close()
+    warm_up(winner, sample, [size for size in sizes if size not in race_sizes])
     race = {name: round(value * 1e6, 1) for name, value in scores.items()}
     _write_cache(path, key, {"engine": winner.kind, "race_us_per_image": race, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return winner, {"chosen_by": "the faster on this CPU (race at start-up)", "race_us_per_image": race}
