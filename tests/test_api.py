@@ -208,8 +208,11 @@ def test_close_and_context_manager():
     model.close()  # idempotent
 
 
-def _run(code: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VISIONZOO_MODELS_DIR": str(MODELS_DIR), "VISIONZOO_ENGINE": "onnxruntime"}
+def _run(code: str, *args: str, engine: str | None = "onnxruntime") -> subprocess.CompletedProcess:
+    """`code` in a new interpreter with `args`; `engine` None leaves VISIONZOO_ENGINE unset."""
+    env = {**os.environ, "VISIONZOO_MODELS_DIR": str(MODELS_DIR), "VISIONZOO_ENGINE": engine}
+    if engine is None:
+        del env["VISIONZOO_ENGINE"]
     return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=300, check=False)
 
@@ -257,6 +260,17 @@ def test_cli_predict_json_mura_and_mars():
     assert result.returncode == 0, result.stderr
     (line,) = result.stdout.strip().splitlines()
     assert line.startswith(golden_files("mars")[0].name) and "x" in line.split("\t")[1]
+
+
+def test_cli_predict_runs_on_the_engine_that_starts_soonest(tmp_path):
+    """Not the server's throughput race (OpenVINO wins it for the blood-cell model here) unless asked."""
+    cell = str(golden_files("bloodcell")[0])
+    result = _run(CLI, "--verbose", "predict", "bloodcell", cell, engine=None)
+    assert result.returncode == 0, result.stderr
+    assert "on onnxruntime/cpu" in result.stderr and "race" not in result.stderr
+    result = _run(CLI, "--verbose", "predict", "bloodcell", cell, "--engine", "openvino", engine=None)
+    assert result.returncode == 0, result.stderr
+    assert "on openvino/cpu" in result.stderr
 
 
 def test_cli_predict_errors_are_one_line(tmp_path):
