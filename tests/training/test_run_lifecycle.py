@@ -52,7 +52,7 @@ def _killed_run(tmp_path) -> Path:
     command = [sys.executable, "-m", "visionzoo.training", "train", "mnist_lenet", "--data-dir", str(data),
                "--epochs", str(EPOCHS), "--batch-size", "8", "--out", str(out)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path)})  # no clean-up: its temp files stay here
     try:
         deadline, run = time.monotonic() + 240, None
         while time.monotonic() < deadline:
