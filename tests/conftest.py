@@ -90,20 +90,40 @@ def synthetic(tmp_path_factory):
     return paths
 
 
-# `make test` runs the tests that start no server on pytest-xdist workers with `--dist loadgroup`.
-# Files whose tests are independent model cases with no module-scoped fixture are spread case by case;
-# every other file stays on one worker, so its module-scoped fixtures are built once, and so do the
-# tests of each session fixture that takes tens of seconds.
+# `make test` runs the tests that start no server on pytest-xdist workers with `--dist loadgroup`,
+# scheduled here by file: every file stays on one worker, so its module-scoped fixtures are built once;
+# the files of independent model cases with no module-scoped fixture are spread case by case; and the
+# files whose tests share a session fixture that takes tens of seconds run together. (xdist's own
+# loadgroup reads `xdist_group` marks from test ids it rewrites, which pytest 9.2 no longer lets it
+# do: pytest-xdist issue 1386. A scheduler that reads ids only does not depend on that.)
 SPREAD_FILES = frozenset({"test_models.py", "test_export.py", "test_export_registry.py"})
-SHARED_SESSION_FIXTURES = ("mars_smoke_run",)
+SESSION_FIXTURE_FILES = {"mars_smoke_run": ("tests/training/test_cli.py", "tests/training/test_quantize.py")}
+
+
+def scheduling_unit(nodeid: str) -> str:
+    """The scheduling unit of a test: its file, its own id (SPREAD_FILES), or the files of a shared session fixture."""
+    path = nodeid.split("::", 1)[0]
+    if path.rsplit("/", 1)[-1] in SPREAD_FILES:
+        return nodeid
+    return next((fixture for fixture, files in SESSION_FIXTURE_FILES.items() if path in files), path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scheduling_unit(nodeid)
+
+    return FileGroups(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
+    """Keep SESSION_FIXTURE_FILES true: a test elsewhere using one of those fixtures would build it again on its worker."""
     for item in items:
-        group = next((name for name in SHARED_SESSION_FIXTURES if name in item.fixturenames), None)
-        if group is None and item.path.name not in SPREAD_FILES:
-            group = item.path.relative_to(REPO).as_posix()
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+        path = item.path.relative_to(REPO).as_posix()
+        for fixture, files in SESSION_FIXTURE_FILES.items():
+            if fixture in item.fixturenames and path not in files:
+                raise pytest.UsageError(f"{item.nodeid} uses {fixture}: add {path} to SESSION_FIXTURE_FILES in tests/conftest.py")
