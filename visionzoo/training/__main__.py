@@ -410,7 +410,7 @@ def command_predict(args) -> None:
     try:
         # one call, not a server: the engine that starts soonest (one blood-cell file: 2.9 s in all on ONNX Runtime,
         # 5.0 s on OpenVINO, whose faster batches save 4-7 ms per image), warmed only at the batches this call makes
-        engine = args.engine or os.environ.get("VISIONZOO_ENGINE") or "onnxruntime"
+        engine = args.engine or (None if _engine_configured() else "onnxruntime")
         model = api.load(args.model, models_dir=args.models_dir, version=args.model_version, engine=engine,
                          precision=args.precision, warmup_batch_sizes=(1, len(args.images)))
     except api.UnknownModel as error:
@@ -443,6 +443,19 @@ def command_predict(args) -> None:
         else:
             for item in body.get("predictions") or body.get("segmentations") or []:
                 print(_predict_line(model.task, item))
+
+
+def _engine_configured() -> bool:
+    """Whether VISIONZOO_ENGINE is set, as the server's settings read it (any case; a bad value counts as
+    set, so visionzoo.load reports it)."""
+    from pydantic import ValidationError
+
+    from visionzoo.serving import config
+
+    try:
+        return "engine" in config.ServerSettings().model_fields_set
+    except ValidationError:
+        return True
 
 
 def _write_heatmaps(folder: Path, images: list[Path], answers: list[dict]) -> None:

@@ -187,6 +187,7 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
     image on the command line) passes the server's, so it reads and writes the server's record.
     """
     race_sizes = tuple(race_sizes or sizes)
+    unraced = [size for size in sizes if size not in race_sizes]  # warmed after a race, on the engine that serves
     if device not in ("auto", "cuda", "cpu"):
         raise EngineUnavailable(f"device must be auto, cuda or cpu, got {device!r}")
     if device == "cuda" or (device == "auto" and kind in ("auto", "onnxruntime") and cuda_usable()):
@@ -221,7 +222,7 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
     if not candidates:
         raise EngineUnavailable("; ".join(failures.values()))
     if len(candidates) == 1:
-        warm_up(candidates[0], sample, [size for size in sizes if size not in race_sizes])
+        warm_up(candidates[0], sample, unraced)
         return candidates[0], {"chosen_by": "the only engine that loads here", "unavailable": failures}
     scores = {engine.kind: seconds_per_image(engine, sample, race_sizes) for engine in candidates}
     handicap = {"openvino": 1 / (1 - OPENVINO_MARGIN)}
@@ -229,7 +230,7 @@ def choose(request: EngineRequest, kind: str, device: str, precision: str,
     for engine in candidates:
         if engine is not winner:
             engine.close()
-    warm_up(winner, sample, [size for size in sizes if size not in race_sizes])
+    warm_up(winner, sample, unraced)
     race = {name: round(value * 1e6, 1) for name, value in scores.items()}
     _write_cache(path, key, {"engine": winner.kind, "race_us_per_image": race, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return winner, {"chosen_by": "the faster on this CPU (race at start-up)", "race_us_per_image": race}
